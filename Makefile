@@ -1,0 +1,49 @@
+# Quick start:  make pipeline   (sets up .venv, publishes the default dataset version, runs dvc repro)
+#               make test       (the test suite; CI runs it through .ci/run)
+SHELL := /bin/bash
+VENV ?= .venv
+BIN := $(VENV)/bin
+export PATH := $(abspath $(BIN)):$(PATH)
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+# Where the raw datasets live (read-only; never copied into the repo).
+RAW_DATA ?= ../shared/datasets
+PYTEST_ARGS ?=
+
+.PHONY: venv publish-default pipeline test test-fast repro-check lint lock clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock pyproject.toml scripts/install.sh
+	scripts/install.sh $(VENV)
+	touch $@
+
+# Publish the version params.yaml asks for, unless the registry already has it.
+publish-default: venv
+	cybulde publish --from-params params.yaml --raw-dir $(RAW_DATA) --if-missing
+
+pipeline: publish-default
+	dvc repro
+	dvc metrics show
+
+test: venv
+	python -m pytest $(PYTEST_ARGS)
+
+test-fast: venv
+	python -m pytest -m "not slow and not integration" $(PYTEST_ARGS)
+
+repro-check: venv
+	scripts/repro_check.sh
+
+lint: venv
+	check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	hadolint Dockerfile
+
+# Regenerate the exact-version lock from the environment (after changing pyproject.toml).
+lock: venv
+	{ echo "# Exact versions of every dependency (generated from pyproject.toml: make lock). torch==2.13.0 is the CPU build."; \
+	  python -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; } > requirements.lock
+
+clean:
+	rm -rf .cybulde data/fetched model predictions

@@ -1,0 +1,41 @@
+"""`cybulde` command line: the upstream and downstream ends of the pipeline.
+
+    cybulde publish ...   raw labeled data -> a new immutable dataset version in the registry
+    cybulde predict ...   score texts with a trained model (a folder or an MLflow model URI)
+
+The pipeline stages themselves are run by DVC (`dvc repro`, see dvc.yaml).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from cybulde.data.publish import add_publish_arguments, run_publish
+    from cybulde.predict import add_predict_arguments, run_predict
+
+    parser = argparse.ArgumentParser(prog="cybulde", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    publish = commands.add_parser("publish", help="publish a dataset version to a registry")
+    add_publish_arguments(publish)
+    publish.set_defaults(handler=run_publish)
+    predict = commands.add_parser("predict", help="score texts with a trained model")
+    add_predict_arguments(predict)
+    predict.set_defaults(handler=run_predict)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    result = args.handler(args)
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Load `params.yaml` (plus Hydra-style `key=value` overrides) into a validated `Config`.
+
+`params.yaml` is the single source of truth that DVC tracks: `dvc repro` and `dvc exp run -S ...`
+both edit or read that file, and every stage reads it through `load_config`, so they always see the
+same values. Hydra's compose API applies the overrides (its grammar and its errors for unknown keys),
+the structured schema checks types and allowed values, and `validate_config` checks ranges.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from cybulde.config.schema import PRECISIONS, Config
+
+
+class ConfigError(ValueError):
+    """A parameter is missing, unknown, of the wrong type or out of range."""
+
+
+PARAMS_FILE = "params.yaml"
+
+
+def load_config(params_path: str | Path = PARAMS_FILE, overrides: Sequence[str] = ()) -> Config:
+    """Read `params_path`, apply `overrides` (e.g. `model.head=sigmoid`) and validate the result."""
+    params_path = Path(params_path).resolve()
+    if not params_path.is_file():
+        raise ConfigError(f"params file not found: {params_path}")
+    raw = _compose(params_path, list(overrides))
+    config = _to_schema(raw)
+    validate_config(config)
+    return config
+
+
+def _compose(params_path: Path, overrides: list[str]) -> DictConfig:
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    try:
+        with initialize_config_dir(config_dir=str(params_path.parent), version_base=None):
+            return compose(config_name=params_path.stem, overrides=overrides)
+    except HydraException as error:
+        raise ConfigError(f"bad override in {overrides}: {error}") from error
+
+
+def _to_schema(raw: DictConfig) -> Config:
+    schema = OmegaConf.structured(Config)
+    try:
+        merged = OmegaConf.merge(schema, raw)
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", "") or "?"
+        raise ConfigError(f"invalid parameter '{key}': {_first_line(error)}") from error
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0]
+
+
+def _require(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"invalid parameter '{key}': {message}")
+
+
+def validate_config(config: Config) -> None:
+    """Range checks that the schema's types cannot express; each error names its key."""
+    data, model, train, launch = config.data, config.model, config.train, config.launch
+    _require(bool(data.dataset.strip()), "data.dataset", "must not be empty")
+    _require(bool(data.version.strip()), "data.version", "must not be empty")
+    _require(bool(model.backbone.strip()), "model.backbone",
+             "must be 'minilm', 'scratch', or a model directory / hub name")
+    _require(0.0 <= model.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {model.dropout}")
+    _require(model.adapter_hidden_size > 0, "model.adapter_hidden_size", "must be > 0")
+    scratch = model.scratch
+    _require(scratch.hidden_size % scratch.num_attention_heads == 0, "model.scratch.hidden_size",
+             "must be divisible by model.scratch.num_attention_heads")
+    _require(train.epochs >= 1, "train.epochs", f"must be >= 1, got {train.epochs}")
+    _require(train.max_steps == -1 or train.max_steps >= 1, "train.max_steps", "must be -1 or >= 1")
+    _require(train.lr > 0, "train.lr", f"must be > 0, got {train.lr}")
+    _require(train.weight_decay >= 0, "train.weight_decay", "must be >= 0")
+    _require(0.0 <= train.warmup_ratio < 1.0, "train.warmup_ratio", "must be in [0, 1)")
+    _require(train.grad_clip >= 0, "train.grad_clip", "must be >= 0 (0 disables clipping)")
+    _require(train.batch_size >= 1, "train.batch_size", "must be >= 1")
+    _require(train.precision in PRECISIONS, "train.precision",
+             f"expected one of {list(PRECISIONS)}, got {train.precision!r}")
+    _require(train.early_stopping_patience >= 1, "train.early_stopping_patience", "must be >= 1")
+    _require(train.num_workers >= 0, "train.num_workers", "must be >= 0")
+    _require(train.log_every_n_steps >= 1, "train.log_every_n_steps", "must be >= 1")
+    _require(launch.nnodes >= 1, "launch.nnodes", "must be >= 1")
+    _require(launch.nproc_per_node >= 1, "launch.nproc_per_node", "must be >= 1")
+    _require(launch.threads_per_rank >= 0, "launch.threads_per_rank", "must be >= 0 (0 = auto)")
+    world_size = launch.nnodes * launch.nproc_per_node
+    per_step = train.batch_size * world_size
+    _require(train.global_batch_size % per_step == 0, "train.global_batch_size",
+             f"must be a multiple of train.batch_size * world size = {train.batch_size} * "
+             f"{world_size} = {per_step}, got {train.global_batch_size}")
+    _require(config.evaluation.batch_size >= 1, "evaluation.batch_size", "must be >= 1")
+    threshold = config.evaluation.threshold
+    _require(threshold == "tune" or _is_probability(threshold), "evaluation.threshold",
+             f"must be 'tune' or a number in (0, 1), got {threshold!r}")
+
+
+def _is_probability(text: str) -> bool:
+    try:
+        return 0.0 < float(text) < 1.0
+    except ValueError:
+        return False
+
+
+def gradient_accumulation(config: Config) -> int:
+    world_size = config.launch.nnodes * config.launch.nproc_per_node
+    return config.train.global_batch_size // (config.train.batch_size * world_size)
+
+
+def to_flat_dict(config: Config) -> dict[str, Any]:
+    """`{"model.head": "softmax", ...}`: the form MLflow params and `dvc exp show` use."""
+    container = OmegaConf.to_container(OmegaConf.structured(config), enum_to_str=True)
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), value)
+        else:
+            flat[prefix] = node.value if isinstance(node, Enum) else node
+
+    walk("", container)
+    return flat
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    return OmegaConf.to_container(OmegaConf.structured(config), enum_to_str=True)  # type: ignore[return-value]

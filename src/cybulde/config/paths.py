@@ -1,0 +1,43 @@
+"""Where the project lives, also when DVC runs an experiment in a temporary copy of it.
+
+`dvc exp run --queue` / `--temp` run the pipeline in `<workspace>/.dvc/tmp/exps/<tmp>/...`, a copy
+holding only the tracked files. Relative locations of shared state (the local data registry, the
+MLflow store) are therefore resolved against the *workspace* root, so an experiment run in a
+temporary copy reads the same registry and logs into the same store as one run in place.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cybulde.config.loader import PARAMS_FILE
+
+
+def project_root(start: str | Path | None = None) -> Path:
+    """The nearest folder at or above `start` (default: cwd) that holds `params.yaml`."""
+    here = Path(start or os.getcwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / PARAMS_FILE).is_file():
+            return folder
+    return here
+
+
+def workspace_root(start: str | Path | None = None) -> Path:
+    """The DVC workspace this project copy belongs to (itself, unless it is a DVC temp copy)."""
+    root = project_root(start)
+    parts = root.parts
+    for index in range(len(parts) - 3):
+        if parts[index : index + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:index])
+    return root
+
+
+def resolve_location(location: str, start: str | Path | None = None) -> str:
+    """A URL (`gs://`, `file://`...) as it is; a relative local path against the workspace root."""
+    if "://" in location:
+        return location
+    path = Path(location).expanduser()
+    if not path.is_absolute():
+        path = workspace_root(start) / path
+    return str(path)

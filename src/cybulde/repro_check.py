@@ -1,0 +1,173 @@
+"""The reproducibility check: is the committed pipeline state true, and does the pipeline reproduce?
+
+    python -m cybulde.repro_check lock      the committed dvc.lock matches code, params and deps
+    python -m cybulde.repro_check metrics   the committed metrics files are the ones dvc.lock pins
+    python -m cybulde.repro_check rerun     a small pipeline run twice gives identical weights/metrics
+    python -m cybulde.repro_check all       all three
+
+`scripts/repro_check.sh` installs the pinned dependencies first; CI and the GitHub workflow run it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+METRICS_FILES = ("metrics/train.json", "metrics/validation.json", "metrics/test.json")
+WEIGHTS = "model/model.safetensors"
+
+# A small but real configuration: the default backbone and recipe on a few hundred rows.
+SMALL_OVERRIDES = (
+    "train.epochs=1",
+    "train.max_steps=6",
+    "train.log_every_n_steps=2",
+    "evaluation.batch_size=32",
+)
+
+
+class ReproError(RuntimeError):
+    """The committed state is stale, or two runs of the pipeline differ."""
+
+
+def run(command: Sequence[str], cwd: Path, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(list(command), cwd=cwd, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ReproError(f"`{' '.join(command)}` failed in {cwd}:\n{result.stdout}\n{result.stderr}")
+    return result.stdout + result.stderr
+
+
+def tool_env() -> dict[str, str]:
+    """The environment with this interpreter's `python`, `dvc` and `torchrun` first on PATH."""
+    bin_dir = str(Path(sys.executable).parent)
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def check_lock(root: Path) -> None:
+    """Fail if any stage would run: the committed dvc.lock is stale against code, params or deps."""
+    output = run(["dvc", "repro", "--dry", "--allow-missing"], root, tool_env())
+    stale = [line for line in output.splitlines() if line.startswith("Running stage")]
+    if stale:
+        raise ReproError("dvc.lock is stale; these stages would run:\n  " + "\n  ".join(stale)
+                         + "\nRun the pipeline (make pipeline) and commit dvc.lock and metrics/.")
+    print("lock: dvc.lock is up to date with code, params and dependencies")
+
+
+def file_md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def locked_md5s(root: Path) -> dict[str, str]:
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    return {out["path"]: out["md5"] for stage in lock["stages"].values()
+            for out in stage.get("outs", [])}
+
+
+def check_metrics(root: Path) -> None:
+    """Fail unless each committed metrics file has the md5 that dvc.lock records for it."""
+    locked = locked_md5s(root)
+    for name in METRICS_FILES:
+        path = root / name
+        if name not in locked:
+            raise ReproError(f"{name} is not an output in dvc.lock")
+        if not path.is_file():
+            raise ReproError(f"{name} is in dvc.lock but not committed")
+        if file_md5(path) != locked[name]:
+            raise ReproError(f"{name} does not match dvc.lock (md5 {file_md5(path)} != "
+                             f"{locked[name]}): commit the metrics of the run that wrote dvc.lock")
+    print("metrics: committed metrics files match dvc.lock")
+
+
+def copy_project(root: Path, destination: Path) -> Path:
+    """The project's tracked and unignored files in a fresh git repo (DVC needs one)."""
+    listed = run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], root)
+    for name in listed.splitlines():
+        source = root / name
+        if source.is_file():
+            target = destination / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    for command in (["git", "init", "-q"], ["git", "add", "-A"],
+                    ["git", "-c", "user.name=repro", "-c", "user.email=repro@localhost",
+                     "commit", "-qm", "snapshot"]):
+        run(command, destination)
+    return destination
+
+
+def set_params(params_path: Path, overrides: Sequence[str]) -> None:
+    """Write `key=value` overrides into params.yaml (as `dvc exp run -S` would)."""
+    params = yaml.safe_load(params_path.read_text())
+    for override in overrides:
+        key, value = override.split("=", 1)
+        node = params
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = yaml.safe_load(value) if value else ""
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def fingerprint(project: Path) -> dict[str, str]:
+    names = (WEIGHTS, *METRICS_FILES)
+    return {name: hashlib.sha256((project / name).read_bytes()).hexdigest() for name in names}
+
+
+def check_rerun(root: Path, raw_data: Path) -> None:
+    """Run a small pipeline twice from scratch; weights and metrics must be bit-identical."""
+    with tempfile.TemporaryDirectory(prefix="cybulde-repro-") as scratch:
+        scratch_dir = Path(scratch)
+        project = copy_project(root, scratch_dir / "project")
+        registry = scratch_dir / "registry"
+        env = {**tool_env(), "MLFLOW_TRACKING_URI": f"sqlite:///{scratch_dir / 'mlflow.db'}"}
+        run([sys.executable, "-m", "cybulde.cli", "publish", "--source", "tweeteval_offensive",
+             "--raw-dir", str(raw_data / "tweeteval_offensive"), "--registry", str(registry),
+             "--version", "repro-check", "--max-rows-per-split", "256"], project, env)
+        set_params(project / "params.yaml",
+                   [f"data.registry={registry}", "data.version=repro-check", *SMALL_OVERRIDES])
+        prints = []
+        for attempt in (1, 2):
+            run(["dvc", "repro", "--force"], project, env)
+            prints.append(fingerprint(project))
+            print(f"rerun: pipeline run {attempt} done")
+        differing = [name for name in prints[0] if prints[0][name] != prints[1][name]]
+        if differing:
+            raise ReproError(f"two runs with the same params and data differ in: {differing}")
+        metrics = json.loads((project / "metrics/test.json").read_text())
+        print(f"rerun: identical weights and metrics across two runs "
+              f"(test macro_f1 {metrics['macro_f1']:.4f} on the small config)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("check", choices=["lock", "metrics", "rerun", "all"])
+    parser.add_argument("--root", type=Path, default=Path.cwd())
+    parser.add_argument("--raw-data", type=Path,
+                        default=Path(os.environ.get("RAW_DATA", "../shared/datasets")))
+    args = parser.parse_args(argv)
+    root = args.root.resolve()
+    try:
+        if args.check in ("lock", "all"):
+            check_lock(root)
+        if args.check in ("metrics", "all"):
+            check_metrics(root)
+        if args.check in ("rerun", "all"):
+            check_rerun(root, args.raw_data.resolve())
+    except ReproError as error:
+        print(f"reproducibility check failed: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+from pathlib import Path
+
+import pytest
+
+from cybulde.config.loader import ConfigError, gradient_accumulation, load_config, to_flat_dict
+from cybulde.config.schema import Head
+
+REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
+
+
+def test_repo_params_are_valid() -> None:
+    config = load_config(REPO_PARAMS)
+    assert config.model.head is Head.softmax
+    assert config.data.dataset == "tweeteval_offensive"
+
+
+def test_override_changes_value() -> None:
+    config = load_config(REPO_PARAMS, ["model.head=sigmoid", "train.lr=1e-4"])
+    assert config.model.head is Head.sigmoid
+    assert config.train.lr == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.head=foo", "'model.head'.*softmax, sigmoid"),
+        ("train.lr=-1", "'train.lr': must be > 0"),
+        ("train.lr=abc", "'train.lr'"),
+        ("model.pooling=max", "'model.pooling'.*cls, mean"),
+        ("train.precision=16", "'train.precision'.*32-true"),
+        ("evaluation.threshold=1.5", "'evaluation.threshold'"),
+        ("train.global_batch_size=33", "'train.global_batch_size'.*multiple"),
+        ("model.nope=1", "model.nope"),
+    ],
+)
+def test_bad_values_name_the_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(REPO_PARAMS, [override])
+
+
+def test_unknown_key_in_params_file(tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text(REPO_PARAMS.read_text() + "\nextra_section:\n  x: 1\n")
+    with pytest.raises(ConfigError, match="extra_section"):
+        load_config(params)
+
+
+def test_missing_params_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "params.yaml")
+
+
+def test_gradient_accumulation_and_flat_dict() -> None:
+    config = load_config(REPO_PARAMS, ["train.batch_size=8", "train.global_batch_size=32",
+                                       "launch.nproc_per_node=2"])
+    assert gradient_accumulation(config) == 2
+    flat = to_flat_dict(config)
+    assert flat["model.head"] == "softmax"
+    assert flat["train.batch_size"] == 8
