@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 # Where the raw datasets live (read-only; never copied into the repo).
-RAW_DATA ?= ../shared/datasets
+export CYBULDE_DATASETS_DIR ?= $(abspath ../shared/datasets)
 PYTEST_ARGS ?=
 
 .PHONY: venv publish-default pipeline test test-fast repro-check lint lock clean
@@ -19,9 +19,9 @@ $(VENV)/.installed: requirements.lock pyproject.toml scripts/install.sh
 	scripts/install.sh $(VENV)
 	touch $@
 
-# Publish the version params.yaml asks for, unless the registry already has it.
+# The default dataset version (params.yaml: data.*), published unless the registry has it.
 publish-default: venv
-	cybulde publish --from-params params.yaml --raw-dir $(RAW_DATA) --if-missing
+	cybulde publish --source tweeteval_offensive --version v1 --if-missing
 
 pipeline: publish-default
 	dvc repro

@@ -152,8 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("check", choices=["lock", "metrics", "rerun", "all"])
     parser.add_argument("--root", type=Path, default=Path.cwd())
-    parser.add_argument("--raw-data", type=Path,
-                        default=Path(os.environ.get("RAW_DATA", "../shared/datasets")))
+    parser.add_argument("--raw-data", type=Path, default=None,
+                        help="folder of the raw datasets (default: $CYBULDE_DATASETS_DIR or "
+                             "../shared/datasets)")
     args = parser.parse_args(argv)
     root = args.root.resolve()
     try:
@@ -162,7 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.check in ("metrics", "all"):
             check_metrics(root)
         if args.check in ("rerun", "all"):
-            check_rerun(root, args.raw_data.resolve())
+            from cybulde.data.publish import default_datasets_dir
+
+            check_rerun(root, (args.raw_data or default_datasets_dir()).resolve())
     except ReproError as error:
         print(f"reproducibility check failed: {error}", file=sys.stderr)
         return 1

@@ -1,0 +1,47 @@
+"""Errors of the data package; each message names what is wrong and what would be right."""
+
+from __future__ import annotations
+
+
+class DataError(Exception):
+    """Base class of every error raised by `cybulde.data`."""
+
+
+class RawDataError(DataError):
+    """A raw source is missing, malformed or inconsistent (e.g. texts and labels of different lengths)."""
+
+
+class RegistryError(DataError):
+    """Base class of errors about the data registry or a fetched copy."""
+
+
+class RegistryUnreachableError(RegistryError):
+    """The registry location cannot be read (missing folder, bucket, network or credentials)."""
+
+
+class UnknownDatasetError(RegistryError):
+    """The requested dataset has no complete version in the registry."""
+
+
+class UnknownVersionError(RegistryError):
+    """The dataset exists but the requested version does not (or is incomplete)."""
+
+
+class VersionExistsError(RegistryError):
+    """Versions are immutable: publishing onto an existing version is refused."""
+
+
+class ManifestError(RegistryError):
+    """manifest.json is missing, unreadable or lacks required keys."""
+
+
+class ChecksumMismatchError(RegistryError):
+    """A file's sha256 differs from the one recorded in the manifest."""
+
+
+class MissingFileError(RegistryError):
+    """A file listed in the manifest is absent."""
+
+
+class UnexpectedFileError(RegistryError):
+    """A file is present that the manifest does not list."""

@@ -1,0 +1,1 @@
+"""Evaluation of an exported model: metrics, the sigmoid decision threshold, DVC plots."""

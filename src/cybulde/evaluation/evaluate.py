@@ -1,0 +1,227 @@
+"""The `validate` and `test` stages: evaluate the exported model on one split of the fetched data.
+
+Outputs (paths relative to the project root, i.e. the stage's working directory):
+- `metrics/<split>.json`: loss, accuracy, macro_f1, roc_auc, threshold, per_class, num_examples;
+  floats rounded to 6 decimals and keys sorted, so an unchanged model and data give identical bytes;
+- `plots/<split>/`: confusion.json, roc.json, pr.json (DVC plots); the confusion-matrix PNG
+  (and per-class curves for more than two labels) go to MLflow only;
+- `predictions/<split>.parquet`: id, text, label, predicted, prob_<label name> per example.
+
+A binary sigmoid head decides by threshold: `validate` tunes it (or takes the fixed
+`evaluation.threshold`) and records it in metrics/validation.json; `test` applies that recorded
+value unchanged. Both stages log into the MLflow run that trained the model; `test` is the final
+stage, marks the run FINISHED and logs the servable pyfunc model.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cybulde.evaluation.metrics import compute_metrics, flatten_for_logging, round_floats
+from cybulde.evaluation.plots import write_json, write_plots
+from cybulde.evaluation.thresholds import needs_threshold, parse_threshold, tune_threshold
+
+if TYPE_CHECKING:
+    import torch
+
+    from cybulde.config.schema import Config
+
+SPLITS = ("validation", "test")
+STAGE_NAMES = {"validation": "validate", "test": "test"}
+MODEL_DIR = "model"
+METRICS_DIR = "metrics"
+PLOTS_DIR = "plots"
+PREDICTIONS_DIR = "predictions"
+DIGITS = 6
+
+
+class EvaluationError(RuntimeError):
+    """Evaluation cannot run: a missing model, split or recorded threshold, or mismatched data."""
+
+
+@dataclass
+class SplitEvaluation:
+    split: str
+    metrics: dict[str, Any]  # what metrics/<split>.json holds
+    metrics_path: Path
+    plot_paths: dict[str, Path]
+    predictions_path: Path
+
+
+def evaluate_split(cfg: Config, split: str, *, root: str | Path | None = None,
+                   run: Any = None) -> dict[str, Any]:
+    """Evaluate `model/` on `split` of `cfg.data.fetched_dir`, write the outputs, log to MLflow.
+
+    `root` is the project folder the relative paths start from (default: the working directory);
+    `run` is the MLflow run handle (default: `PipelineRun.for_model`, the run that trained the model).
+    Returns the content of metrics/<split>.json.
+    """
+    if split not in SPLITS:
+        raise EvaluationError(f"unknown split {split!r}: expected one of {list(SPLITS)}")
+    root = Path(root) if root is not None else Path.cwd()
+    model_dir = root / MODEL_DIR
+    if not (model_dir / "config.json").is_file():
+        raise EvaluationError(f"no exported model in {model_dir}: run the `train` stage first")
+    if run is None:
+        from cybulde.tracking.run import PipelineRun
+
+        run = PipelineRun.for_model(cfg, model_dir)
+    with run.stage(STAGE_NAMES[split], final=split == "test"), \
+            tempfile.TemporaryDirectory(prefix="cybulde-eval-") as scratch:
+        result = evaluate_to_files(cfg, split, root, Path(scratch))
+        log_evaluation(run, result)
+        if split == "test":
+            from cybulde.tracking.pyfunc import log_pyfunc_model
+
+            log_pyfunc_model(run, model_dir, threshold=result.metrics["threshold"],
+                             batch_size=cfg.evaluation.batch_size)
+    return result.metrics
+
+
+def evaluate_to_files(cfg: Config, split: str, root: Path, scratch: Path) -> SplitEvaluation:
+    """Everything of `evaluate_split` but the MLflow logging; MLflow-only files go to `scratch`."""
+    from cybulde.models.checkpoint import load_model
+
+    loaded = load_model(root / MODEL_DIR)
+    model = loaded.model
+    label_names = [str(name) for name in model.label_names]
+    data_dir = _local_path(root, cfg.data.fetched_dir)
+    rows = read_split_rows(data_dir, split)
+    outputs = _run_model(cfg, model, data_dir, split, len(rows["id"]), label_names, loaded.config)
+    if outputs.labels.tolist() != rows["label"]:
+        raise EvaluationError(
+            f"the data loader's labels for {split} differ from {data_dir}/{split}.parquet")
+
+    probabilities = model.head.probabilities(outputs.logits)
+    threshold = decide_threshold(cfg, split, root, str(model.head.kind), len(label_names),
+                                 probabilities, outputs.labels)
+    predictions = model.head.predict(probabilities, threshold)
+    metrics = compute_metrics(probabilities, predictions, outputs.labels, outputs.loss, label_names)
+
+    report = round_floats({
+        "loss": metrics["loss"],
+        "accuracy": metrics["accuracy"],
+        "macro_f1": metrics["macro_f1"],
+        "roc_auc": metrics["roc_auc"],
+        "threshold": threshold,
+        "per_class": metrics["per_class"],
+        "num_examples": len(rows["id"]),
+    }, DIGITS)
+    metrics_path = write_json(report, root / METRICS_DIR / f"{split}.json")
+    plot_paths = write_plots(root / PLOTS_DIR / split, scratch / PLOTS_DIR / split, probabilities,
+                             predictions, outputs.labels, label_names, metrics["confusion_matrix"],
+                             f"{split} confusion matrix")
+    predictions_path = write_predictions(root / PREDICTIONS_DIR / f"{split}.parquet", rows,
+                                         probabilities, predictions, label_names)
+    return SplitEvaluation(split, report, metrics_path, plot_paths, predictions_path)
+
+
+def _local_path(root: Path, location: str) -> Path:
+    path = Path(location).expanduser()
+    return path if path.is_absolute() else root / path
+
+
+def read_split_rows(data_dir: Path, split: str) -> dict[str, list[Any]]:
+    """`id`, `text` and `label` of a fetched split, in row order."""
+    import pyarrow.parquet as pq
+
+    path = data_dir / f"{split}.parquet"
+    if not path.is_file():
+        raise EvaluationError(f"{path} not found: run the `fetch` stage first "
+                              f"(data.fetched_dir={str(data_dir)!r})")
+    table = pq.read_table(path, columns=["id", "text", "label"])
+    if table.num_rows == 0:
+        raise EvaluationError(f"{path} has no rows: nothing to evaluate")
+    return {name: table.column(name).to_pylist() for name in ("id", "text", "label")}
+
+
+def _run_model(cfg: Config, model: Any, data_dir: Path, split: str, num_rows: int,
+               label_names: list[str], model_config: dict[str, Any]) -> Any:
+    from cybulde.data.datamodule import TextDataModule
+    from cybulde.evaluation.inference import collect_outputs, pick_device
+
+    datamodule = TextDataModule(data_dir, batch_size=cfg.evaluation.batch_size,
+                                seed=cfg.train.seed, group_by_length=False)
+    _check_data_fits_model(datamodule, label_names, model_config, data_dir)
+    loader = datamodule.eval_dataloader(split, cfg.evaluation.batch_size)
+    device = pick_device(prefer_gpu=getattr(cfg.launch.accelerator, "value", "") == "gpu")
+    return collect_outputs(model, loader, num_rows, device)
+
+
+def _check_data_fits_model(datamodule: Any, label_names: list[str], model_config: dict[str, Any],
+                           data_dir: Path) -> None:
+    data_labels = [str(name) for name in datamodule.label_names]
+    if data_labels != label_names:
+        raise EvaluationError(f"the model predicts labels {label_names} but the data in {data_dir} "
+                              f"has labels {data_labels}: evaluate a model trained on this dataset")
+    trained_with = (model_config.get("metadata") or {}).get("tokenizer_sha256")
+    tokenized_with = getattr(getattr(datamodule.manifest, "tokenizer", None), "sha256", None)
+    if trained_with and tokenized_with and trained_with != tokenized_with:
+        raise EvaluationError(
+            f"the data in {data_dir} was tokenized with tokenizer sha256 {tokenized_with[:12]}... "
+            f"but the model was trained with {trained_with[:12]}...: evaluate a model trained on "
+            f"this dataset version")
+
+
+def decide_threshold(cfg: Config, split: str, root: Path, head_kind: str, num_labels: int,
+                     probabilities: torch.Tensor, labels: torch.Tensor) -> float | None:
+    """None (argmax) unless the head is a binary sigmoid; then tuned, fixed or recorded."""
+    if not needs_threshold(head_kind, num_labels):
+        return None
+    if split == "validation":
+        fixed = parse_threshold(cfg.evaluation.threshold)
+        if fixed is not None:
+            return fixed
+        return tune_threshold(probabilities[:, 1].numpy(), labels.numpy())
+    return recorded_threshold(root / METRICS_DIR / "validation.json")
+
+
+def recorded_threshold(validation_metrics: Path) -> float:
+    """The threshold `validate` chose; the test split must use exactly that value."""
+    if not validation_metrics.is_file():
+        raise EvaluationError(
+            f"{validation_metrics} not found: the sigmoid head's decision threshold is chosen by "
+            f"the `validate` stage, run it before `test`")
+    try:
+        value = json.loads(validation_metrics.read_text(encoding="utf-8")).get("threshold")
+    except (ValueError, AttributeError) as error:
+        raise EvaluationError(f"{validation_metrics} is not a metrics JSON object: {error}") from error
+    if value is None:
+        raise EvaluationError(
+            f"{validation_metrics} records no threshold (threshold: null), but the model has a "
+            f"binary sigmoid head: rerun the `validate` stage with this model")
+    return float(value)
+
+
+def write_predictions(path: Path, rows: dict[str, list[Any]], probabilities: torch.Tensor,
+                      predictions: torch.Tensor, label_names: list[str]) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cybulde.evaluation.inference import probability_column
+
+    columns: dict[str, Any] = {
+        "id": pa.array([str(value) for value in rows["id"]], pa.string()),
+        "text": pa.array(rows["text"], pa.string()),
+        "label": pa.array([label_names[int(i)] for i in rows["label"]], pa.string()),
+        "predicted": pa.array([label_names[int(i)] for i in predictions.tolist()], pa.string()),
+    }
+    rounded = probabilities.double().numpy().round(DIGITS)
+    for index, name in enumerate(label_names):
+        columns[probability_column(name)] = pa.array(rounded[:, index], pa.float64())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
+def log_evaluation(run: Any, result: SplitEvaluation) -> None:
+    """Metrics (`<split>/...`), the plots folder, predictions and the metrics JSON into the run."""
+    run.log_metrics(flatten_for_logging(result.metrics, result.split))
+    for path in sorted(result.plot_paths.values()):
+        run.log_artifact(path, f"{PLOTS_DIR}/{result.split}")
+    run.log_artifact(result.predictions_path, PREDICTIONS_DIR)
+    run.log_artifact(result.metrics_path, METRICS_DIR)
