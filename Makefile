@@ -38,6 +38,7 @@ repro-check: venv
 
 lint: venv
 	check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	check-jsonschema --builtin-schema vendor.compose-spec infra/tracking-server/docker-compose.yml
 	hadolint Dockerfile
 
 # Regenerate the exact-version lock from the environment (after changing pyproject.toml).

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Start the team's MLflow tracking server: runs, params and metrics in PostgreSQL, artifacts
+# proxied by the server to a Google Cloud Storage bucket (clients need no bucket credentials).
+#
+#   MLFLOW_BACKEND_STORE_URI=postgresql+psycopg2://USER:PASSWORD@HOST:5432/DB \
+#   MLFLOW_ARTIFACTS_DESTINATION=gs://BUCKET/mlartifacts \
+#   infra/tracking-server/start.sh [--host 0.0.0.0] [--port 5000] [other `mlflow server` options]
+#
+# Connection settings come from the environment only, never from arguments (which `ps` shows) or
+# params.yaml: MLFLOW_BACKEND_STORE_URI, or the libpq variables PGHOST, PGPORT, PGUSER, PGPASSWORD,
+# PGDATABASE. The password is never printed. Bucket credentials: Application Default Credentials
+# (GOOGLE_APPLICATION_CREDENTIALS or the VM's service account); STORAGE_EMULATOR_HOST points the
+# server at a GCS emulator instead.
+#
+# Optional: MLFLOW_BIN (default: mlflow on PATH), MLFLOW_WORKERS (default 1).
+set -euo pipefail
+
+usage() {
+  sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+  exit "${1:-2}"
+}
+
+fail() {
+  echo "error: $*" >&2
+  exit 2
+}
+
+percent_encode() {
+  local LC_ALL=C text="$1" encoded="" char index
+  for ((index = 0; index < ${#text}; index++)); do
+    char="${text:index:1}"
+    case "$char" in
+      [a-zA-Z0-9._~-]) encoded+="$char" ;;
+      *) printf -v char '%%%02X' "'$char"; encoded+="$char" ;;
+    esac
+  done
+  printf '%s' "$encoded"
+}
+
+store_uri_from_libpq_env() {
+  [[ -n "${PGHOST:-}" && -n "${PGUSER:-}" ]] \
+    || fail "set MLFLOW_BACKEND_STORE_URI, or PGHOST, PGUSER (and PGPASSWORD, PGPORT, PGDATABASE)"
+  local credentials
+  credentials="$(percent_encode "$PGUSER")"
+  if [[ -n "${PGPASSWORD:-}" ]]; then
+    credentials+=":$(percent_encode "$PGPASSWORD")"
+  fi
+  printf 'postgresql+psycopg2://%s@%s:%s/%s' "$credentials" "$PGHOST" "${PGPORT:-5432}" \
+    "$(percent_encode "${PGDATABASE:-mlflow}")"
+}
+
+# SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3; the project ships psycopg2.
+with_psycopg2_driver() {
+  case "$1" in
+    postgresql+psycopg2://*) printf '%s' "$1" ;;
+    postgresql://* | postgres://*) printf 'postgresql+psycopg2://%s' "${1#*://}" ;;
+    *) fail "MLFLOW_BACKEND_STORE_URI must be a postgresql+psycopg2:// URI (got scheme '${1%%://*}')" ;;
+  esac
+}
+
+redacted() {
+  local uri="$1"
+  [[ "$uri" == *@* ]] || { printf '%s' "$uri"; return; }
+  local scheme="${uri%%://*}" rest="${uri#*://}"
+  local user="${rest%%@*}"
+  printf '%s://%s:***@%s' "$scheme" "${user%%:*}" "${rest#*@}"
+}
+
+case "${1:-}" in -h | --help) usage 0 ;; esac
+for argument in "$@"; do
+  case "$argument" in
+    --backend-store-uri* | --artifacts-destination* | --default-artifact-root*)
+      fail "$argument: pass the store through MLFLOW_BACKEND_STORE_URI / PG* and the bucket through MLFLOW_ARTIFACTS_DESTINATION" ;;
+  esac
+done
+
+destination="${MLFLOW_ARTIFACTS_DESTINATION:-}"
+[[ "$destination" == gs://* ]] \
+  || fail "MLFLOW_ARTIFACTS_DESTINATION must be a gs://BUCKET/PATH URL (got '${destination}')"
+
+if [[ -n "${MLFLOW_BACKEND_STORE_URI:-}" ]]; then
+  store_uri="$(with_psycopg2_driver "$MLFLOW_BACKEND_STORE_URI")"
+else
+  store_uri="$(store_uri_from_libpq_env)"
+fi
+# mlflow reads --backend-store-uri from this variable, which keeps the password off argv.
+export MLFLOW_BACKEND_STORE_URI="$store_uri"
+unset PGPASSWORD
+# The default job runner forks many workers (about 2.4 GB); the server does not need it.
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}"
+export GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT="${GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT:-false}"
+# Empty values (as docker compose passes unset options) mean "not set" to this script.
+for optional in STORAGE_EMULATOR_HOST GOOGLE_APPLICATION_CREDENTIALS; do
+  if [[ -z "${!optional:-}" ]]; then
+    unset "$optional"
+  fi
+done
+
+mlflow_bin="${MLFLOW_BIN:-mlflow}"
+command -v "$mlflow_bin" >/dev/null || fail "'$mlflow_bin' not found: activate the project's .venv or set MLFLOW_BIN"
+
+echo "mlflow server: store $(redacted "$store_uri"), artifacts $destination${STORAGE_EMULATOR_HOST:+ (emulator $STORAGE_EMULATOR_HOST)}"
+exec "$mlflow_bin" server \
+  --serve-artifacts \
+  --artifacts-destination "$destination" \
+  --workers "${MLFLOW_WORKERS:-1}" \
+  "$@"

@@ -1,0 +1,1 @@
+"""Launchers for cloud infrastructure (the training cluster on Google Cloud)."""

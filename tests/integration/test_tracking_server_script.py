@@ -1,0 +1,72 @@
+"""infra/tracking-server/start.sh without services: what it hands to `mlflow server`, and what it refuses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+SCRIPT = Path(__file__).resolve().parents[2] / "infra" / "tracking-server" / "start.sh"
+PASSWORD = "p@ss:w/rd %é"
+
+
+@pytest.fixture
+def fake_mlflow(tmp_path: Path) -> Path:
+    """An `mlflow` that records its environment's store URI and its arguments."""
+    binary = tmp_path / "mlflow"
+    binary.write_text('#!/bin/bash\nprintf "%s\\n" "$MLFLOW_BACKEND_STORE_URI" "$MLFLOW_SERVER_ENABLE_JOB_EXECUTION" '
+                      f'"${{PGPASSWORD:-unset}}" "$*" > {tmp_path / "calls.txt"}\n')
+    binary.chmod(0o755)
+    return binary
+
+
+def _start(fake_mlflow: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "MLFLOW_"))}
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True,
+                          env={**clean, "MLFLOW_BIN": str(fake_mlflow), **env})
+
+
+def _recorded(fake_mlflow: Path) -> list[str]:
+    return (fake_mlflow.parent / "calls.txt").read_text().splitlines()
+
+
+def test_libpq_variables_become_a_psycopg2_uri_off_the_command_line(fake_mlflow: Path) -> None:
+    result = _start(fake_mlflow, {"PGHOST": "db", "PGPORT": "6543", "PGUSER": "ml flow", "PGPASSWORD": PASSWORD,
+                                  "PGDATABASE": "runs", "MLFLOW_ARTIFACTS_DESTINATION": "gs://b/art"},
+                    "--port", "5000")
+    assert result.returncode == 0, result.stderr
+    store_uri, job_execution, pgpassword, argv = _recorded(fake_mlflow)
+    url = make_url(store_uri)
+    assert (url.drivername, url.username, url.password, url.host, url.port, url.database) == \
+        ("postgresql+psycopg2", "ml flow", PASSWORD, "db", 6543, "runs")
+    assert job_execution == "false"
+    assert pgpassword == "unset"
+    assert argv == "server --serve-artifacts --artifacts-destination gs://b/art --workers 1 --port 5000"
+    assert PASSWORD not in result.stdout + result.stderr
+    assert "postgresql+psycopg2://ml%20flow:***@db:6543/runs" in result.stdout
+
+
+def test_plain_postgresql_uri_gets_the_psycopg2_driver(fake_mlflow: Path) -> None:
+    result = _start(fake_mlflow, {"MLFLOW_BACKEND_STORE_URI": "postgresql://u:secret@db/mlflow",
+                                  "MLFLOW_ARTIFACTS_DESTINATION": "gs://b/art"})
+    assert result.returncode == 0, result.stderr
+    assert _recorded(fake_mlflow)[0] == "postgresql+psycopg2://u:secret@db/mlflow"
+    assert "secret" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("env, args, message", [
+    ({"MLFLOW_ARTIFACTS_DESTINATION": "gs://b/a"}, [], "set MLFLOW_BACKEND_STORE_URI, or PGHOST"),
+    ({"PGHOST": "db", "PGUSER": "u"}, [], "MLFLOW_ARTIFACTS_DESTINATION must be a gs://"),
+    ({"MLFLOW_BACKEND_STORE_URI": "sqlite:///x.db", "MLFLOW_ARTIFACTS_DESTINATION": "gs://b/a"}, [],
+     "must be a postgresql+psycopg2://"),
+    ({"PGHOST": "db", "PGUSER": "u", "MLFLOW_ARTIFACTS_DESTINATION": "gs://b/a"},
+     ["--backend-store-uri", "postgresql://u:p@db/x"], "pass the store through MLFLOW_BACKEND_STORE_URI"),
+])
+def test_misconfigurations_are_refused(fake_mlflow: Path, env: dict, args: list, message: str) -> None:
+    result = _start(fake_mlflow, env, *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not (fake_mlflow.parent / "calls.txt").exists()
