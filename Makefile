@@ -37,6 +37,7 @@ repro-check: venv
 	scripts/repro_check.sh
 
 lint: venv
+	ruff check src stages tests benchmarks scripts
 	check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	check-jsonschema --builtin-schema vendor.compose-spec infra/tracking-server/docker-compose.yml
 	hadolint Dockerfile

@@ -1,4 +1,4 @@
-"""DVC stage `test`: evaluate `model/` on the test split with the threshold `validate` recorded.
+"""DVC stage `test`: evaluate `model/` on the test split (with the threshold chosen on validation).
 
 Usage: python stages/test.py [key=value ...]   (overrides, e.g. evaluation.batch_size=128)
 """
@@ -8,11 +8,18 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from cybulde.config.schema import Config
+from cybulde.entrypoint import run_stage
+
+
+def evaluate(cfg: Config) -> str:
+    from cybulde.evaluation.evaluate import evaluate_split, summary_line
+
+    return summary_line(evaluate_split(cfg, "test"), "test")
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from cybulde.evaluation.cli import run_evaluation_stage
-
-    return run_evaluation_stage("test", list(sys.argv[1:] if argv is None else argv))
+    return run_stage("test", evaluate, argv)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,18 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from cybulde.config.schema import Config
+from cybulde.entrypoint import run_stage
+
+
+def evaluate(cfg: Config) -> str:
+    from cybulde.evaluation.evaluate import evaluate_split, summary_line
+
+    return summary_line(evaluate_split(cfg, "validation"), "validation")
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from cybulde.evaluation.cli import run_evaluation_stage
-
-    return run_evaluation_stage("validation", list(sys.argv[1:] if argv is None else argv))
+    return run_stage("validate", evaluate, argv)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     cybulde publish ...   raw labeled data -> a new immutable dataset version in the registry
     cybulde predict ...   score texts with a trained model (a folder or an MLflow model URI)
+    cybulde evaluate-cross ...  score a trained model on another dataset version
     cybulde gcp ...       create or delete the GPU training cluster on Google Cloud
 
 The pipeline stages themselves are run by DVC (`dvc repro`, see dvc.yaml).
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 def build_parser() -> argparse.ArgumentParser:
     from cybulde.cloud.gcp import add_gcp_arguments, run_gcp
     from cybulde.data.publish import add_publish_arguments, run_publish
+    from cybulde.evaluation.cross import add_cross_arguments, run_cross
     from cybulde.predict import add_predict_arguments, run_predict
 
     parser = argparse.ArgumentParser(prog="cybulde", description=__doc__,
@@ -29,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="score texts with a trained model")
     add_predict_arguments(predict)
     predict.set_defaults(handler=run_predict)
+    cross = commands.add_parser("evaluate-cross", help="score a trained model on another dataset version")
+    add_cross_arguments(cross)
+    cross.set_defaults(handler=run_cross)
     gcp = commands.add_parser("gcp", help="create or delete the GPU training cluster on Google Cloud")
     add_gcp_arguments(gcp)
     gcp.set_defaults(handler=run_gcp)

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from cybulde.errors import CybuldeError
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -38,7 +40,7 @@ TEXT_OUTPUT_COLUMN = "text"
 LONG_INPUT = 1000
 
 
-class PredictError(Exception):
+class PredictError(CybuldeError):
     """Bad input, output or model for `cybulde predict`; the message says what to change."""
 
 

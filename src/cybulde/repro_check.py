@@ -23,6 +23,8 @@ from pathlib import Path
 
 import yaml
 
+from cybulde.errors import CybuldeError
+
 METRICS_FILES = ("metrics/train.json", "metrics/validation.json", "metrics/test.json")
 WEIGHTS = "model/model.safetensors"
 
@@ -35,7 +37,7 @@ SMALL_OVERRIDES = (
 )
 
 
-class ReproError(RuntimeError):
+class ReproError(CybuldeError, RuntimeError):
     """The committed state is stale, or two runs of the pipeline differ."""
 
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from cybulde.errors import CybuldeError
+
 DEFAULT_MACHINE_TYPE = "g2-standard-8"
 DEFAULT_ACCELERATOR = "type=nvidia-l4,count=1"
 DEFAULT_VM_IMAGE_FAMILY = "common-cu128-ubuntu-2204-nvidia-570"
@@ -35,7 +37,7 @@ ACCELERATOR_PATTERN = re.compile(r"^type=(?P<type>[a-z0-9-]+),count=(?P<count>[1
 NAME_PATTERN = re.compile(r"^[a-z]([-a-z0-9]{0,40}[a-z0-9])?$")
 
 
-class GcpError(RuntimeError):
+class GcpError(CybuldeError, RuntimeError):
     """The cluster cannot be described or created as asked."""
 
 

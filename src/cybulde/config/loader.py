@@ -17,9 +17,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from cybulde.config.schema import PRECISIONS, Config
+from cybulde.errors import CybuldeError
 
 
-class ConfigError(ValueError):
+class ConfigError(CybuldeError, ValueError):
     """A parameter is missing, unknown, of the wrong type or out of range."""
 
 

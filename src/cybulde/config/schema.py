@@ -70,7 +70,7 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     seed: int = 1234
-    epochs: int = 3
+    epochs: int = 1
     # Stop after this many optimizer steps in total (-1: run all epochs). Used by tiny test configs.
     max_steps: int = -1
     batch_size: int = 16  # per device (per rank)
@@ -81,7 +81,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     class_weights: bool = False
     early_stopping_patience: int = 2
-    precision: str = "bf16-mixed"  # one of PRECISIONS
+    precision: str = "32-true"  # one of PRECISIONS
     group_by_length: bool = True
     num_workers: int = 0
     log_every_n_steps: int = 20

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from cybulde.errors import CybuldeError
 
-class DataError(Exception):
+
+class DataError(CybuldeError):
     """Base class of every error raised by `cybulde.data`."""
 
 

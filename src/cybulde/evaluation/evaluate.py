@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cybulde.errors import CybuldeError
 from cybulde.evaluation.metrics import compute_metrics, flatten_for_logging, round_floats
 from cybulde.evaluation.plots import write_json, write_plots
 from cybulde.evaluation.thresholds import needs_threshold, parse_threshold, tune_threshold
@@ -39,7 +40,7 @@ PREDICTIONS_DIR = "predictions"
 DIGITS = 6
 
 
-class EvaluationError(RuntimeError):
+class EvaluationError(CybuldeError, RuntimeError):
     """Evaluation cannot run: a missing model, split or recorded threshold, or mismatched data."""
 
 
@@ -225,3 +226,9 @@ def log_evaluation(run: Any, result: SplitEvaluation) -> None:
         run.log_artifact(path, f"{PLOTS_DIR}/{result.split}")
     run.log_artifact(result.predictions_path, PREDICTIONS_DIR)
     run.log_artifact(result.metrics_path, METRICS_DIR)
+
+
+def summary_line(metrics: dict[str, Any], split: str) -> str:
+    """One line for the stage's log: the headline metrics and where they were written."""
+    return (f"accuracy={metrics['accuracy']} macro_f1={metrics['macro_f1']} roc_auc={metrics['roc_auc']} "
+            f"threshold={metrics['threshold']} ({metrics['num_examples']} examples) -> metrics/{split}.json")

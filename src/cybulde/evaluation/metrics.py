@@ -14,11 +14,13 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from cybulde.errors import CybuldeError
+
 if TYPE_CHECKING:
     import torch
 
 
-class MetricsInputError(ValueError):
+class MetricsInputError(CybuldeError, ValueError):
     """The arrays given to the metric functions do not fit together."""
 
 

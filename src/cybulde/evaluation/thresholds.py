@@ -16,10 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from cybulde.errors import CybuldeError
+
 THRESHOLD_DIGITS = 6
 
 
-class ThresholdError(ValueError):
+class ThresholdError(CybuldeError, ValueError):
     """A threshold cannot be chosen or is not a valid probability."""
 
 

@@ -15,13 +15,15 @@ from typing import Any
 
 import mlflow.pyfunc
 
+from cybulde.errors import CybuldeError
+
 MODEL_NAME = "model"
 MODEL_DIR_ARTIFACT = "model_dir"
 TEXT_COLUMN = "text"
 INPUT_EXAMPLE = ["you are a wonderful person", "nobody wants you here, get lost"]
 
 
-class PyfuncInputError(ValueError):
+class PyfuncInputError(CybuldeError, ValueError):
     """The input to the served model is not a `text` column or a list of strings."""
 
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from cybulde.config.loader import to_flat_dict
 from cybulde.config.paths import project_root, workspace_root
 from cybulde.config.schema import Config
+from cybulde.errors import CybuldeError
 from cybulde.tracking.lineage import data_lock_hash, model_digest
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ DEFAULT_STORE = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
 
 
-class TrackingError(RuntimeError):
+class TrackingError(CybuldeError, RuntimeError):
     """The tracking server cannot be reached, or the run to log into cannot be found."""
 
 

@@ -1,0 +1,290 @@
+"""Training throughput, side by side on the same data, backbone and batch size.
+
+Modes (each runs in its own process so peak RSS is per mode; DDP reports it per rank):
+  ours-1proc   our LightningModule + TextDataModule (length-grouped, dynamic padding), 1 process
+  ours-ddp2    the same under torchrun, 2 ranks (gloo), threads split between them
+  hf-default   transformers.Trainer, dynamic padding, random order
+  hf-grouped   transformers.Trainer with train_sampling_strategy="group_by_length"
+  ceiling-fp32 / ceiling-bf16   a bare forward+backward+AdamW step on a fixed batch (rows x mean length)
+
+    python benchmarks/train_throughput.py --data-dir data/fetched --steps 50 --precision bf16-mixed
+
+Without --data-dir, TweetEval offensive is published once (pretrained MiniLM tokenizer) into
+.cybulde/bench-registry. Samples/s and tokens/s (non-padding tokens) exclude `--warmup-steps`.
+For the HF modes tokens/s is estimated from the split's mean row length (their batches are not visible).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+MODES = ("ceiling-fp32", "ceiling-bf16", "hf-default", "hf-grouped", "ours-1proc", "ours-ddp2")
+RESULT_PREFIX = "BENCH_RESULT "
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, help="a fetched/published dataset version directory")
+    parser.add_argument("--backbone", default="minilm")
+    parser.add_argument("--batch-size", type=int, default=32, help="global batch size (rows per optimizer step)")
+    parser.add_argument("--steps", type=int, default=50, help="timed optimizer steps per mode")
+    parser.add_argument("--warmup-steps", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="cores to use in total")
+    parser.add_argument("--precision", default="bf16-mixed", choices=["32-true", "bf16-mixed"])
+    parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {MODES}")
+    parser.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+# -- data --------------------------------------------------------------------------------------------
+def default_data_dir() -> Path:
+    from cybulde.config.paths import project_root
+    from cybulde.data.publish import default_datasets_dir, ensure_published
+
+    registry = project_root() / ".cybulde" / "bench-registry"
+    ensure_published("tweeteval_offensive", default_datasets_dir() / "tweeteval_offensive", str(registry), "bench",
+                     tokenizer="pretrained")
+    return registry / "tweeteval_offensive" / "bench"
+
+
+def train_rows(data_dir: Path) -> tuple[list[list[int]], list[int]]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(data_dir / "train.parquet", columns=["input_ids", "label"]).to_pydict()
+    return table["input_ids"], table["label"]
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def report(mode: str, samples: int, tokens: float, seconds: float, **extra) -> None:
+    result = {"mode": mode, "samples_per_s": samples / seconds, "tokens_per_s": tokens / seconds,
+              "peak_rss_mb": peak_rss_mb(), "rank": int(os.environ.get("RANK", 0)), **extra}
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+# -- ceiling -------------------------------------------------------------------------------------------
+def run_ceiling(args: argparse.Namespace, bf16: bool) -> None:
+    import torch
+
+    from cybulde.training.module import fused_if_supported
+
+    torch.set_num_threads(args.threads)
+    ids, _ = train_rows(args.data_dir)
+    length = round(sum(map(len, ids)) / len(ids))
+    model = classifier(args)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, **fused_if_supported())
+    input_ids = torch.randint(1000, 2000, (args.batch_size, length))
+    mask = torch.ones_like(input_ids)
+    labels = torch.randint(0, 2, (args.batch_size,))
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(input_ids, mask)
+        model.head.loss(logits, labels).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(args.warmup_steps):
+        step()
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    seconds = time.perf_counter() - start
+    report(f"ceiling-{'bf16' if bf16 else 'fp32'}", args.steps * args.batch_size,
+           args.steps * args.batch_size * length, seconds, rows_x_tokens=f"{args.batch_size}x{length}")
+
+
+def classifier(args: argparse.Namespace):
+    from cybulde.config.schema import ModelConfig
+    from cybulde.data.manifest import Manifest
+    from cybulde.models.classifier import build_classifier
+
+    manifest = Manifest.load(args.data_dir).to_dict()
+    return build_classifier(ModelConfig(backbone=args.backbone), manifest, args.data_dir / "tokenizer")
+
+
+# -- Hugging Face Trainer ------------------------------------------------------------------------------
+def run_hf(args: argparse.Namespace, grouped: bool) -> None:
+    import torch
+    from transformers import (
+        AutoModelForSequenceClassification,
+        DataCollatorWithPadding,
+        PreTrainedTokenizerFast,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
+
+    from cybulde.models.backbone import minilm_dir
+
+    torch.set_num_threads(args.threads)
+    ids, labels = train_rows(args.data_dir)
+    mean_length = sum(map(len, ids)) / len(ids)
+    dataset = [{"input_ids": row, "labels": label} for row, label in zip(ids, labels, strict=True)]
+    source = str(minilm_dir()) if args.backbone == "minilm" else args.backbone
+    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=max(labels) + 1,
+                                                               local_files_only=True)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(args.data_dir / "tokenizer"))
+    timer = _StepTimer(args.warmup_steps)
+
+    class TimerCallback(TrainerCallback):
+        def on_step_end(self, *_, **__):
+            timer.tick()
+
+    training_args = TrainingArguments(
+        output_dir=str(Path(".cybulde") / "bench-hf"), per_device_train_batch_size=args.batch_size,
+        max_steps=args.warmup_steps + args.steps, learning_rate=5e-5, use_cpu=True,
+        bf16=args.precision == "bf16-mixed", report_to="none", save_strategy="no", logging_strategy="no",
+        disable_tqdm=True, dataloader_num_workers=0, seed=1234,
+        train_sampling_strategy="group_by_length" if grouped else "random")
+    trainer = Trainer(model=model, args=training_args, train_dataset=dataset,
+                      data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
+                      callbacks=[TimerCallback()])
+    trainer.train()
+    samples = args.steps * args.batch_size
+    report("hf-grouped" if grouped else "hf-default", samples, samples * mean_length, timer.seconds,
+           tokens_estimated=True)
+
+
+class _StepTimer:
+    """Wall time of the steps after the first `warmup` ones."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+        self.steps = 0
+        self.start: float | None = None
+        self.seconds = 0.0
+        self.samples = 0
+        self.tokens = 0
+
+    def tick(self, samples: int = 0, tokens: int = 0) -> None:
+        self.steps += 1
+        now = time.perf_counter()
+        if self.steps == self.warmup:
+            self.start = now
+        elif self.start is not None:
+            self.seconds = now - self.start
+            self.samples += samples
+            self.tokens += tokens
+
+
+# -- ours -----------------------------------------------------------------------------------------------
+def run_ours(args: argparse.Namespace) -> None:
+    import lightning.pytorch as pl
+
+    from cybulde.config.schema import Config
+    from cybulde.data.manifest import Manifest
+    from cybulde.training.launch import configure_threads, read_launch_env
+    from cybulde.training.train import _strategy, build_module, make_datamodule
+
+    env = read_launch_env()
+    configure_threads(max(1, args.threads // env.local_world_size))
+    cfg = Config()
+    cfg.model.backbone = args.backbone
+    cfg.train.batch_size = args.batch_size // env.world_size
+    cfg.train.precision = args.precision
+    pl.seed_everything(cfg.train.seed, verbose=False)
+    module = build_module(cfg, Manifest.load(args.data_dir), args.data_dir)
+    datamodule = make_datamodule(cfg, args.data_dir, env)
+    timer = _StepTimer(args.warmup_steps)
+
+    class TimerCallback(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            timer.tick(int(batch["labels"].shape[0]), int(batch["attention_mask"].sum()))
+
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=env.local_world_size, num_nodes=1, strategy=_strategy("cpu", env.world_size),
+        precision=args.precision, max_steps=args.warmup_steps + args.steps, limit_val_batches=0,
+        use_distributed_sampler=False, deterministic=True, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[TimerCallback()])
+    trainer.fit(module, datamodule=datamodule)
+    # Per-rank counts times the world size: every rank takes equal batches of the same global step.
+    report("ours-ddp2" if env.world_size > 1 else "ours-1proc", timer.samples * env.world_size,
+           timer.tokens * env.world_size, timer.seconds, threads_per_rank=max(1, args.threads // env.local_world_size))
+
+
+# -- driver ---------------------------------------------------------------------------------------------
+def run_worker(args: argparse.Namespace) -> None:
+    runners = {"ceiling-fp32": lambda: run_ceiling(args, False), "ceiling-bf16": lambda: run_ceiling(args, True),
+               "hf-default": lambda: run_hf(args, False), "hf-grouped": lambda: run_hf(args, True),
+               "ours-1proc": lambda: run_ours(args), "ours-ddp2": lambda: run_ours(args)}
+    runners[args.worker]()
+
+
+def launch(mode: str, args: argparse.Namespace) -> list[dict]:
+    common = ["--data-dir", str(args.data_dir), "--backbone", args.backbone, "--batch-size", str(args.batch_size),
+              "--steps", str(args.steps), "--warmup-steps", str(args.warmup_steps), "--threads", str(args.threads),
+              "--precision", args.precision, "--worker", mode]
+    script = str(Path(__file__).resolve())
+    if mode == "ours-ddp2":
+        command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
+                   "--rdzv_backend=c10d", "--rdzv_endpoint=127.0.0.1:0", script, *common]
+    else:
+        command = [sys.executable, script, *common]
+    completed = subprocess.run(command, capture_output=True, text=True)
+    results = [json.loads(line[len(RESULT_PREFIX):]) for line in completed.stdout.splitlines()
+               if line.startswith(RESULT_PREFIX)]
+    if completed.returncode != 0 or not results:
+        print(f"{mode} failed (exit {completed.returncode}):\n{completed.stderr[-3000:]}", file=sys.stderr)
+    return results
+
+
+def merge_ranks(results: list[dict]) -> dict:
+    first = min(results, key=lambda result: result["rank"])
+    return {**first, "peak_rss_mb": [round(result["peak_rss_mb"]) for result in sorted(results, key=lambda r: r["rank"])]}
+
+
+def print_table(rows: dict[str, dict], args: argparse.Namespace) -> None:
+    hf_default = rows.get("hf-default", {}).get("samples_per_s")
+    hf_grouped = rows.get("hf-grouped", {}).get("samples_per_s")
+    ceiling = rows.get("ceiling-bf16" if args.precision == "bf16-mixed" else "ceiling-fp32", {}).get("samples_per_s")
+    print(f"\nbackbone={args.backbone} batch={args.batch_size} precision={args.precision} threads={args.threads} "
+          f"steps={args.steps} data={args.data_dir}")
+    header = f"{'mode':<14}{'samples/s':>10}{'tokens/s':>10}{'peak RSS MB':>16}{'x HF def':>10}{'x HF grp':>10}{'of ceil':>9}"
+    print(header + "\n" + "-" * len(header))
+    for mode in MODES:
+        if mode not in rows:
+            continue
+        row = rows[mode]
+        rate = row["samples_per_s"]
+
+        def ratio(base, rate=rate):
+            return f"{rate / base:.2f}" if base else "n/a"
+
+        print(f"{mode:<14}{rate:>10.1f}{row['tokens_per_s']:>10.0f}{str(row['peak_rss_mb']):>16}"
+              f"{ratio(hf_default):>10}{ratio(hf_grouped):>10}{ratio(ceiling):>9}")
+    print("ceiling = bare forward+backward+AdamW on one fixed batch at the mean row length "
+          f"({'bf16 autocast' if args.precision == 'bf16-mixed' else 'fp32'}); HF tokens/s estimated from mean length")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        run_worker(args)
+        return 0
+    args.data_dir = (args.data_dir or default_data_dir()).resolve()
+    rows = {}
+    for mode in args.modes.split(","):
+        results = launch(mode.strip(), args)
+        if results:
+            rows[mode.strip()] = merge_ranks(results)
+            print(f"{mode}: {rows[mode.strip()]['samples_per_s']:.1f} samples/s", flush=True)
+    print_table(rows, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,304 @@
+"""Regenerate the README's results section from the committed metrics files.
+
+    python scripts/results_table.py            # rewrite README.md between the markers
+    python scripts/results_table.py --check    # exit 1 if README.md is out of date
+
+The section between `<!-- results:start -->` and `<!-- results:end -->` is replaced; nothing else
+in the README changes. Inputs (paths relative to the project root; all but params.yaml optional):
+
+- params.yaml: `data.dataset` / `data.version`, the dataset of the default pipeline's metrics;
+- metrics/validation.json, metrics/test.json: the default pipeline's model (`dvc repro`);
+- metrics/baseline.json: the TF-IDF + logistic regression baseline (stage `baseline`);
+- results/baselines/*.json: the baseline on other datasets (copies of metrics/baseline.json);
+- results/seeds/*.json: `{"dataset", "version", "seed", "validation": {...}, "test": {...}}`, the
+  two inner objects being metrics/<split>.json of one seed's run; shown as mean ± std per dataset;
+- results/sweep/*.json: `{"name", "dataset", "params": {...}, "validation": {...}, "note"}`, one
+  experiment of a sweep, ranked by validation macro-F1 (the test split plays no part in choosing);
+- results/cross/*.json: the output of `cybulde evaluate-cross --save`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+START_MARKER = "<!-- results:start -->"
+END_MARKER = "<!-- results:end -->"
+DATASET_ORDER = ("tweeteval_offensive", "tweeteval_hate", "davidson2017")
+MISSING = "—"
+
+
+@dataclass(frozen=True)
+class Published:
+    system: str
+    scores: Mapping[str, float]  # dataset -> test macro-F1
+    source: str
+    note: str = ""
+
+
+PUBLISHED = (
+    Published("SVM", {"tweeteval_offensive": 0.523},
+              "Barbieri et al. 2020, TweetEval (Findings of EMNLP)"),
+    Published("LSTM", {"tweeteval_offensive": 0.717},
+              "Barbieri et al. 2020, TweetEval (Findings of EMNLP)"),
+    Published("RoBERTa-base", {"tweeteval_offensive": 0.795, "tweeteval_hate": 0.466},
+              "Barbieri et al. 2020, TweetEval (Findings of EMNLP)"),
+    Published("BERTweet", {"tweeteval_offensive": 0.795, "tweeteval_hate": 0.564},
+              "Nguyen et al. 2020, BERTweet (EMNLP demos); TweetEval leaderboard"),
+    Published("TimeLMs", {"tweeteval_offensive": 0.822},
+              "Loureiro et al. 2022, TimeLMs (ACL demos); TweetEval leaderboard"),
+    Published("OffensEval-2019 winner", {"tweeteval_offensive": 0.829},
+              "Zampieri et al. 2019, SemEval-2019 Task 6 (OLID subtask A test set)"),
+    Published("Logistic regression", {"davidson2017": 0.77},
+              "Davidson et al. 2017 (ICWSM)", "≈, on the authors' own holdout, not this split"),
+)
+
+
+@dataclass
+class ResultRow:
+    system: str
+    scores: dict[str, str] = field(default_factory=dict)  # dataset -> formatted test macro-F1
+
+
+@dataclass
+class Inputs:
+    dataset: str
+    version: str
+    validation: dict[str, Any] | None
+    test: dict[str, Any] | None
+    baselines: list[dict[str, Any]]
+    seeds: list[dict[str, Any]]
+    sweep: list[dict[str, Any]]
+    cross: list[dict[str, Any]]
+
+
+class ResultsTableError(RuntimeError):
+    """The README or a metrics file cannot be used as the results table needs."""
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise ResultsTableError(f"{path} is not valid JSON: {error}") from error
+
+
+def read_folder(folder: Path) -> list[dict[str, Any]]:
+    return [data for path in sorted(folder.glob("*.json")) if (data := read_json(path)) is not None]
+
+
+def read_params(root: Path) -> tuple[str, str]:
+    import yaml
+
+    path = root / "params.yaml"
+    if not path.is_file():
+        raise ResultsTableError(f"{path} not found: run this script in the project root (or pass --root)")
+    data = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("data") or {}
+    return str(data.get("dataset", "")), str(data.get("version", ""))
+
+
+def load_inputs(root: Path) -> Inputs:
+    dataset, version = read_params(root)
+    baseline = read_json(root / "metrics" / "baseline.json")
+    baselines = ([baseline] if baseline else []) + read_folder(root / "results" / "baselines")
+    return Inputs(dataset=dataset, version=version,
+                  validation=read_json(root / "metrics" / "validation.json"),
+                  test=read_json(root / "metrics" / "test.json"),
+                  baselines=baselines,
+                  seeds=read_folder(root / "results" / "seeds"),
+                  sweep=read_folder(root / "results" / "sweep"),
+                  cross=read_folder(root / "results" / "cross"))
+
+
+def fmt(value: Any) -> str:
+    return MISSING if value is None else f"{float(value):.3f}"
+
+
+def fmt_mean_std(values: Sequence[float]) -> str:
+    if len(values) == 1:
+        return fmt(values[0])
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def macro_f1(metrics: Mapping[str, Any] | None) -> float | None:
+    return None if not metrics else metrics.get("macro_f1")
+
+
+def ordered_datasets(names: Iterable[str]) -> list[str]:
+    present = set(names)
+    known = [name for name in DATASET_ORDER if name in present]
+    return known + sorted(present - set(DATASET_ORDER))
+
+
+def seed_groups(seeds: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for run in seeds:
+        groups.setdefault(str(run.get("dataset", "")), []).append(run)
+    return groups
+
+
+def our_rows(inputs: Inputs) -> list[ResultRow]:
+    rows = []
+    groups = seed_groups(inputs.seeds)
+    if groups:
+        counts = sorted({len(runs) for runs in groups.values()})
+        label = "/".join(str(count) for count in counts)
+        rows.append(ResultRow(f"**cybulde MiniLM-L6** (mean ± std, {label} seeds)", {
+            dataset: fmt_mean_std([float(run["test"]["macro_f1"]) for run in runs])
+            for dataset, runs in groups.items()}))
+    if inputs.test:
+        rows.append(ResultRow("**cybulde MiniLM-L6** (default pipeline, `metrics/test.json`)",
+                              {inputs.dataset: fmt(macro_f1(inputs.test))}))
+    if inputs.baselines:
+        rows.append(ResultRow("**cybulde TF-IDF + logistic regression** (baseline)", {
+            str(report.get("dataset") or inputs.dataset): fmt(macro_f1(report.get("test")))
+            for report in inputs.baselines}))
+    return rows
+
+
+def published_rows() -> list[ResultRow]:
+    return [ResultRow(f"{entry.system} — {entry.source}" + (f" ({entry.note})" if entry.note else ""),
+                      {dataset: ("≈ " if entry.note.startswith("≈") else "") + fmt(score)
+                       for dataset, score in entry.scores.items()})
+            for entry in PUBLISHED]
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def main_table(inputs: Inputs) -> list[str]:
+    rows = our_rows(inputs) + published_rows()
+    datasets = ordered_datasets([*DATASET_ORDER, *(d for row in rows for d in row.scores)])
+    return markdown_table(["System", *datasets],
+                          [[row.system, *(row.scores.get(d, MISSING) for d in datasets)] for row in rows])
+
+
+def per_class_f1(metrics: Mapping[str, Any] | None) -> str:
+    per_class = (metrics or {}).get("per_class") or {}
+    return ", ".join(f"{name} {fmt(values.get('f1'))}" for name, values in per_class.items()) or MISSING
+
+
+def details_table(inputs: Inputs) -> list[str]:
+    rows = []
+    if inputs.test or inputs.validation:
+        rows.append(["MiniLM-L6 (default pipeline)", inputs.dataset, fmt(macro_f1(inputs.validation)),
+                     fmt(macro_f1(inputs.test)), fmt((inputs.test or {}).get("accuracy")),
+                     per_class_f1(inputs.test)])
+    for report in inputs.baselines:
+        weights = f", class_weight={report['class_weight']}" if report.get("class_weight") else ""
+        rows.append([f"TF-IDF + LR (C={report.get('C')}{weights})", str(report.get("dataset") or inputs.dataset),
+                     fmt(macro_f1(report.get("validation"))), fmt(macro_f1(report.get("test"))),
+                     fmt((report.get("test") or {}).get("accuracy")), per_class_f1(report.get("test"))])
+    for dataset, runs in seed_groups(inputs.seeds).items():
+        rows.append([f"MiniLM-L6 ({len(runs)} seeds)", dataset,
+                     fmt_mean_std([float(run["validation"]["macro_f1"]) for run in runs]),
+                     fmt_mean_std([float(run["test"]["macro_f1"]) for run in runs]),
+                     fmt_mean_std([float(run["test"]["accuracy"]) for run in runs]), MISSING])
+    if not rows:
+        return []
+    return markdown_table(["Model", "Dataset", "Validation macro-F1", "Test macro-F1", "Test accuracy",
+                           "Test F1 per class"], rows)
+
+
+def sweep_table(sweep: Sequence[Mapping[str, Any]]) -> list[str]:
+    if not sweep:
+        return []
+    ranked = sorted(sweep, key=lambda run: -float(macro_f1(run.get("validation")) or 0.0))
+    return markdown_table(["Experiment", "Dataset", "Params", "Validation macro-F1", "Note"], [
+        [str(run.get("name", "")), str(run.get("dataset", "")),
+         ", ".join(f"`{key}={value}`" for key, value in sorted((run.get("params") or {}).items())),
+         fmt(macro_f1(run.get("validation"))), str(run.get("note", ""))] for run in ranked])
+
+
+def cross_table(cross: Sequence[Mapping[str, Any]]) -> list[str]:
+    if not cross:
+        return []
+    models = ordered_datasets(str(run["model"].get("dataset")) for run in cross)
+    targets = ordered_datasets(str(run["data"].get("dataset")) for run in cross)
+    cells = {(str(run["model"].get("dataset")), str(run["data"].get("dataset"))): fmt(run.get("macro_f1"))
+             for run in cross}
+    lines = markdown_table(["Model trained on ↓ / evaluated on →", *targets],
+                           [[model, *(cells.get((model, target), MISSING) for target in targets)]
+                            for model in models])
+    lines.append("")
+    lines += [f"- {run['model'].get('dataset')} → {run['data'].get('dataset')}/{run['data'].get('version')} "
+              f"{run.get('split')}: " + ", ".join(f"`{src}`→`{dst}`" for src, dst in run["label_map"].items())
+              for run in sorted(cross, key=lambda r: (str(r["model"].get("dataset")),
+                                                      str(r["data"].get("dataset"))))]
+    return lines
+
+
+def render_section(inputs: Inputs) -> str:
+    lines = [
+        "",
+        "Test macro-F1. Every model choice (hyperparameters, C of the baseline, the sigmoid "
+        "threshold) is made on the validation split only; the test split is read once, at the end.",
+        "Published numbers are copied from the cited papers, on the same test sets unless noted.",
+        "",
+        *main_table(inputs),
+    ]
+    for title, table in (("Details", details_table(inputs)), ("Sweep (ranked by validation macro-F1)",
+                                                              sweep_table(inputs.sweep)),
+                         ("Cross-dataset test macro-F1 (labels mapped explicitly)", cross_table(inputs.cross))):
+        if table:
+            lines += ["", f"**{title}**", "", *table]
+    lines += [
+        "",
+        "Reproduce: `dvc repro` (our model: `metrics/validation.json`, `metrics/test.json`; baseline: "
+        "`metrics/baseline.json`), `python stages/baseline.py data.fetched_dir=<version folder>` for "
+        "the baseline on another dataset, `cybulde evaluate-cross --model model --data "
+        "<registry>/<dataset>/<version> --map DATA_LABEL=MODEL_LABEL ... --save results/cross/<name>.json` "
+        "for a cross-dataset cell, then `python scripts/results_table.py`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def replace_section(readme: str, section: str) -> str:
+    start = readme.find(START_MARKER)
+    end = readme.find(END_MARKER)
+    if start < 0 or end < 0 or end < start:
+        raise ResultsTableError(f"the README needs the markers {START_MARKER} and {END_MARKER} "
+                                f"(in that order) around the results section")
+    return readme[:start + len(START_MARKER)] + "\n" + section + readme[end:]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parent.parent,
+                        help="project root holding params.yaml, metrics/ and results/")
+    parser.add_argument("--readme", type=Path, default=None, help="default: <root>/README.md")
+    parser.add_argument("--check", action="store_true", help="fail if the README is out of date")
+    args = parser.parse_args(argv)
+    readme_path = args.readme or args.root / "README.md"
+    try:
+        current = readme_path.read_text(encoding="utf-8")
+        updated = replace_section(current, render_section(load_inputs(args.root)))
+    except (OSError, ResultsTableError) as error:
+        print(f"results_table: error: {error}", file=sys.stderr)
+        return 2
+    if args.check:
+        if updated != current:
+            print(f"results_table: {readme_path} is out of date: run python scripts/results_table.py",
+                  file=sys.stderr)
+            return 1
+        return 0
+    if updated != current:
+        readme_path.write_text(updated, encoding="utf-8")
+    print(f"results_table: {readme_path} {'updated' if updated != current else 'already up to date'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,9 @@
+"""The root of the project's own errors: a problem the user can fix from the message alone.
+
+Stage entry points and the CLI print such errors as one line and exit 1; anything else is a bug
+and keeps its traceback.
+"""
+
+
+class CybuldeError(Exception):
+    """Bad input, a missing or tampered file, a mismatch, an unreachable service."""

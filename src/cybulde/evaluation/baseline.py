@@ -1,0 +1,198 @@
+"""The simple baseline every detector is compared with: TF-IDF n-grams + logistic regression.
+
+Features: word 1-3 grams and character 2-5 grams (within word boundaries), sublinear tf, each
+vocabulary limited to n-grams seen in at least `MIN_DF` training texts. The classifier is a
+logistic regression (liblinear; one-vs-rest for more than two labels) whose inverse
+regularisation strength C is picked from `C_GRID` by validation macro-F1 only; the test split is
+scored once, with that C.
+
+Texts are the `text` column of a fetched dataset version, cleaned with the same `clean_text` the
+tokenizer input gets, and the metrics come from the project's `compute_metrics`, so the numbers
+are directly comparable with `metrics/validation.json` and `metrics/test.json`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cybulde.errors import CybuldeError
+from cybulde.evaluation.metrics import compute_metrics, round_floats
+from cybulde.evaluation.plots import write_json
+
+if TYPE_CHECKING:
+    import numpy as np
+    from scipy.sparse import spmatrix
+
+C_GRID = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+MIN_DF = 2
+WORD_NGRAMS = (1, 3)
+CHAR_NGRAMS = (2, 5)
+CLASS_WEIGHT: str | None = "balanced"
+RANDOM_STATE = 1234
+MAX_ITER = 2000
+DIGITS = 6
+METRICS_PATH = Path("metrics") / "baseline.json"
+SPLITS = ("train", "validation", "test")
+
+
+class BaselineError(CybuldeError, RuntimeError):
+    """The baseline cannot run: missing or unusable data."""
+
+
+@dataclass
+class LabeledTexts:
+    texts: list[str]
+    labels: np.ndarray
+
+
+@dataclass
+class BaselineData:
+    dataset: str
+    version: str
+    label_names: list[str]
+    splits: dict[str, LabeledTexts]
+
+
+def load_baseline_data(data_dir: str | Path) -> BaselineData:
+    """Label names and the cleaned texts and labels of every split of a fetched dataset version."""
+    from cybulde.data.errors import DataError
+    from cybulde.data.manifest import Manifest
+
+    data_dir = Path(data_dir)
+    try:
+        manifest = Manifest.load(data_dir)
+    except DataError as error:
+        raise BaselineError(f"{error} (run the `fetch` stage first)") from error
+    return BaselineData(dataset=manifest.dataset, version=manifest.version,
+                        label_names=[str(name) for name in manifest.label_names],
+                        splits={split: read_split(data_dir, split) for split in SPLITS})
+
+
+def read_split(data_dir: Path, split: str) -> LabeledTexts:
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from cybulde.data.cleaning import clean_texts
+
+    path = data_dir / f"{split}.parquet"
+    if not path.is_file():
+        raise BaselineError(f"{path} not found: {data_dir} is not a complete dataset version")
+    table = pq.read_table(path, columns=["text", "label"])
+    if table.num_rows == 0:
+        raise BaselineError(f"{path} has no rows")
+    return LabeledTexts(texts=clean_texts(table.column("text").to_pylist()),
+                        labels=table.column("label").to_numpy().astype(np.int64))
+
+
+def make_vectorizer(min_df: int = MIN_DF) -> Any:
+    """Word 1-3 grams and char 2-5 grams side by side, each TF-IDF weighted with sublinear tf."""
+    import numpy as np
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import FeatureUnion
+
+    common = {"sublinear_tf": True, "min_df": min_df, "lowercase": True, "dtype": np.float64}
+    return FeatureUnion([
+        ("word", TfidfVectorizer(analyzer="word", ngram_range=WORD_NGRAMS,
+                                 token_pattern=r"(?u)\b\w+\b", **common)),
+        ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=CHAR_NGRAMS, **common)),
+    ])
+
+
+def fit_classifier(features: spmatrix, labels: np.ndarray, c: float,
+                   class_weight: str | None) -> Any:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+
+    classifier = LogisticRegression(C=c, class_weight=class_weight, max_iter=MAX_ITER,
+                                    solver="liblinear", random_state=RANDOM_STATE)
+    if len(set(labels.tolist())) > 2:
+        # liblinear fits one binary problem per class; far faster than a multinomial lbfgs
+        # fit on a few hundred thousand sparse features.
+        classifier = OneVsRestClassifier(classifier)
+    return classifier.fit(features, labels)
+
+
+def full_probabilities(classifier: Any, features: spmatrix,
+                       num_labels: int) -> np.ndarray:
+    """`[N, K]` probabilities with one column per label, also for labels unseen in training."""
+    import numpy as np
+
+    known = classifier.predict_proba(features)
+    probabilities = np.zeros((features.shape[0], num_labels), dtype=np.float64)
+    probabilities[:, classifier.classes_] = known
+    return probabilities
+
+
+def split_metrics(probabilities: np.ndarray, labels: np.ndarray,
+                  label_names: Sequence[str]) -> dict[str, Any]:
+    """The keys of metrics/<split>.json; `loss` is the mean negative log-likelihood."""
+    import numpy as np
+
+    predictions = probabilities.argmax(axis=1)
+    picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1.0)
+    metrics = compute_metrics(probabilities, predictions, labels, float(-np.log(picked).mean()),
+                              label_names)
+    return {
+        "loss": metrics["loss"],
+        "accuracy": metrics["accuracy"],
+        "macro_f1": metrics["macro_f1"],
+        "roc_auc": metrics["roc_auc"],
+        "threshold": None,
+        "per_class": metrics["per_class"],
+        "num_examples": len(labels),
+    }
+
+
+def choose_c(train_features: spmatrix, train_labels: np.ndarray, validation_features: spmatrix,
+             validation: LabeledTexts, label_names: Sequence[str], grid: Sequence[float],
+             class_weight: str | None) -> tuple[float, Any, dict[float, float]]:
+    """The C with the best validation macro-F1 (the smaller C on a tie) and its classifier."""
+    best: tuple[float, float, Any] | None = None
+    scores: dict[float, float] = {}
+    for c in sorted(grid):
+        classifier = fit_classifier(train_features, train_labels, c, class_weight)
+        probabilities = full_probabilities(classifier, validation_features, len(label_names))
+        score = split_metrics(probabilities, validation.labels, label_names)["macro_f1"]
+        scores[c] = score
+        if best is None or score > best[1]:
+            best = (c, score, classifier)
+    if best is None:
+        raise BaselineError("the C grid is empty: give at least one value")
+    return best[0], best[2], scores
+
+
+def run_baseline(data_dir: str | Path, grid: Sequence[float] = C_GRID,
+                 class_weight: str | None = CLASS_WEIGHT, min_df: int = MIN_DF) -> dict[str, Any]:
+    """Fit on train, choose C on validation, score validation and test; the metrics report."""
+    data = load_baseline_data(data_dir)
+    vectorizer = make_vectorizer(min_df)
+    train = data.splits["train"]
+    train_features = vectorizer.fit_transform(train.texts)
+    validation = data.splits["validation"]
+    validation_features = vectorizer.transform(validation.texts)
+    c, classifier, scores = choose_c(train_features, train.labels, validation_features, validation,
+                                     data.label_names, grid, class_weight)
+    report: dict[str, Any] = {
+        "dataset": data.dataset,
+        "version": data.version,
+        "C": float(c),
+        "class_weight": class_weight,
+        "validation_macro_f1_by_C": {str(float(key)): value for key, value in scores.items()},
+        "num_features": int(train_features.shape[1]),
+    }
+    for split, features in (("validation", validation_features),
+                            ("test", vectorizer.transform(data.splits["test"].texts))):
+        probabilities = full_probabilities(classifier, features, len(data.label_names))
+        report[split] = split_metrics(probabilities, data.splits[split].labels, data.label_names)
+    return round_floats(report, DIGITS)
+
+
+def write_baseline(data_dir: str | Path, root: str | Path | None = None,
+                   **options: Any) -> tuple[dict[str, Any], Path]:
+    """`run_baseline` and write its report to `<root>/metrics/baseline.json` (keys sorted)."""
+    report = run_baseline(data_dir, **options)
+    root = Path(root) if root is not None else Path.cwd()
+    return report, write_json(report, root / METRICS_PATH)

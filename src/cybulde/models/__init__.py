@@ -1,0 +1,1 @@
+"""Model composition: a Hugging Face encoder backbone, an optional adapter and a head."""

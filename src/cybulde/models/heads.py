@@ -1,0 +1,115 @@
+"""Classification heads: each decides the number of logits, the loss, probabilities and predictions.
+
+`softmax`: K logits, cross-entropy. `sigmoid`: one-vs-rest logits with binary cross-entropy on the
+raw logits (the sigmoid lives inside `binary_cross_entropy_with_logits`; the model never applies it),
+and a single logit for a binary task. `probabilities` always returns one column per label.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cybulde.errors import CybuldeError
+
+if TYPE_CHECKING:
+    import torch
+
+HEAD_KINDS = ("softmax", "sigmoid")
+
+
+class HeadError(CybuldeError, ValueError):
+    """An unknown head kind or an impossible number of labels."""
+
+
+class Head:
+    kind: str = ""
+
+    def __init__(self, num_labels: int) -> None:
+        if num_labels < 2:
+            raise HeadError(f"a classifier needs at least 2 labels, got num_labels={num_labels}")
+        self.num_labels = num_labels
+
+    @property
+    def num_outputs(self) -> int:
+        raise NotImplementedError
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor,
+             class_weights: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def predict(self, probabilities: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
+        return probabilities.argmax(dim=-1)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(num_labels={self.num_labels})"
+
+
+class SoftmaxHead(Head):
+    kind = "softmax"
+
+    @property
+    def num_outputs(self) -> int:
+        return self.num_labels
+
+    def loss(self, logits, labels, class_weights=None):
+        import torch.nn.functional as F
+
+        logits = logits.float()
+        weight = None if class_weights is None else class_weights.to(logits.device, logits.dtype)
+        return F.cross_entropy(logits, labels, weight=weight)
+
+    def probabilities(self, logits):
+        return logits.float().softmax(dim=-1)
+
+
+class SigmoidHead(Head):
+    """One-vs-rest: a binary task has one logit (the positive class, label 1)."""
+
+    kind = "sigmoid"
+
+    @property
+    def is_binary(self) -> bool:
+        return self.num_labels == 2
+
+    @property
+    def num_outputs(self) -> int:
+        return 1 if self.is_binary else self.num_labels
+
+    def loss(self, logits, labels, class_weights=None):
+        import torch.nn.functional as F
+
+        logits = logits.float()
+        if self.is_binary:
+            targets = labels.to(logits.dtype).unsqueeze(-1)
+        else:
+            targets = F.one_hot(labels, self.num_labels).to(logits.dtype)
+        per_example = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(dim=-1)
+        if class_weights is None:
+            return per_example.mean()
+        # Same normalisation as weighted cross-entropy: sum(w_i * l_i) / sum(w_i).
+        weights = class_weights.to(logits.device, logits.dtype)[labels]
+        return (weights * per_example).sum() / weights.sum()
+
+    def probabilities(self, logits):
+        import torch
+
+        scores = logits.float().sigmoid()
+        if self.is_binary:
+            return torch.cat([1.0 - scores, scores], dim=-1)
+        return scores  # one-vs-rest scores: rows need not sum to 1
+
+    def predict(self, probabilities, threshold=None):
+        if self.is_binary and threshold is not None:
+            return (probabilities[:, 1] >= threshold).long()
+        return probabilities.argmax(dim=-1)
+
+
+def make_head(kind: str, num_labels: int) -> Head:
+    kind = getattr(kind, "value", kind)
+    heads = {"softmax": SoftmaxHead, "sigmoid": SigmoidHead}
+    if kind not in heads:
+        raise HeadError(f"unknown head {kind!r}: expected one of {list(HEAD_KINDS)}")
+    return heads[kind](num_labels)

@@ -1,0 +1,1 @@
+"""Training: launch checks, determinism, the LightningModule and the `train` stage function."""

@@ -1,0 +1,24 @@
+"""Seeds and deterministic kernels: the same params and data give bit-identical weights on one machine.
+
+Bit-identical holds for the same hardware, thread count per rank, world size and library versions.
+Across CPU types (different SIMD paths), thread counts or on GPUs (atomics in some kernels, cuBLAS
+workspaces) results can differ in the last bits; metrics then agree only approximately.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices) and ask torch for deterministic kernels."""
+    # cuBLAS needs a fixed workspace for deterministic matmuls; must be set before CUDA starts.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    import lightning.pytorch as pl
+    import torch
+
+    pl.seed_everything(seed, workers=True, verbose=False)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True

@@ -1,0 +1,87 @@
+"""What torchrun started us as, and the checks that it agrees with `launch.*` in params.yaml."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from cybulde.errors import CybuldeError
+
+if TYPE_CHECKING:
+    from cybulde.config.schema import Config
+
+
+class LaunchError(CybuldeError, RuntimeError):
+    """torchrun's world does not match `launch.nnodes * launch.nproc_per_node`."""
+
+
+@dataclass(frozen=True)
+class LaunchEnv:
+    world_size: int
+    rank: int
+    local_rank: int
+    local_world_size: int
+    under_torchrun: bool
+
+    @property
+    def is_rank_zero(self) -> bool:
+        return self.rank == 0
+
+
+def read_launch_env(environ: Mapping[str, str] | None = None) -> LaunchEnv:
+    """The torchrun variables (WORLD_SIZE, RANK, LOCAL_RANK, LOCAL_WORLD_SIZE); one process otherwise."""
+    environ = os.environ if environ is None else environ
+
+    def number(name: str, default: int) -> int:
+        value = environ.get(name, "")
+        try:
+            return int(value) if value != "" else default
+        except ValueError as error:
+            raise LaunchError(f"environment variable {name}={value!r} is not an integer") from error
+
+    world_size = number("WORLD_SIZE", 1)
+    return LaunchEnv(world_size=world_size, rank=number("RANK", 0), local_rank=number("LOCAL_RANK", 0),
+                     local_world_size=number("LOCAL_WORLD_SIZE", world_size if "WORLD_SIZE" in environ else 1),
+                     under_torchrun="TORCHELASTIC_RUN_ID" in environ or "WORLD_SIZE" in environ)
+
+
+def check_world_size(config: Config, env: LaunchEnv) -> None:
+    expected = config.launch.nnodes * config.launch.nproc_per_node
+    if expected != env.world_size:
+        how = ("torchrun started" if env.under_torchrun else "not started by torchrun, so")
+        raise LaunchError(
+            f"launch.nnodes * launch.nproc_per_node = {config.launch.nnodes} * {config.launch.nproc_per_node} "
+            f"= {expected} processes, but {how} WORLD_SIZE={env.world_size}; run "
+            f"`torchrun --nnodes={config.launch.nnodes} --nproc_per_node={config.launch.nproc_per_node} "
+            f"stages/train.py` or change launch.* to match")
+    if env.under_torchrun and env.local_world_size != config.launch.nproc_per_node:
+        raise LaunchError(
+            f"launch.nproc_per_node = {config.launch.nproc_per_node} but torchrun started "
+            f"LOCAL_WORLD_SIZE={env.local_world_size} processes on this node")
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def threads_per_rank(config: Config, env: LaunchEnv) -> int:
+    """`launch.threads_per_rank`, or this node's cores shared evenly so ranks do not oversubscribe."""
+    if config.launch.threads_per_rank > 0:
+        return config.launch.threads_per_rank
+    return max(1, available_cores() // max(1, env.local_world_size))
+
+
+def configure_threads(threads: int) -> None:
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass  # already set, or parallel work has started in this process

@@ -1,0 +1,72 @@
+
+import pytest
+import tiny_data
+
+from cybulde.config.schema import ModelConfig, ScratchBackboneConfig
+from cybulde.models.backbone import (
+    BackboneError,
+    TokenizerMismatchError,
+    TokenizerSpec,
+    build_backbone,
+    embedding_rows,
+    file_sha256,
+    minilm_dir,
+)
+from cybulde.models.classifier import build_classifier
+
+
+def spec(vocab_size=120, sha256="0" * 64, max_length=32, kind="wordpiece"):
+    return TokenizerSpec(name="tiny", kind=kind, sha256=sha256, vocab_size=vocab_size, pad_token_id=0,
+                         max_length=max_length)
+
+
+def small_scratch():
+    return ScratchBackboneConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                 intermediate_size=32, max_position_embeddings=64)
+
+
+def test_scratch_backbone_takes_its_vocabulary_from_the_data_tokenizer():
+    encoder = build_backbone("scratch", small_scratch(), spec(vocab_size=77))
+    assert embedding_rows(encoder) == 77
+    assert encoder.config.hidden_size == 16 and encoder.config.pad_token_id == 0
+    assert getattr(encoder, "pooler", None) is None  # unused parameters would stall DDP
+
+
+def test_scratch_backbone_needs_enough_positions_for_max_length():
+    with pytest.raises(BackboneError, match="max_position_embeddings=64"):
+        build_backbone("scratch", small_scratch(), spec(max_length=128))
+
+
+def test_minilm_with_another_tokenizer_is_a_clear_error(tmp_path):
+    data_dir = tiny_data.make_data_dir(tmp_path / "data", kind="pretrained")
+    manifest = tiny_data.read_manifest(data_dir)
+    with pytest.raises(TokenizerMismatchError, match="not the tokenizer of backbone 'minilm'"):
+        build_classifier(ModelConfig(backbone="minilm"), manifest, data_dir / "tokenizer")
+
+
+def test_minilm_accepts_its_own_tokenizer_also_when_re_saved(tmp_path):
+    from transformers import PreTrainedTokenizerFast
+
+    packaged = minilm_dir() / "tokenizer.json"
+    encoder = build_backbone("minilm", small_scratch(), spec(vocab_size=30522, sha256=file_sha256(packaged)))
+    assert embedding_rows(encoder) == 30522 and encoder.config.hidden_size == 384
+    resaved = tmp_path / "tokenizer"
+    PreTrainedTokenizerFast.from_pretrained(str(minilm_dir())).save_pretrained(str(resaved))
+    resaved_spec = spec(vocab_size=30522, sha256=file_sha256(resaved / "tokenizer.json"))
+    build_backbone("minilm", small_scratch(), resaved_spec, tokenizer_dir=resaved)
+
+
+def test_local_backbone_with_too_small_embeddings_is_a_clear_error(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    model_dir = tmp_path / "tiny-bert"
+    BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32)).save_pretrained(str(model_dir))
+    with pytest.raises(TokenizerMismatchError, match="vocab_size=120 but backbone .* has 50 embedding rows"):
+        build_backbone(str(model_dir), small_scratch(), spec(vocab_size=120))
+    assert embedding_rows(build_backbone(str(model_dir), small_scratch(), spec(vocab_size=50))) == 50
+
+
+def test_unknown_backbone_name_is_a_clear_error(tmp_path):
+    with pytest.raises(BackboneError, match="cannot load backbone"):
+        build_backbone(str(tmp_path / "missing"), small_scratch(), spec())

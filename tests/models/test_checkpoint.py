@@ -1,0 +1,50 @@
+import json
+
+import pytest
+import tiny_data
+import torch
+
+from cybulde.config.schema import Adapter, Head, ModelConfig, Pooling, ScratchBackboneConfig
+from cybulde.models.checkpoint import ModelFormatError, load_model, save_model
+from cybulde.models.classifier import build_classifier
+
+
+def tiny_model(data_dir, head="softmax", adapter="mlp", pooling="cls"):
+    config = ModelConfig(backbone="scratch", head=Head(head), adapter=Adapter(adapter), pooling=Pooling(pooling),
+                         adapter_hidden_size=8, scratch=ScratchBackboneConfig(
+                             hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                             intermediate_size=32, max_position_embeddings=64))
+    return build_classifier(config, tiny_data.read_manifest(data_dir), data_dir / "tokenizer")
+
+
+@pytest.mark.parametrize("head,adapter,pooling", [("softmax", "mlp", "cls"), ("sigmoid", "none", "mean")])
+def test_exported_model_loads_safely_and_gives_identical_logits(tmp_path, monkeypatch, head, adapter, pooling):
+    data_dir = tiny_data.make_data_dir(tmp_path / "data")
+    torch.manual_seed(0)
+    model = tiny_model(data_dir, head, adapter, pooling).eval()
+    out = save_model(model, tmp_path / "model", {"dataset": "tiny", "version": "v1"}, data_dir / "tokenizer")
+    assert sorted(path.name for path in out.iterdir()) == ["config.json", "model.safetensors", "tokenizer"]
+    assert not list(out.rglob("*.bin")) and not list(out.rglob("*.pt"))  # no pickle
+
+    monkeypatch.chdir(tmp_path)  # no params.yaml anywhere: the model describes itself
+    loaded = load_model(out)
+    assert not loaded.model.training
+    assert loaded.config["head"] == head and loaded.config["label_names"] == ["none", "offensive"]
+    assert loaded.config["metadata"] == {"dataset": "tiny", "version": "v1"}
+    assert loaded.model.head.num_outputs == (1 if head == "sigmoid" else 2)
+    encoded = loaded.tokenizer(["the cat idiot", "a day"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        before = model(encoded["input_ids"], encoded["attention_mask"])
+        after = loaded.model(encoded["input_ids"], encoded["attention_mask"])
+    assert torch.equal(before, after)
+
+
+def test_loading_a_directory_without_config_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelFormatError, match="not an exported model directory"):
+        load_model(tmp_path)
+
+
+def test_unknown_format_version_is_a_clear_error(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"format_version": 99}))
+    with pytest.raises(ModelFormatError, match="format_version=99"):
+        load_model(tmp_path)

@@ -1,0 +1,81 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cybulde.models.heads import HeadError, SigmoidHead, SoftmaxHead, make_head
+
+
+def test_softmax_head_uses_cross_entropy_on_k_logits():
+    head = make_head("softmax", 3)
+    logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
+    labels = torch.tensor([0, 2])
+    assert isinstance(head, SoftmaxHead) and head.num_outputs == 3
+    assert torch.allclose(head.loss(logits, labels), F.cross_entropy(logits, labels))
+    probabilities = head.probabilities(logits)
+    assert probabilities.shape == (2, 3)
+    assert torch.allclose(probabilities.sum(dim=1), torch.ones(2))
+    assert head.predict(probabilities).tolist() == [0, 2]
+
+
+def test_softmax_class_weights_match_weighted_cross_entropy():
+    head = make_head("softmax", 2)
+    logits, labels = torch.randn(6, 2), torch.tensor([0, 0, 0, 0, 1, 1])
+    weights = torch.tensor([0.75, 1.5])
+    assert torch.allclose(head.loss(logits, labels, weights), F.cross_entropy(logits, labels, weight=weights))
+
+
+def test_binary_sigmoid_head_has_one_logit_and_bce_on_raw_logits():
+    head = make_head("sigmoid", 2)
+    assert isinstance(head, SigmoidHead) and head.num_outputs == 1
+    logits = torch.tensor([[3.0], [-2.0], [0.0]])
+    labels = torch.tensor([1, 0, 1])
+    expected = F.binary_cross_entropy_with_logits(logits[:, 0], labels.float())
+    assert torch.allclose(head.loss(logits, labels), expected)
+    # A double sigmoid would squash the logits first and give a clearly different loss.
+    assert not torch.allclose(head.loss(logits, labels),
+                              F.binary_cross_entropy_with_logits(logits.sigmoid()[:, 0], labels.float()))
+    probabilities = head.probabilities(logits)
+    assert probabilities.shape == (3, 2)
+    assert torch.allclose(probabilities[:, 1], logits[:, 0].sigmoid())
+    assert torch.allclose(probabilities.sum(dim=1), torch.ones(3))
+
+
+def test_binary_sigmoid_threshold_decides_the_positive_class():
+    head = make_head("sigmoid", 2)
+    probabilities = torch.tensor([[0.7, 0.3], [0.4, 0.6], [0.2, 0.8]])
+    assert head.predict(probabilities).tolist() == [0, 1, 1]
+    assert head.predict(probabilities, threshold=0.25).tolist() == [1, 1, 1]
+    assert head.predict(probabilities, threshold=0.7).tolist() == [0, 0, 1]
+
+
+def test_multiclass_sigmoid_is_one_vs_rest():
+    head = make_head("sigmoid", 3)
+    assert head.num_outputs == 3
+    logits, labels = torch.randn(4, 3), torch.tensor([0, 1, 2, 1])
+    expected = F.binary_cross_entropy_with_logits(logits, F.one_hot(labels, 3).float())
+    assert torch.allclose(head.loss(logits, labels), expected)
+    assert torch.allclose(head.probabilities(logits), logits.sigmoid())
+    assert head.predict(head.probabilities(logits)).tolist() == logits.argmax(dim=1).tolist()
+
+
+def test_sigmoid_class_weights_weight_each_example_by_its_label():
+    head = make_head("sigmoid", 2)
+    logits, labels = torch.randn(4, 1), torch.tensor([0, 1, 1, 1])
+    weights = torch.tensor([2.0, 1.0])
+    per_example = F.binary_cross_entropy_with_logits(logits[:, 0], labels.float(), reduction="none")
+    expected = (weights[labels] * per_example).sum() / weights[labels].sum()
+    assert torch.allclose(head.loss(logits, labels, weights), expected)
+
+
+def test_bf16_logits_give_a_float32_loss():
+    for kind in ("softmax", "sigmoid"):
+        head = make_head(kind, 2)
+        logits = torch.randn(4, head.num_outputs).to(torch.bfloat16)
+        assert head.loss(logits, torch.tensor([0, 1, 0, 1])).dtype == torch.float32
+
+
+def test_unknown_head_and_too_few_labels_are_errors():
+    with pytest.raises(HeadError, match="unknown head 'tanh'"):
+        make_head("tanh", 2)
+    with pytest.raises(HeadError, match="at least 2 labels"):
+        make_head("softmax", 1)

@@ -1,0 +1,96 @@
+"""scripts/results_table.py: the README results section generated from metrics files."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+SCRIPT = Path(__file__).parents[2] / "scripts" / "results_table.py"
+README = "# project\n\n## Results\n\n<!-- results:start -->\nSTALE-CONTENT\n<!-- results:end -->\n\n## After\n"
+
+
+@pytest.fixture(scope="module")
+def results_table() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("results_table", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def split_metrics(macro_f1: float) -> dict:
+    return {"macro_f1": macro_f1, "accuracy": 0.9, "per_class": {"hate_speech": {"f1": 0.31}}}
+
+
+def write(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "README.md").write_text(README, encoding="utf-8")
+    (tmp_path / "params.yaml").write_text("data:\n  dataset: tweeteval_offensive\n  version: v1\n")
+    write(tmp_path / "metrics" / "validation.json", split_metrics(0.81))
+    write(tmp_path / "metrics" / "test.json", split_metrics(0.8312))
+    write(tmp_path / "metrics" / "baseline.json", {"dataset": "tweeteval_offensive", "C": 8.0,
+                                                   "validation": split_metrics(0.7), "test": split_metrics(0.727)})
+    for seed, score in ((1, 0.83), (2, 0.84), (3, 0.85)):
+        write(tmp_path / "results" / "seeds" / f"davidson-{seed}.json",
+              {"dataset": "davidson2017", "seed": seed, "validation": split_metrics(0.8),
+               "test": split_metrics(score)})
+    write(tmp_path / "results" / "cross" / "offensive-on-davidson.json", {
+        "model": {"dataset": "tweeteval_offensive"}, "data": {"dataset": "davidson2017", "version": "v1"},
+        "split": "test", "label_map": {"hate_speech": "offensive"}, "macro_f1": 0.6})
+    return tmp_path
+
+
+def run(results_table: ModuleType, project: Path, *extra: str) -> int:
+    return results_table.main(["--root", str(project), *extra])
+
+
+def test_generates_the_section(results_table: ModuleType, project: Path) -> None:
+    assert run(results_table, project) == 0
+    readme = (project / "README.md").read_text(encoding="utf-8")
+    assert readme.startswith("# project\n\n## Results\n\n<!-- results:start -->\n")
+    assert readme.endswith("<!-- results:end -->\n\n## After\n")
+    assert "STALE-CONTENT" not in readme
+    assert "| **cybulde MiniLM-L6** (default pipeline, `metrics/test.json`) | 0.831 | — | — |" in readme
+    assert "0.840 ± 0.010" in readme
+    assert "| **cybulde TF-IDF + logistic regression** (baseline) | 0.727 |" in readme
+    assert "Barbieri et al. 2020" in readme and "0.829" in readme
+    assert "hate_speech 0.310" in readme
+    assert "| tweeteval_offensive | 0.600 |" in readme
+    assert "validation split only" in readme
+
+
+def test_check_passes_when_current_and_fails_when_stale(results_table: ModuleType, project: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(results_table, project, "--check") == 1
+    assert "out of date" in capsys.readouterr().err
+    assert run(results_table, project) == 0
+    before = (project / "README.md").read_bytes()
+    assert run(results_table, project, "--check") == 0
+    assert run(results_table, project) == 0
+    assert (project / "README.md").read_bytes() == before
+    write(project / "metrics" / "test.json", split_metrics(0.85))
+    assert run(results_table, project, "--check") == 1
+
+
+def test_missing_markers_is_an_error(results_table: ModuleType, project: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    (project / "README.md").write_text("# no markers\n", encoding="utf-8")
+    assert run(results_table, project) == 2
+    assert "results:start" in capsys.readouterr().err
+
+
+def test_works_without_any_metrics(results_table: ModuleType, tmp_path: Path) -> None:
+    (tmp_path / "README.md").write_text(README, encoding="utf-8")
+    (tmp_path / "params.yaml").write_text("data:\n  dataset: tweeteval_offensive\n")
+    assert run(results_table, tmp_path) == 0
+    assert "OffensEval-2019 winner" in (tmp_path / "README.md").read_text(encoding="utf-8")

@@ -1,0 +1,51 @@
+import pytest
+
+from cybulde.config.schema import Config
+from cybulde.training.launch import LaunchError, check_world_size, read_launch_env, threads_per_rank
+
+
+def torchrun_env(world_size, rank=0, local_world_size=None):
+    return {"WORLD_SIZE": str(world_size), "RANK": str(rank), "LOCAL_RANK": str(rank),
+            "LOCAL_WORLD_SIZE": str(local_world_size or world_size), "TORCHELASTIC_RUN_ID": "test"}
+
+
+def config(nnodes=1, nproc_per_node=2, threads_per_rank=0):
+    cfg = Config()
+    cfg.launch.nnodes, cfg.launch.nproc_per_node = nnodes, nproc_per_node
+    cfg.launch.threads_per_rank = threads_per_rank
+    return cfg
+
+
+def test_reads_torchrun_variables():
+    env = read_launch_env(torchrun_env(4, rank=3, local_world_size=2))
+    assert (env.world_size, env.rank, env.local_world_size, env.under_torchrun) == (4, 3, 2, True)
+    assert not env.is_rank_zero
+
+
+def test_plain_process_is_a_world_of_one():
+    env = read_launch_env({})
+    assert (env.world_size, env.rank, env.local_rank, env.local_world_size, env.under_torchrun) == (1, 0, 0, 1, False)
+
+
+def test_world_size_mismatch_names_both_sides():
+    with pytest.raises(LaunchError, match=r"1 \* 2 = 2 processes, but torchrun started WORLD_SIZE=3"):
+        check_world_size(config(1, 2), read_launch_env(torchrun_env(3)))
+    with pytest.raises(LaunchError, match="not started by torchrun, so WORLD_SIZE=1"):
+        check_world_size(config(1, 2), read_launch_env({}))
+
+
+def test_processes_per_node_must_match_local_world_size():
+    with pytest.raises(LaunchError, match="LOCAL_WORLD_SIZE=1"):
+        check_world_size(config(1, 2), read_launch_env(torchrun_env(2, local_world_size=1)))
+
+
+def test_matching_worlds_pass():
+    check_world_size(config(2, 1), read_launch_env(torchrun_env(2, local_world_size=1)))
+    check_world_size(config(1, 1), read_launch_env({}))
+
+
+def test_threads_share_the_cores_between_local_ranks(monkeypatch):
+    monkeypatch.setattr("cybulde.training.launch.available_cores", lambda: 8)
+    assert threads_per_rank(config(), read_launch_env(torchrun_env(2))) == 4
+    assert threads_per_rank(config(), read_launch_env(torchrun_env(16))) == 1
+    assert threads_per_rank(config(threads_per_rank=3), read_launch_env(torchrun_env(2))) == 3

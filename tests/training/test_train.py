@@ -1,0 +1,151 @@
+"""`train(cfg)` end to end on a tiny from-config BERT, in one process and under torchrun."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tiny_train
+import torch
+
+from cybulde.models.checkpoint import load_model
+from cybulde.training import train as train_module
+
+TINY_TRAIN = Path(tiny_train.__file__).resolve()
+REPO = TINY_TRAIN.parents[2]
+
+
+def run_in_process(project, monkeypatch, overrides=()):
+    monkeypatch.chdir(project)
+    tiny_train.use_test_doubles(train_module, monkeypatch)
+    return train_module.train(tiny_train.load(project, overrides))
+
+
+@pytest.mark.parametrize("head", ["softmax", "sigmoid"])
+def test_train_exports_the_best_checkpoint_and_metrics(tmp_path, monkeypatch, head):
+    project = tiny_train.make_project(tmp_path / "project", {"model.head": head, "train.class_weights": True})
+    result = run_in_process(project, monkeypatch)
+
+    metrics = json.loads((project / "metrics" / "train.json").read_text())
+    assert set(metrics) == {"best_epoch", "best_val_macro_f1", "best_val_loss", "global_steps", "epochs_run"}
+    assert metrics == result.metrics and metrics["global_steps"] == 12 and 1 <= metrics["best_epoch"] <= 2
+    assert result.samples_per_s > 0 and result.tokens_per_s > result.samples_per_s
+    loaded = load_model(project / "model")
+    assert loaded.config["head"] == head
+    assert loaded.model.head.num_outputs == (1 if head == "sigmoid" else 2)
+    assert loaded.config["metadata"]["dataset"] == "tiny"
+    assert loaded.config["metadata"]["train_metrics"] == metrics
+    best = torch.load(project / ".cybulde/checkpoints/train/best.ckpt", weights_only=True)["state_dict"]
+    for name, tensor in loaded.model.state_dict().items():
+        assert torch.equal(tensor, best[f"model.{name}"]), name  # the best checkpoint, not the last
+
+
+def test_tokenizer_mismatch_stops_before_training(tmp_path, monkeypatch):
+    from cybulde.models.backbone import TokenizerMismatchError
+
+    project = tiny_train.make_project(tmp_path / "project", {"model.backbone": "minilm"})
+    with pytest.raises(TokenizerMismatchError):
+        run_in_process(project, monkeypatch)
+    assert not (project / "model").exists()
+
+
+def test_world_size_mismatch_stops_before_training(tmp_path, monkeypatch):
+    from cybulde.training.launch import LaunchError
+
+    project = tiny_train.make_project(tmp_path / "project")
+    with pytest.raises(LaunchError, match="launch.nnodes \\* launch.nproc_per_node = 1 \\* 2"):
+        run_in_process(project, monkeypatch, ["launch.nproc_per_node=2", "train.global_batch_size=16"])
+
+
+def copy_project(source: Path, target: Path) -> Path:
+    """The same data for every run (a freshly trained tiny tokenizer may differ in its ids)."""
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("model", "metrics", ".cybulde"))
+    return target
+
+
+@pytest.mark.slow
+def test_two_runs_give_bit_identical_weights(tmp_path, monkeypatch):
+    first = tiny_train.make_project(tmp_path / "first", {"train.precision": "bf16-mixed"})
+    second = copy_project(first, tmp_path / "second")
+    run_in_process(first, monkeypatch)
+    run_in_process(second, monkeypatch)
+    assert (first / "model/model.safetensors").read_bytes() == (second / "model/model.safetensors").read_bytes()
+    assert (first / "metrics/train.json").read_text() == (second / "metrics/train.json").read_text()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def torchrun(project: Path, nnodes: int, nproc_per_node: int, port: int) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nnodes}",
+               f"--nproc_per_node={nproc_per_node}", "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}",
+               str(TINY_TRAIN), str(project)]
+    return subprocess.Popen(command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def wait_all(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        output, _ = process.communicate(timeout=240)
+        assert process.returncode == 0, output[-4000:]
+
+
+DDP = {"train.global_batch_size": 16, "launch.threads_per_rank": 1}
+
+
+@pytest.fixture(scope="module")
+def one_node_two_processes(tmp_path_factory):
+    project = tiny_train.make_project(tmp_path_factory.mktemp("ddp") / "one_node",
+                                      {**DDP, "launch.nproc_per_node": 2})
+    wait_all([torchrun(project, 1, 2, free_port())])
+    return project
+
+
+@pytest.mark.slow
+def test_torchrun_with_two_processes_trains_and_exports_on_rank_zero(one_node_two_processes):
+    project = one_node_two_processes
+    metrics = json.loads((project / "metrics/train.json").read_text())
+    assert metrics["global_steps"] == 6  # 48 rows / (8 per rank * 2 ranks) = 3 steps * 2 epochs
+    assert load_model(project / "model").config["metadata"]["train_params"]["launch"]["nproc_per_node"] == 2
+
+
+@pytest.mark.slow
+def test_two_nodes_train_the_same_model_as_one_node_with_two_processes(one_node_two_processes, tmp_path):
+    one_node = one_node_two_processes
+    two_nodes = copy_project(one_node, tmp_path / "two_nodes")
+    tiny_train.write_params(two_nodes, {**DDP, "launch.nnodes": 2, "launch.nproc_per_node": 1})
+    port = free_port()
+    wait_all([torchrun(two_nodes, 2, 1, port), torchrun(two_nodes, 2, 1, port)])
+
+    assert json.loads((one_node / "metrics/train.json").read_text()) == json.loads(
+        (two_nodes / "metrics/train.json").read_text())
+    assert (one_node / "model/model.safetensors").read_bytes() == (
+        two_nodes / "model/model.safetensors").read_bytes()
+
+
+@pytest.mark.slow
+def test_training_reports_into_the_pipeline_run(tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    from cybulde.tracking.lineage import model_digest
+    from cybulde.tracking.run import MODEL_TAG
+
+    project = tiny_train.make_project(tmp_path / "project", {"mlflow.tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"})
+    monkeypatch.chdir(project)
+    tiny_train.use_test_doubles(train_module, monkeypatch)
+    monkeypatch.setattr(train_module, "start_tracking", train_module.start_tracking.__wrapped__)
+    result = train_module.train(tiny_train.load(project))
+
+    run = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(result.run_id)
+    assert {"train/loss", "val/loss", "val/macro_f1", "train/samples_per_s", "train/tokens_per_s"} <= set(
+        run.data.metrics)
+    assert run.data.tags[MODEL_TAG] == model_digest(project / "model")
+    assert run.info.status == "RUNNING"  # the test stage finishes the run
