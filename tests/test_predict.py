@@ -2,13 +2,9 @@ import argparse
 import io
 import json
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "evaluation"))
-from eval_fixtures import make_data_dir, make_model_dir  # noqa: E402
 
 from cybulde import predict as predict_module  # noqa: E402
 from cybulde.evaluation.inference import TextScorer  # noqa: E402
@@ -24,6 +20,7 @@ from cybulde.predict import (  # noqa: E402
     read_input,
     run_predict,
 )
+from tests.evaluation.eval_fixtures import make_data_dir, make_model_dir
 
 TEXTS = ["the cat idiot stupid hate", "a sunny day in the park", "loser trash dumb awful ugly",
          "café naïve 你好", "my friend walks home"]

@@ -96,3 +96,19 @@ def test_experiment_with_sigmoid_head_is_a_new_run(pipeline: tuple[Path, str]) -
     assert metrics["threshold"] is not None
     shown = json.loads(run(project, "dvc", "exp", "show", "--json"))
     assert "sigmoid" in json.dumps(shown)
+
+
+def test_queued_grid_runs_land_in_the_workspace_store(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Queued experiments run in temporary copies; the default store must still be the workspace's."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    project = make_tiny_project(tmp_path, tracking_uri=None, extra_overrides=["train.epochs=1"])
+    git(project, "commit", "-qam", "default store", "--allow-empty")
+    run(project, "dvc", "exp", "run", "--queue", "-S", "model.head=softmax,sigmoid")
+    run(project, "dvc", "exp", "run", "--run-all")
+    store = f"sqlite:///{project / 'mlflow.db'}"
+    heads = sorted(r.data.params["model.head"] for r in _runs(store))
+    assert heads == ["sigmoid", "softmax"]
+    assert all(r.info.status == "FINISHED" for r in _runs(store))
+    shown = run(project, "dvc", "exp", "show", "--no-pager", "--csv")
+    assert shown.count("model.head") >= 1 and "sigmoid" in shown and "softmax" in shown

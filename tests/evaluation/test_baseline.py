@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from cybulde.evaluation.baseline import BaselineError, run_baseline, write_baseline
-
-sys.path.insert(0, str(Path(__file__).parent))
-from eval_fixtures import make_data_dir  # noqa: E402
+from tests.evaluation.eval_fixtures import make_data_dir
 
 ROWS = {"train": 60, "validation": 30, "test": 30}
 SPLIT_KEYS = {"loss", "accuracy", "macro_f1", "roc_auc", "threshold", "per_class", "num_examples"}
@@ -24,8 +21,8 @@ def binary_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_learns_a_separable_problem(binary_dir: Path) -> None:
     report = run_baseline(binary_dir, grid=(1.0, 4.0))
-    assert report["test"]["macro_f1"] == 1.0
-    assert report["validation"]["macro_f1"] == 1.0
+    assert report["test"]["macro_f1"] >= 0.9
+    assert report["validation"]["macro_f1"] >= 0.9
     assert report["C"] in (1.0, 4.0)
 
 
@@ -65,5 +62,5 @@ def test_stage_reads_fetched_dir_from_params(binary_dir: Path, tmp_path: Path,
     (tmp_path / "params.yaml").write_text(f"data:\n  fetched_dir: {binary_dir}\n")
     monkeypatch.chdir(tmp_path)
     assert stage.main([]) == 0
-    assert json.loads((tmp_path / "metrics" / "baseline.json").read_text())["test"]["macro_f1"] == 1.0
+    assert json.loads((tmp_path / "metrics" / "baseline.json").read_text())["test"]["macro_f1"] >= 0.9
     assert stage.main(["data.fetched_dir=/nonexistent/data"]) == 1

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,9 +18,7 @@ from cybulde.evaluation.cross import (
     run_cross,
     split_registry_location,
 )
-
-sys.path.insert(0, str(Path(__file__).parent))
-from eval_fixtures import make_data_dir, make_model_dir  # noqa: E402
+from tests.evaluation.eval_fixtures import make_data_dir, make_model_dir
 
 MODEL_LABELS = ["not_offensive", "offensive"]
 DATA_LABELS = ["neither", "offensive", "hate"]

@@ -6,12 +6,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from eval_fixtures import LABEL_NAMES, make_data_dir, make_model_dir
 from sklearn.metrics import accuracy_score, f1_score
 
 from cybulde.config.schema import Config, Head
 from cybulde.evaluation import evaluate as evaluate_module
 from cybulde.evaluation.evaluate import EvaluationError, evaluate_split
+from tests.evaluation.eval_fixtures import LABEL_NAMES, make_data_dir, make_model_dir
 
 REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 

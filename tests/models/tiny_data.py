@@ -50,7 +50,8 @@ def sha256_file(path: Path) -> str:
 
 
 def make_data_dir(data_dir: Path, rows: dict[str, int] | None = None, num_labels: int = 2,
-                  tokenizer_sha256: str | None = None, kind: str = "wordpiece") -> Path:
+                  tokenizer_sha256: str | None = None, kind: str = "wordpiece",
+                  label_names: list[str] | None = None, max_length: int = MAX_LENGTH) -> Path:
     """A fetched dataset version: parquet splits, tokenizer/ and manifest.json."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -60,8 +61,8 @@ def make_data_dir(data_dir: Path, rows: dict[str, int] | None = None, num_labels
     rows = rows or {"train": 48, "validation": 16, "test": 16}
     data_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = make_tokenizer_dir(data_dir / "tokenizer")
-    label_names = ["none", "offensive", "hateful"][:num_labels] if num_labels <= 3 else [
-        f"label_{index}" for index in range(num_labels)]
+    label_names = label_names or (["none", "offensive", "hateful"][:num_labels] if num_labels <= 3 else [
+        f"label_{index}" for index in range(num_labels)])
     schema = pa.schema([("id", pa.string()), ("text", pa.string()), ("label", pa.int64()),
                         ("input_ids", pa.list_(pa.int32()))])
     splits = {}
@@ -69,7 +70,7 @@ def make_data_dir(data_dir: Path, rows: dict[str, int] | None = None, num_labels
         examples = make_texts(count, seed=seed, num_labels=num_labels)
         texts = [text for text, _ in examples]
         labels = [label for _, label in examples]
-        ids = tokenizer(texts, truncation=True, max_length=MAX_LENGTH)["input_ids"]
+        ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
         table = pa.table({"id": [f"{split}-{index}" for index in range(count)], "text": texts,
                           "label": labels, "input_ids": ids}, schema=schema)
         pq.write_table(table, data_dir / f"{split}.parquet")
@@ -84,7 +85,7 @@ def make_data_dir(data_dir: Path, rows: dict[str, int] | None = None, num_labels
                          vocab_size=len(vocab), pad_token_id=vocab["[PAD]"], cls_token_id=vocab["[CLS]"],
                          sep_token_id=vocab["[SEP]"])
     manifest = Manifest(dataset="tiny", version="v1", label_names=label_names, splits=splits, tokenizer=info,
-                        max_length=MAX_LENGTH, sources=[], publish_params={"seed": 0}, files=files)
+                        max_length=max_length, sources=[], publish_params={"seed": 0}, files=files)
     manifest.write(data_dir)
     return data_dir
 

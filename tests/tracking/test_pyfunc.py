@@ -12,11 +12,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evaluation"))
-from eval_fixtures import make_data_dir, make_model_dir  # noqa: E402
-
 from cybulde.evaluation.inference import TextScorer  # noqa: E402
 from cybulde.tracking.pyfunc import PyfuncInputError, log_pyfunc_model, texts_from_input  # noqa: E402
+from tests.evaluation.eval_fixtures import make_data_dir, make_model_dir
 
 TEXTS = ["the cat idiot stupid hate", "a sunny day in the park", "loser trash dumb awful ugly",
          "my friend walks home", "ünïcödé text 你好", ""]

@@ -17,3 +17,18 @@ def test_no_weight_decay_on_biases_and_layer_norm():
     assert {id(p) for p in decay["params"]} == {id(model[0].weight), id(model[2].weight)}
     assert {id(p) for p in no_decay["params"]} == {id(model[0].bias), id(model[1].weight), id(model[1].bias),
                                                   id(model[2].bias)}
+
+
+def test_module_trains_a_backbone_loaded_in_eval_mode(tmp_path):
+    import json
+
+    from cybulde.config.schema import ModelConfig
+    from cybulde.models.classifier import build_classifier
+    from cybulde.training.module import ClassifierModule
+    from tests.models.tiny_data import make_data_dir
+
+    data_dir = make_data_dir(tmp_path / "data")
+    manifest = json.loads((data_dir / "manifest.json").read_text())
+    model = build_classifier(ModelConfig(backbone="scratch"), manifest, data_dir / "tokenizer").eval()
+    module = ClassifierModule(model, lr=1e-3, weight_decay=0.0, warmup_ratio=0.0)
+    assert all(submodule.training for submodule in module.modules())  # dropout is active

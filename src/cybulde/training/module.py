@@ -40,7 +40,9 @@ class ClassifierModule(pl.LightningModule):
         super().__init__()
         from torchmetrics.classification import MulticlassF1Score
 
-        self.model = model
+        # from_pretrained returns the backbone in eval mode and Lightning keeps each module's mode:
+        # without this, dropout would silently stay off during fine-tuning.
+        self.model = model.train()
         self.lr = lr
         self.weight_decay = weight_decay
         self.warmup_ratio = warmup_ratio
