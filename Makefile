@@ -41,6 +41,7 @@ lint: venv
 	check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	check-jsonschema --builtin-schema vendor.compose-spec infra/tracking-server/docker-compose.yml
 	hadolint Dockerfile
+	python scripts/results_table.py --check
 
 # Regenerate the exact-version lock from the environment (after changing pyproject.toml).
 lock: venv

@@ -99,9 +99,10 @@ def copy_project(root: Path, destination: Path) -> Path:
             target = destination / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
-    for command in (["git", "init", "-q"], ["git", "add", "-A"],
-                    ["git", "-c", "user.name=repro", "-c", "user.email=repro@localhost",
-                     "commit", "-qm", "snapshot"]):
+    # A local identity: `dvc exp run` commits, and a fresh machine may have no global one.
+    for command in (["git", "init", "-q"], ["git", "config", "user.name", "cybulde"],
+                    ["git", "config", "user.email", "cybulde@localhost"], ["git", "add", "-A"],
+                    ["git", "commit", "-qm", "snapshot"]):
         run(command, destination)
     return destination
 

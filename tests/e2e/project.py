@@ -83,7 +83,7 @@ def make_tiny_project(base: Path, tracking_uri: str | None = None,
 
 
 def git(project: Path, *args: str) -> str:
-    return run(project, "git", "-c", "user.name=test", "-c", "user.email=test@localhost", *args)
+    return run(project, "git", *args)
 
 
 def run(project: Path, *command: str, env: dict[str, str] | None = None) -> str:
