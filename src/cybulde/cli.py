@@ -22,21 +22,19 @@ def build_parser() -> argparse.ArgumentParser:
     from cybulde.evaluation.cross import add_cross_arguments, run_cross
     from cybulde.predict import add_predict_arguments, run_predict
 
+    subcommands = [
+        ("publish", "publish a dataset version to a registry", add_publish_arguments, run_publish),
+        ("predict", "score texts with a trained model", add_predict_arguments, run_predict),
+        ("evaluate-cross", "score a trained model on another dataset version", add_cross_arguments, run_cross),
+        ("gcp", "create or delete the GPU training cluster on Google Cloud", add_gcp_arguments, run_gcp),
+    ]
     parser = argparse.ArgumentParser(prog="cybulde", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    publish = commands.add_parser("publish", help="publish a dataset version to a registry")
-    add_publish_arguments(publish)
-    publish.set_defaults(handler=run_publish)
-    predict = commands.add_parser("predict", help="score texts with a trained model")
-    add_predict_arguments(predict)
-    predict.set_defaults(handler=run_predict)
-    cross = commands.add_parser("evaluate-cross", help="score a trained model on another dataset version")
-    add_cross_arguments(cross)
-    cross.set_defaults(handler=run_cross)
-    gcp = commands.add_parser("gcp", help="create or delete the GPU training cluster on Google Cloud")
-    add_gcp_arguments(gcp)
-    gcp.set_defaults(handler=run_gcp)
+    for name, summary, add_arguments, handler in subcommands:
+        subparser = commands.add_parser(name, help=summary)
+        add_arguments(subparser)
+        subparser.set_defaults(handler=handler)
     return parser
 
 

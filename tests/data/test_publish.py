@@ -5,9 +5,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from cybulde.cli import build_parser
 from cybulde.data.errors import VersionExistsError
 from cybulde.data.manifest import Manifest
-from cybulde.data.publish import add_cli, add_publish_arguments, publish, run_publish
+from cybulde.data.publish import add_publish_arguments, publish, run_publish
 from cybulde.data.tokenizer import load_tokenizer
 
 SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("label", pa.int64()),
@@ -79,14 +80,15 @@ def test_generic_csv_small_version(generic_csv: Path, tmp_path: Path, capsys: py
 
 
 def test_cli_arguments_and_errors(tweeteval_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    parser = argparse.ArgumentParser(prog="cybulde")
-    add_cli(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     argv = ["publish", "--source", "tweeteval_offensive", "--raw-dir", str(tweeteval_dir), "--registry",
             str(tmp_path / "reg"), "--version", "v1", "--max-length", "32", "--max-rows-per-split", "5"]
     args = parser.parse_args(argv)
-    assert args.func is run_publish and args.max_length == 32 and args.tokenizer == "pretrained"
-    assert args.func(args) == 0
-    assert args.func(args) == 1
+    assert args.handler is run_publish and args.max_length == 32 and args.tokenizer == "pretrained"
+    assert args.handler(args) == 0
+    assert args.handler(args) == 1
+    args.if_missing = True
+    assert args.handler(args) == 0  # the first-run setup accepts an existing version
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "already exists" in err
     standalone = add_publish_arguments(argparse.ArgumentParser()).parse_args(

@@ -55,6 +55,7 @@ def test_one_finished_run_carries_the_locked_data_hash(pipeline: tuple[Path, str
     assert [d.dataset.digest for d in run_.inputs.dataset_inputs] == [data_md5]
     assert run_.data.params["model.head"] == "softmax"
     assert run_.data.tags["mlflow.source.git.commit"]
+    assert run_.data.tags["world_size"] == "2"  # both DDP ranks, logged once by rank 0
     metric_keys = set(run_.data.metrics)
     assert {"validation/macro_f1", "test/macro_f1", "test/roc_auc"} <= metric_keys
     assert any(key.startswith("train/loss") for key in metric_keys)

@@ -9,6 +9,7 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
 from cybulde.config.schema import Config, Head
+from cybulde.data.errors import MissingFileError
 from cybulde.evaluation import evaluate as evaluate_module
 from cybulde.evaluation.evaluate import EvaluationError, evaluate_split
 from tests.evaluation.eval_fixtures import LABEL_NAMES, make_data_dir, make_model_dir
@@ -226,7 +227,7 @@ def test_missing_model_or_split_or_mismatched_data(make_project, shared_inputs):
         evaluate_split(cfg, "train", root=root, run=FakeRun())
 
     (root / "data" / "fetched" / "test.parquet").unlink()
-    with pytest.raises(EvaluationError, match=r"test\.parquet not found.*fetch"):
+    with pytest.raises(MissingFileError, match=r"test\.parquet not found.*fetch"):
         evaluate_split(cfg, "test", root=root, run=FakeRun())
 
     shutil.rmtree(root / "data" / "fetched")

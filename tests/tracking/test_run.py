@@ -43,6 +43,8 @@ def test_training_run_records_context(project: Config) -> None:
     assert data.params["model.head"] == "softmax"
     assert data.tags["data.dvc_md5"] == "0123456789abcdef0123456789abcdef.dir"
     assert data.tags["dvc.exp_name"] == "tall-oaks"
+    assert data.tags["world_size"] == "1"
+    assert data.tags["device_type"] == "cpu"
     inputs = run.client.get_run(run.run_id).inputs.dataset_inputs
     assert [i.dataset.digest for i in inputs] == ["0123456789abcdef0123456789abcdef.dir"]
 

@@ -47,3 +47,7 @@ class MissingFileError(RegistryError):
 
 class UnexpectedFileError(RegistryError):
     """A file is present that the manifest does not list."""
+
+
+class EmptySplitError(DataError):
+    """A split of a dataset version has no rows."""

@@ -221,15 +221,6 @@ def add_publish_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     return parser
 
 
-def add_cli(subparsers: Any) -> argparse.ArgumentParser:
-    """Register `publish` on an argparse subparsers object; the parsed args carry `func`."""
-    parser = subparsers.add_parser("publish", help="publish a new dataset version to a registry",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_publish_arguments(parser)
-    parser.set_defaults(func=run_publish)
-    return parser
-
-
 def run_publish(args: argparse.Namespace) -> int:
     """Run `publish` from parsed arguments; known errors become one line on stderr and exit status 1."""
     if args.raw_dir:
@@ -250,12 +241,3 @@ def run_publish(args: argparse.Namespace) -> int:
         print(f"publish: error: {error}", file=sys.stderr)
         return 1
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = add_publish_arguments(argparse.ArgumentParser(prog="publish", description=__doc__))
-    return run_publish(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -35,7 +35,6 @@ RANDOM_STATE = 1234
 MAX_ITER = 2000
 DIGITS = 6
 METRICS_PATH = Path("metrics") / "baseline.json"
-SPLITS = ("train", "validation", "test")
 
 
 class BaselineError(CybuldeError, RuntimeError):
@@ -68,23 +67,17 @@ def load_baseline_data(data_dir: str | Path) -> BaselineData:
         raise BaselineError(f"{error} (run the `fetch` stage first)") from error
     return BaselineData(dataset=manifest.dataset, version=manifest.version,
                         label_names=[str(name) for name in manifest.label_names],
-                        splits={split: read_split(data_dir, split) for split in SPLITS})
+                        splits={split: read_split(data_dir, split) for split in ("train", "validation", "test")})
 
 
 def read_split(data_dir: Path, split: str) -> LabeledTexts:
     import numpy as np
-    import pyarrow.parquet as pq
 
     from cybulde.data.cleaning import clean_texts
+    from cybulde.data.splits import read_split_columns
 
-    path = data_dir / f"{split}.parquet"
-    if not path.is_file():
-        raise BaselineError(f"{path} not found: {data_dir} is not a complete dataset version")
-    table = pq.read_table(path, columns=["text", "label"])
-    if table.num_rows == 0:
-        raise BaselineError(f"{path} has no rows")
-    return LabeledTexts(texts=clean_texts(table.column("text").to_pylist()),
-                        labels=table.column("label").to_numpy().astype(np.int64))
+    rows = read_split_columns(data_dir, split, columns=("text", "label"))
+    return LabeledTexts(texts=clean_texts(rows["text"]), labels=np.asarray(rows["label"], dtype=np.int64))
 
 
 def make_vectorizer(min_df: int = MIN_DF) -> Any:

@@ -26,10 +26,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from cybulde.data.manifest import SPLITS
 from cybulde.errors import CybuldeError
 from cybulde.evaluation.metrics import round_floats
 
-SPLITS = ("train", "validation", "test")
 DIGITS = 6
 OUTPUT_FORMATS = ("text", "json")
 
@@ -105,17 +105,10 @@ def split_registry_location(location: str) -> tuple[str, str, str]:
 
 
 def read_texts_and_labels(data_dir: Path, split: str) -> tuple[list[str], list[int]]:
-    import pyarrow.parquet as pq
+    from cybulde.data.splits import read_split_columns
 
-    if split not in SPLITS:
-        raise CrossEvaluationError(f"unknown split {split!r}: expected one of {list(SPLITS)}")
-    path = data_dir / f"{split}.parquet"
-    if not path.is_file():
-        raise CrossEvaluationError(f"{path} not found: {data_dir} has no {split} split")
-    table = pq.read_table(path, columns=["text", "label"])
-    if table.num_rows == 0:
-        raise CrossEvaluationError(f"{path} has no rows: nothing to evaluate")
-    return table.column("text").to_pylist(), [int(value) for value in table.column("label").to_pylist()]
+    rows = read_split_columns(data_dir, split, columns=("text", "label"))
+    return rows["text"], [int(value) for value in rows["label"]]
 
 
 def negative_log_likelihood(probabilities: Any, labels: Any) -> float:

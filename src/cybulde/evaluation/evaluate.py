@@ -85,13 +85,14 @@ def evaluate_split(cfg: Config, split: str, *, root: str | Path | None = None,
 
 def evaluate_to_files(cfg: Config, split: str, root: Path, scratch: Path) -> SplitEvaluation:
     """Everything of `evaluate_split` but the MLflow logging; MLflow-only files go to `scratch`."""
+    from cybulde.data.splits import read_split_columns
     from cybulde.models.checkpoint import load_model
 
     loaded = load_model(root / MODEL_DIR)
     model = loaded.model
     label_names = [str(name) for name in model.label_names]
     data_dir = _local_path(root, cfg.data.fetched_dir)
-    rows = read_split_rows(data_dir, split)
+    rows = read_split_columns(data_dir, split)
     outputs = _run_model(cfg, model, data_dir, split, len(rows["id"]), label_names, loaded.config)
     if outputs.labels.tolist() != rows["label"]:
         raise EvaluationError(
@@ -124,20 +125,6 @@ def evaluate_to_files(cfg: Config, split: str, root: Path, scratch: Path) -> Spl
 def _local_path(root: Path, location: str) -> Path:
     path = Path(location).expanduser()
     return path if path.is_absolute() else root / path
-
-
-def read_split_rows(data_dir: Path, split: str) -> dict[str, list[Any]]:
-    """`id`, `text` and `label` of a fetched split, in row order."""
-    import pyarrow.parquet as pq
-
-    path = data_dir / f"{split}.parquet"
-    if not path.is_file():
-        raise EvaluationError(f"{path} not found: run the `fetch` stage first "
-                              f"(data.fetched_dir={str(data_dir)!r})")
-    table = pq.read_table(path, columns=["id", "text", "label"])
-    if table.num_rows == 0:
-        raise EvaluationError(f"{path} has no rows: nothing to evaluate")
-    return {name: table.column(name).to_pylist() for name in ("id", "text", "label")}
 
 
 def _run_model(cfg: Config, model: Any, data_dir: Path, split: str, num_rows: int,

@@ -206,6 +206,9 @@ class PipelineRun:
             "data.registry": config.data.registry,
             "data.dataset": config.data.dataset,
             "data.version": config.data.version,
+            # torchrun's view of the job: what actually ran, whatever the params asked for.
+            "world_size": os.environ.get("WORLD_SIZE", "1"),
+            "device_type": config.launch.accelerator.value,
         }
         commit = _git_commit(root)
         if commit:
