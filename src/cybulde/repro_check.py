@@ -28,10 +28,11 @@ from cybulde.errors import CybuldeError
 METRICS_FILES = ("metrics/train.json", "metrics/validation.json", "metrics/test.json")
 WEIGHTS = "model/model.safetensors"
 
-# A small but real configuration: the default backbone and recipe on a few hundred rows.
+# A small but real configuration: the default backbone and recipe, one epoch on the
+# SMALL_ROWS-per-split version published for the check (8 optimizer steps).
+SMALL_ROWS = 256
 SMALL_OVERRIDES = (
     "train.epochs=1",
-    "train.max_steps=6",
     "train.log_every_n_steps=2",
     "evaluation.batch_size=32",
 )
@@ -50,7 +51,7 @@ def run(command: Sequence[str], cwd: Path, env: dict[str, str] | None = None) ->
 
 def tool_env() -> dict[str, str]:
     """The environment with this interpreter's `python`, `dvc` and `torchrun` first on PATH."""
-    bin_dir = str(Path(sys.executable).parent)
+    bin_dir = os.path.dirname(os.path.abspath(sys.executable))
     return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
             "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
@@ -132,9 +133,9 @@ def check_rerun(root: Path, raw_data: Path) -> None:
         project = copy_project(root, scratch_dir / "project")
         registry = scratch_dir / "registry"
         env = {**tool_env(), "MLFLOW_TRACKING_URI": f"sqlite:///{scratch_dir / 'mlflow.db'}"}
-        run([sys.executable, "-m", "cybulde.cli", "publish", "--source", "tweeteval_offensive",
+        run([os.path.abspath(sys.executable), "-m", "cybulde.cli", "publish", "--source", "tweeteval_offensive",
              "--raw-dir", str(raw_data / "tweeteval_offensive"), "--registry", str(registry),
-             "--version", "repro-check", "--max-rows-per-split", "256"], project, env)
+             "--version", "repro-check", "--max-rows-per-split", str(SMALL_ROWS)], project, env)
         set_params(project / "params.yaml",
                    [f"data.registry={registry}", "data.version=repro-check", *SMALL_OVERRIDES])
         prints = []
