@@ -256,8 +256,9 @@ def render_section(inputs: Inputs) -> str:
     lines += [
         "",
         "Reproduce: `dvc repro` (our model: `metrics/validation.json`, `metrics/test.json`; baseline: "
-        "`metrics/baseline.json`), `python stages/baseline.py data.fetched_dir=<version folder>` for "
-        "the baseline on another dataset, `cybulde evaluate-cross --model model --data "
+        "`metrics/baseline.json`), `python stages/baseline.py data.fetched_dir=registry/<dataset>/<version>` "
+        "then copying `metrics/baseline.json` to `results/baselines/<dataset>.json` (and restoring it with "
+        "`git checkout metrics/baseline.json`) for the baseline on another dataset, `cybulde evaluate-cross --model model --data "
         "<registry>/<dataset>/<version> --map DATA_LABEL=MODEL_LABEL ... --save results/cross/<name>.json` "
         "for a cross-dataset cell, then `python scripts/results_table.py`.",
         "",
