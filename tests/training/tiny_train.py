@@ -11,7 +11,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "models"))
-sys.path.insert(0, str(HERE))
 
 import tiny_data  # noqa: E402
 
@@ -64,7 +63,7 @@ def load(project: Path, overrides: list[str] = ()):
 
 
 def use_test_doubles(train_module, monkeypatch=None) -> None:
-    """No MLflow in these tests; the stand-in data module while cybulde.data.datamodule is missing."""
+    """No MLflow in these tests (the ones that want it call `start_tracking.__wrapped__`)."""
     def setattr_(name, value):
         if monkeypatch is not None:
             monkeypatch.setattr(train_module, name, value)
@@ -76,16 +75,6 @@ def use_test_doubles(train_module, monkeypatch=None) -> None:
 
     no_tracking.__wrapped__ = train_module.start_tracking  # the real one, for tests that want MLflow
     setattr_("start_tracking", no_tracking)
-    try:
-        import cybulde.data.datamodule  # noqa: F401
-    except ModuleNotFoundError:
-        from tiny_datamodule import TinyDataModule
-
-        def make_datamodule(cfg, data_dir, env):
-            return TinyDataModule(data_dir, cfg.train.batch_size, cfg.train.seed, cfg.train.group_by_length,
-                                  cfg.train.num_workers, env.world_size, env.rank)
-
-        setattr_("make_datamodule", make_datamodule)
 
 
 def main() -> int:
