@@ -41,6 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup-steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="cores to use in total")
     parser.add_argument("--precision", default="bf16-mixed", choices=["32-true", "bf16-mixed"])
+    parser.add_argument("--freeze-embeddings", action="store_true",
+                        help="our modes: train.freeze_embeddings=true (token-embedding table fixed)")
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {MODES}")
     parser.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -196,6 +198,7 @@ def run_ours(args: argparse.Namespace) -> None:
     cfg.model.backbone = args.backbone
     cfg.train.batch_size = args.batch_size // env.world_size
     cfg.train.precision = args.precision
+    cfg.train.freeze_embeddings = args.freeze_embeddings
     pl.seed_everything(cfg.train.seed, verbose=False)
     module = build_module(cfg, Manifest.load(args.data_dir), args.data_dir)
     datamodule = make_datamodule(cfg, args.data_dir, env)
@@ -227,7 +230,8 @@ def run_worker(args: argparse.Namespace) -> None:
 def launch(mode: str, args: argparse.Namespace) -> list[dict]:
     common = ["--data-dir", str(args.data_dir), "--backbone", args.backbone, "--batch-size", str(args.batch_size),
               "--steps", str(args.steps), "--warmup-steps", str(args.warmup_steps), "--threads", str(args.threads),
-              "--precision", args.precision, "--worker", mode]
+              "--precision", args.precision, "--worker", mode,
+              *(["--freeze-embeddings"] if args.freeze_embeddings else [])]
     script = str(Path(__file__).resolve())
     if mode == "ours-ddp2":
         command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
@@ -252,7 +256,7 @@ def print_table(rows: dict[str, dict], args: argparse.Namespace) -> None:
     hf_grouped = rows.get("hf-grouped", {}).get("samples_per_s")
     ceiling = rows.get("ceiling-bf16" if args.precision == "bf16-mixed" else "ceiling-fp32", {}).get("samples_per_s")
     print(f"\nbackbone={args.backbone} batch={args.batch_size} precision={args.precision} threads={args.threads} "
-          f"steps={args.steps} data={args.data_dir}")
+          f"steps={args.steps} freeze_embeddings={args.freeze_embeddings} data={args.data_dir}")
     header = f"{'mode':<14}{'samples/s':>10}{'tokens/s':>10}{'peak RSS MB':>16}{'x HF def':>10}{'x HF grp':>10}{'of ceil':>9}"
     print(header + "\n" + "-" * len(header))
     for mode in MODES:

@@ -30,6 +30,8 @@ def test_override_changes_value() -> None:
         ("train.precision=16", "'train.precision'.*32-true"),
         ("evaluation.threshold=1.5", "'evaluation.threshold'"),
         ("train.global_batch_size=33", "'train.global_batch_size'.*multiple"),
+        ("train.layer_lr_decay=0", "'train.layer_lr_decay': must be in \\(0, 1\\]"),
+        ("train.layer_lr_decay=1.5", "'train.layer_lr_decay'"),
         ("model.nope=1", "model.nope"),
     ],
 )

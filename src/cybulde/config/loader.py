@@ -86,6 +86,8 @@ def validate_config(config: Config) -> None:
     _require(train.weight_decay >= 0, "train.weight_decay", "must be >= 0")
     _require(0.0 <= train.warmup_ratio < 1.0, "train.warmup_ratio", "must be in [0, 1)")
     _require(train.grad_clip >= 0, "train.grad_clip", "must be >= 0 (0 disables clipping)")
+    _require(0.0 < train.layer_lr_decay <= 1.0, "train.layer_lr_decay",
+             f"must be in (0, 1] (1 disables the decay), got {train.layer_lr_decay}")
     _require(train.batch_size >= 1, "train.batch_size", "must be >= 1")
     _require(train.precision in PRECISIONS, "train.precision",
              f"expected one of {list(PRECISIONS)}, got {train.precision!r}")

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cybulde.config.loader import PARAMS_FILE
+
+if TYPE_CHECKING:
+    from cybulde.config.schema import Config
 
 
 def project_root(start: str | Path | None = None) -> Path:
@@ -21,6 +25,13 @@ def project_root(start: str | Path | None = None) -> Path:
         if (folder / PARAMS_FILE).is_file():
             return folder
     return here
+
+
+def fetched_path(cfg: Config, root: Path | None = None) -> Path:
+    """`cfg.data.fetched_dir` as an absolute path; a relative one is taken from `root` (default: the
+    project root)."""
+    path = Path(cfg.data.fetched_dir).expanduser()
+    return path if path.is_absolute() else (root or project_root()) / path
 
 
 def workspace_root(start: str | Path | None = None) -> Path:

@@ -80,6 +80,11 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     grad_clip: float = 1.0
     class_weights: bool = False
+    # Layer-wise learning-rate decay: each layer below the top trains at this factor of the one above
+    # (1.0: one learning rate for the whole model).
+    layer_lr_decay: float = 1.0
+    # Keep the backbone's token-embedding table fixed (less optimizer work and DDP traffic).
+    freeze_embeddings: bool = False
     early_stopping_patience: int = 2
     precision: str = "32-true"  # one of PRECISIONS
     group_by_length: bool = True

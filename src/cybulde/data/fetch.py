@@ -21,17 +21,9 @@ if TYPE_CHECKING:
     from cybulde.config.schema import Config
 
 
-def fetched_path(cfg: Config) -> Path:
-    """`cfg.data.fetched_dir` as an absolute path (relative ones are taken from the project root)."""
-    from cybulde.config.paths import project_root
-
-    path = Path(cfg.data.fetched_dir).expanduser()
-    return path if path.is_absolute() else project_root() / path
-
-
 def fetch(cfg: Config) -> Path:
     """Download and verify `cfg.data.dataset`/`cfg.data.version` into `cfg.data.fetched_dir`; return it."""
-    from cybulde.config.paths import resolve_location
+    from cybulde.config.paths import fetched_path, resolve_location
 
     destination = fetched_path(cfg)
     registry = Registry(resolve_location(cfg.data.registry))

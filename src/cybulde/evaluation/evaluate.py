@@ -85,13 +85,14 @@ def evaluate_split(cfg: Config, split: str, *, root: str | Path | None = None,
 
 def evaluate_to_files(cfg: Config, split: str, root: Path, scratch: Path) -> SplitEvaluation:
     """Everything of `evaluate_split` but the MLflow logging; MLflow-only files go to `scratch`."""
+    from cybulde.config.paths import fetched_path
     from cybulde.data.splits import read_split_columns
     from cybulde.models.checkpoint import load_model
 
     loaded = load_model(root / MODEL_DIR)
     model = loaded.model
     label_names = [str(name) for name in model.label_names]
-    data_dir = _local_path(root, cfg.data.fetched_dir)
+    data_dir = fetched_path(cfg, root)
     rows = read_split_columns(data_dir, split)
     outputs = _run_model(cfg, model, data_dir, split, len(rows["id"]), label_names, loaded.config)
     if outputs.labels.tolist() != rows["label"]:
@@ -120,11 +121,6 @@ def evaluate_to_files(cfg: Config, split: str, root: Path, scratch: Path) -> Spl
     predictions_path = write_predictions(root / PREDICTIONS_DIR / f"{split}.parquet", rows,
                                          probabilities, predictions, label_names)
     return SplitEvaluation(split, report, metrics_path, plot_paths, predictions_path)
-
-
-def _local_path(root: Path, location: str) -> Path:
-    path = Path(location).expanduser()
-    return path if path.is_absolute() else root / path
 
 
 def _run_model(cfg: Config, model: Any, data_dir: Path, split: str, num_rows: int,

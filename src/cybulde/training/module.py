@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 import lightning.pytorch as pl
@@ -17,26 +18,64 @@ def inverse_frequency_weights(label_counts: Sequence[int]) -> torch.Tensor:
     return (counts.sum() / (len(counts) * counts)).to(torch.float32)
 
 
-def optimizer_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on weight matrices only: not on biases, LayerNorm or other norm parameters."""
+def optimizer_groups(model: nn.Module, weight_decay: float, lr: float,
+                     layer_lr_decay: float = 1.0) -> list[dict]:
+    """AdamW parameter groups: weight decay on weight matrices only (not biases or norms), and
+    layer-wise learning-rate decay: a parameter `k` layers below the top gets `lr * layer_lr_decay**k`.
+
+    Depths: the backbone's embeddings are 0, its transformer layer `i` is `i + 1`, everything above
+    (pooler, adapter, output layer) is the top. Groups are ordered top first, so group 0 carries `lr`.
+    Frozen parameters (requires_grad False) are left out.
+    """
     no_decay: set[int] = set()
     for module in model.modules():
         if isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d)):
             no_decay.update(id(parameter) for parameter in module.parameters(recurse=False))
-    decay, rest = [], []
+    top = _num_layers(model) + 1
+    groups: dict[tuple[int, bool], list[nn.Parameter]] = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        if name.endswith("bias") or id(parameter) in no_decay:
-            rest.append(parameter)
-        else:
-            decay.append(parameter)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+        decays = not (name.endswith("bias") or id(parameter) in no_decay)
+        depth = parameter_depth(name, top) if layer_lr_decay != 1.0 else top
+        groups.setdefault((depth, decays), []).append(parameter)
+    return [{"params": params, "weight_decay": weight_decay if decays else 0.0,
+             "lr": lr * layer_lr_decay ** (top - depth)}
+            for (depth, decays), params in sorted(groups.items(), key=_top_first)]
+
+
+def _top_first(item: tuple[tuple[int, bool], list]) -> tuple[int, bool]:
+    (depth, decays), _ = item
+    return -depth, not decays
+
+
+_LAYER_INDEX = re.compile(r"\.layers?\.(\d+)\.")
+
+
+def parameter_depth(name: str, top: int) -> int:
+    """0 for backbone embeddings, `i + 1` for transformer layer `i`, `top` for everything else."""
+    if not name.startswith("backbone."):
+        return top
+    if ".embeddings." in name:
+        return 0
+    match = _LAYER_INDEX.search(name)
+    return min(int(match.group(1)) + 1, top) if match else top
+
+
+def _num_layers(model: nn.Module) -> int:
+    backbone = getattr(model, "backbone", None)
+    return int(getattr(getattr(backbone, "config", None), "num_hidden_layers", 0) or 0)
+
+
+def freeze_input_embeddings(model: nn.Module) -> None:
+    """Stop training the backbone's token-embedding table (vocabulary x hidden, the largest tensor)."""
+    model.backbone.get_input_embeddings().weight.requires_grad_(False)
 
 
 class ClassifierModule(pl.LightningModule):
     def __init__(self, model: TextClassifier, lr: float, weight_decay: float, warmup_ratio: float,
-                 class_weights: torch.Tensor | None = None, grad_clip: float = 0.0) -> None:
+                 class_weights: torch.Tensor | None = None, grad_clip: float = 0.0,
+                 layer_lr_decay: float = 1.0) -> None:
         super().__init__()
         from torchmetrics.classification import MulticlassF1Score
 
@@ -47,6 +86,7 @@ class ClassifierModule(pl.LightningModule):
         self.weight_decay = weight_decay
         self.warmup_ratio = warmup_ratio
         self.grad_clip = grad_clip
+        self.layer_lr_decay = layer_lr_decay
         self.register_buffer("class_weights", class_weights, persistent=False)
         self.val_macro_f1 = MulticlassF1Score(num_classes=model.head.num_labels, average="macro")
 
@@ -86,8 +126,8 @@ class ClassifierModule(pl.LightningModule):
     def configure_optimizers(self):
         from transformers import get_linear_schedule_with_warmup
 
-        optimizer = torch.optim.AdamW(optimizer_groups(self.model, self.weight_decay), lr=self.lr,
-                                      **fused_if_supported())
+        groups = optimizer_groups(self.model, self.weight_decay, self.lr, self.layer_lr_decay)
+        optimizer = torch.optim.AdamW(groups, lr=self.lr, **fused_if_supported())
         total_steps = max(1, int(self.trainer.estimated_stepping_batches))
         warmup_steps = int(round(self.warmup_ratio * total_steps))
         scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)

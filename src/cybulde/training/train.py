@@ -48,8 +48,7 @@ class TrainResult:
 
 def train(cfg: Config) -> TrainResult:
     """Train with `cfg`; on rank 0 export the best checkpoint to `model/` and write metrics/train.json."""
-    from cybulde.config.paths import project_root
-    from cybulde.data.fetch import fetched_path
+    from cybulde.config.paths import fetched_path, project_root
     from cybulde.models.backbone import set_offline
     from cybulde.training.determinism import seed_everything
     from cybulde.training.launch import check_world_size, configure_threads, read_launch_env, threads_per_rank
@@ -119,17 +118,19 @@ def load_manifest(data_dir: Path) -> Any:
 
 def build_module(cfg: Config, manifest: Any, data_dir: Path) -> pl.LightningModule:
     from cybulde.models.classifier import build_classifier
-    from cybulde.training.module import ClassifierModule, inverse_frequency_weights
+    from cybulde.training.module import ClassifierModule, freeze_input_embeddings, inverse_frequency_weights
 
     manifest_dict = manifest.to_dict()
     model = build_classifier(cfg.model, manifest_dict, data_dir / "tokenizer")
+    if cfg.train.freeze_embeddings:
+        freeze_input_embeddings(model)
     class_weights = None
     if cfg.train.class_weights:
         counts = manifest_dict["splits"]["train"]["label_counts"]
         class_weights = inverse_frequency_weights([counts.get(name, 0) for name in model.label_names])
     return ClassifierModule(model, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
                             warmup_ratio=cfg.train.warmup_ratio, class_weights=class_weights,
-                            grad_clip=cfg.train.grad_clip)
+                            grad_clip=cfg.train.grad_clip, layer_lr_decay=cfg.train.layer_lr_decay)
 
 
 def make_datamodule(cfg: Config, data_dir: Path, env: LaunchEnv) -> pl.LightningDataModule:
