@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cybulde.cli import build_parser
-from cybulde.data.errors import VersionExistsError
+from cybulde.data.errors import RawDataError, VersionExistsError
 from cybulde.data.manifest import Manifest
 from cybulde.data.publish import add_publish_arguments, publish, run_publish
 from cybulde.data.tokenizer import load_tokenizer
@@ -95,3 +95,57 @@ def test_cli_arguments_and_errors(tweeteval_dir: Path, tmp_path: Path, capsys: p
         ["--source", "csv", "--version", "v1", "--registry", str(tmp_path / "reg")])
     assert run_publish(standalone) == 2
     assert "--raw-dir is required" in capsys.readouterr().err
+
+
+def test_extra_training_data_joins_the_train_split_only(tweeteval_dir: Path, davidson_dir: Path,
+                                                        tmp_path: Path) -> None:
+    from cybulde.data.sources import ExtraTraining
+
+    extra = ExtraTraining("davidson2017", davidson_dir, {"hate_speech": "offensive", "offensive_language": "offensive",
+                                                         "neither": "not-offensive"})
+    alone = publish("tweeteval_offensive", tweeteval_dir, str(tmp_path / "reg"), "v1", echo=None)
+    mixed = publish("tweeteval_offensive", tweeteval_dir, str(tmp_path / "reg"), "v2", extra_training=[extra],
+                    echo=None)
+    davidson = publish("davidson2017", davidson_dir, str(tmp_path / "reg"), "v1", echo=None).splits["train"]
+    assert mixed.label_names == alone.label_names
+    assert mixed.splits["train"].rows == alone.splits["train"].rows + davidson.rows == alone.splits["train"].rows + 72
+    assert mixed.splits["validation"] == alone.splits["validation"] and mixed.splits["test"] == alone.splits["test"]
+    added = {name: mixed.splits["train"].label_counts[name] - alone.splits["train"].label_counts[name]
+             for name in mixed.label_names}
+    assert added == {"not-offensive": davidson.label_counts["neither"],
+                     "offensive": davidson.label_counts["hate_speech"] + davidson.label_counts["offensive_language"]}
+    assert mixed.publish_params["extra_training"] == [extra.describe()]
+    assert "extra_training" not in alone.publish_params
+    assert {source.path for source in mixed.sources} >= {"davidson2017/labeled_data.csv",
+                                                          "tweeteval_offensive/train_text.txt"}
+    train = pq.read_table(tmp_path / "reg" / "tweeteval_offensive" / "v2" / "train.parquet").to_pydict()
+    assert sum(row_id.startswith("davidson2017:") for row_id in train["id"]) == 72
+    assert len(set(train["id"])) == len(train["id"])
+
+
+@pytest.mark.parametrize(("label_map", "message"), [
+    ({"hate_speech": "offensive", "neither": "not-offensive"}, r"no target for its labels \['offensive_language'\]"),
+    ({"hate_speech": "offensive", "offensive_language": "offensive", "neither": "not-offensive", "spam": "offensive"},
+     r"\['spam'\] are not its labels"),
+    ({"hate_speech": "hate", "offensive_language": "offensive", "neither": "not-offensive"},
+     r"\['hate'\] are not labels of the dataset"),
+])
+def test_extra_training_label_map_must_be_total_and_valid(tweeteval_dir: Path, davidson_dir: Path, tmp_path: Path,
+                                                          label_map: dict, message: str) -> None:
+    from cybulde.data.sources import ExtraTraining
+
+    with pytest.raises(RawDataError, match=message):
+        publish("tweeteval_offensive", tweeteval_dir, str(tmp_path / "reg"), "v1",
+                extra_training=[ExtraTraining("davidson2017", davidson_dir, label_map)], echo=None)
+    assert not (tmp_path / "reg" / "tweeteval_offensive").exists()
+
+
+def test_add_train_argument_is_parsed_strictly(tmp_path: Path) -> None:
+    from cybulde.data.sources import ExtraTraining
+
+    extra = ExtraTraining.parse("tweeteval_offensive:offensive=hate, not-offensive=not-hate", tmp_path)
+    assert extra.raw_dir == tmp_path / "tweeteval_offensive"
+    assert extra.label_map == {"offensive": "hate", "not-offensive": "not-hate"}
+    for bad in ("nosuch:a=b", "tweeteval_offensive", "tweeteval_offensive:a", "tweeteval_offensive:a=b,a=c"):
+        with pytest.raises(RawDataError):
+            ExtraTraining.parse(bad, tmp_path)

@@ -61,7 +61,8 @@ def test_generates_the_section(results_table: ModuleType, project: Path) -> None
     assert readme.endswith("<!-- results:end -->\n\n## After\n")
     assert "STALE-CONTENT" not in readme
     assert "| **cybulde MiniLM-L6** (default pipeline, `metrics/test.json`) | 0.831 | — | — |" in readme
-    assert "0.840 ± 0.010" in readme
+    assert "0.840 ± 0.010 (n=3)" in readme
+    assert "hate_speech 0.310 ± 0.000" in readme  # per-class F1 of the seeds, mean ± std
     assert "| **cybulde TF-IDF + logistic regression** (baseline) | 0.727 |" in readme
     assert "Barbieri et al. 2020" in readme and "0.829" in readme
     assert "hate_speech 0.310" in readme

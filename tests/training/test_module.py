@@ -62,3 +62,23 @@ def test_module_trains_a_backbone_loaded_in_eval_mode(tmp_path):
     model = tiny_classifier(tmp_path).eval()
     module = ClassifierModule(model, lr=1e-3, weight_decay=0.0, warmup_ratio=0.0)
     assert all(submodule.training for submodule in module.modules())  # dropout is active
+
+
+def test_training_leaves_frozen_embeddings_untouched(tmp_path):
+    import lightning.pytorch as pl
+    from torch.utils.data import DataLoader
+
+    from cybulde.training.module import ClassifierModule, freeze_input_embeddings
+
+    model = tiny_classifier(tmp_path)
+    freeze_input_embeddings(model)
+    table = model.backbone.embeddings.word_embeddings.weight.detach().clone()
+    top_layer = model.backbone.encoder.layer[1].output.dense.weight.detach().clone()
+    ids = torch.randint(5, 50, (8, 6))
+    batches = [{"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.arange(8) % 2}]
+    module = ClassifierModule(model, lr=1e-2, weight_decay=0.01, warmup_ratio=0.0, layer_lr_decay=0.5)
+    trainer = pl.Trainer(max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu")
+    trainer.fit(module, train_dataloaders=DataLoader(batches * 3, batch_size=None))
+    assert torch.equal(model.backbone.embeddings.word_embeddings.weight, table)
+    assert not torch.equal(model.backbone.encoder.layer[1].output.dense.weight, top_layer)

@@ -98,7 +98,9 @@ def wait_all(processes: list[subprocess.Popen]) -> None:
         assert process.returncode == 0, output[-4000:]
 
 
-DDP = {"train.global_batch_size": 16, "launch.threads_per_rank": 1}
+# Frozen embeddings and layer-wise lr decay ride along: DDP must skip the frozen table on every rank.
+DDP = {"train.global_batch_size": 16, "launch.threads_per_rank": 1, "train.freeze_embeddings": True,
+       "train.layer_lr_decay": 0.8}
 
 
 @pytest.fixture(scope="module")

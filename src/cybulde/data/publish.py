@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,14 @@ from cybulde.data.manifest import (
     hash_files,
 )
 from cybulde.data.registry import Registry, check_name
-from cybulde.data.sources import SOURCES, RawDataset, load_source, stratified_subsample
+from cybulde.data.sources import (
+    SOURCES,
+    ExtraTraining,
+    RawDataset,
+    load_source,
+    stratified_subsample,
+    with_extra_training,
+)
 from cybulde.data.storage import quiet_storage_logs, sha256_file
 from cybulde.data.tokenizer import DEFAULT_VOCAB_SIZE, TOKENIZER_KINDS
 
@@ -49,8 +56,12 @@ def publish(source: str, raw_dir: str | Path, registry: str, version: str, datas
             tokenizer: str = "pretrained", vocab_size: int = DEFAULT_VOCAB_SIZE,
             max_length: int = DEFAULT_MAX_LENGTH, seed: int = DEFAULT_SEED, max_rows_per_split: int | None = None,
             text_column: str | None = None, label_column: str | None = None,
+            extra_training: Sequence[ExtraTraining] = (),
             echo: Callable[[str], Any] | None = print) -> Manifest:
-    """Build version `version` of `dataset` (default: `source`) from `raw_dir` and upload it to `registry`."""
+    """Build version `version` of `dataset` (default: `source`) from `raw_dir` and upload it to `registry`.
+
+    `extra_training`: other sources whose train splits join this one's (see `with_extra_training`).
+    """
     from cybulde.config.paths import resolve_location
 
     dataset = check_name("dataset", dataset or source)
@@ -60,6 +71,8 @@ def publish(source: str, raw_dir: str | Path, registry: str, version: str, datas
     target.refuse_existing(dataset, version)  # fail before the expensive work
 
     raw = load_source(source, raw_dir, seed=seed, text_column=text_column, label_column=label_column)
+    for extra in extra_training:
+        raw = with_extra_training(raw, extra, seed)
     prepared = {split: _prepare_split(raw, split, seed, max_rows_per_split) for split in SPLITS}
     params = {
         "source": source, "tokenizer": tokenizer, "vocab_size": vocab_size if tokenizer != "pretrained" else None,
@@ -67,6 +80,8 @@ def publish(source: str, raw_dir: str | Path, registry: str, version: str, datas
         "text_column": text_column, "label_column": label_column, "split": raw.split_method,
         "cleaning": CLEANING_ID, "library_versions": _library_versions(),
     }
+    if extra_training:  # absent otherwise, so versions published before this option hash the same
+        params["extra_training"] = [extra.describe() for extra in extra_training]
     with tempfile.TemporaryDirectory(prefix="cybulde-publish-") as staging:
         manifest = _build_version(Path(staging), dataset, version, raw, prepared, tokenizer, vocab_size,
                                   max_length, params)
@@ -216,6 +231,10 @@ def add_publish_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
                         "rows per split (small versions for tests and CI)")
     parser.add_argument("--text-column", help="csv/parquet: column holding the text")
     parser.add_argument("--label-column", help="csv/parquet: column holding the label")
+    parser.add_argument("--add-train", action="append", default=[], metavar="SOURCE:FROM=TO,...",
+                        help="also train on SOURCE's train split (raw files in the datasets folder), every "
+                        "one of its labels mapped to one of this dataset's; validation/test stay this "
+                        "dataset's own. Repeatable")
     parser.add_argument("--if-missing", action="store_true",
                         help="do nothing if the version exists already (first-run setup)")
     return parser
@@ -233,10 +252,11 @@ def run_publish(args: argparse.Namespace) -> int:
     quiet_storage_logs()
     publish_or_reuse = ensure_published if args.if_missing else publish
     try:
+        extra_training = [ExtraTraining.parse(text, default_datasets_dir()) for text in args.add_train]
         publish_or_reuse(args.source, raw_dir, args.registry, args.version, dataset=args.dataset, tokenizer=args.tokenizer,
                 vocab_size=args.vocab_size, max_length=args.max_length, seed=args.seed,
                 max_rows_per_split=args.max_rows_per_split, text_column=args.text_column,
-                label_column=args.label_column)
+                label_column=args.label_column, extra_training=extra_training)
     except (DataError, ValueError) as error:
         print(f"publish: error: {error}", file=sys.stderr)
         return 1

@@ -10,10 +10,15 @@ Supported sources:
   no official split: a stratified, seeded 80/10/10 split is made here and recorded in the manifest.
 - `csv` / `parquet`: a user's file with a text and a label column (`text_column`, `label_column`), or
   a folder with `train`/`validation` (or `val`)/`test` files of that format (official splits then).
+
+`with_extra_training` adds another source's *train* split to a dataset's train split, its labels
+mapped explicitly onto the dataset's own; validation and test stay the dataset's own, so models are
+still chosen and scored on the task they are meant for.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +62,66 @@ def load_source(source: str, raw_dir: str | Path, seed: int = 1234, text_column:
             raise RawDataError(f"source {source!r} needs --text-column and --label-column")
         return load_table(raw_dir, source, text_column, label_column, seed)
     raise RawDataError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")
+
+
+# ---- several sources --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ExtraTraining:
+    """Training rows from another source: its train split, every label mapped to one of ours."""
+
+    source: str
+    raw_dir: Path
+    label_map: dict[str, str]
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": self.source, "label_map": dict(self.label_map)}
+
+    @classmethod
+    def parse(cls, text: str, datasets_dir: Path) -> ExtraTraining:
+        """`SOURCE:FROM=TO,...` (raw files in `datasets_dir/SOURCE`), the form `--add-train` takes."""
+        source, separator, mapping = text.partition(":")
+        if not separator or source not in SOURCES:
+            raise RawDataError(f"--add-train {text!r} must be SOURCE:FROM=TO,... with SOURCE one of "
+                               f"{', '.join(SOURCES)}")
+        return cls(source, datasets_dir / source, parse_label_map(mapping))
+
+
+def parse_label_map(text: str) -> dict[str, str]:
+    """`"offensive=hate,not-offensive=not-hate"` -> `{"offensive": "hate", "not-offensive": "not-hate"}`."""
+    pairs = [item.strip() for item in text.split(",") if item.strip()]
+    if not pairs or any(item.count("=") != 1 for item in pairs):
+        raise RawDataError(f"label map {text!r} must look like FROM=TO,FROM=TO")
+    mapping = dict(item.split("=") for item in pairs)
+    if len(mapping) != len(pairs):
+        raise RawDataError(f"label map {text!r} maps a label twice")
+    return {source.strip(): target.strip() for source, target in mapping.items()}
+
+
+def with_extra_training(raw: RawDataset, extra: ExtraTraining, seed: int) -> RawDataset:
+    """`raw` with `extra`'s train split appended to its train split (labels mapped, ids prefixed)."""
+    other = load_source(extra.source, extra.raw_dir, seed=seed)
+    problems = []
+    unmapped = [name for name in other.label_names if name not in extra.label_map]
+    if unmapped:
+        problems.append(f"no target for its labels {unmapped}")
+    unknown_sources = sorted(set(extra.label_map) - set(other.label_names))
+    if unknown_sources:
+        problems.append(f"{unknown_sources} are not its labels (it has {other.label_names})")
+    unknown_targets = sorted(set(extra.label_map.values()) - set(raw.label_names))
+    if unknown_targets:
+        problems.append(f"{unknown_targets} are not labels of the dataset (it has {raw.label_names})")
+    if problems:
+        raise RawDataError(f"extra training data from {extra.source!r}: " + "; ".join(problems))
+    index = {name: position for position, name in enumerate(raw.label_names)}
+    to_ours = [index[extra.label_map[name]] for name in other.label_names]
+    train = other.splits["train"]
+    added = pd.DataFrame({"id": f"{extra.source}:" + train["id"].astype(str), "text": train["text"].to_numpy(),
+                          "label": [to_ours[label] for label in train["label"]]})
+    splits = {**raw.splits, "train": pd.concat([raw.splits["train"], added], ignore_index=True)}
+    files = [Path(path).resolve() for path in (*raw.source_files, *other.source_files)]
+    root = Path(os.path.commonpath([raw.raw_dir.resolve(), other.raw_dir.resolve()]))
+    return RawDataset(splits, list(raw.label_names), root, files, dict(raw.split_method))
 
 
 # ---- TweetEval --------------------------------------------------------------------------------
