@@ -3,7 +3,14 @@
 #
 #   scripts/sweep.sh recipe    # epochs, learning rate, frozen embeddings, layer-wise lr decay
 #   scripts/sweep.sh seeds     # the chosen recipe with two more seeds (the default run is the third)
-#   scripts/sweep.sh datasets  # the chosen recipe on TweetEval hate and Davidson
+#   scripts/sweep.sh datasets  # the chosen recipe on TweetEval hate (alone, and with TweetEval
+#                              # offensive's train split added) and on Davidson
+#
+# `datasets` needs those versions in the registry first:
+#   cybulde publish --source tweeteval_hate --version v1
+#   cybulde publish --source tweeteval_hate --dataset tweeteval_hate_plus_offensive --version v1 \
+#       --add-train 'tweeteval_offensive:offensive=hate,not-offensive=not-hate'
+#   cybulde publish --source davidson2017 --version v1
 #
 # Each experiment runs the whole pipeline in a temporary copy (`dvc exp run --queue`), one at a
 # time: the runs use every core. Afterwards `dvc exp show` compares them and
@@ -32,6 +39,7 @@ case "${1:-}" in
         ;;
     datasets)
         queue hate-seed1234 -S data.dataset=tweeteval_hate
+        queue hate-plus-offensive-seed1234 -S data.dataset=tweeteval_hate_plus_offensive
         queue davidson-seed1234 -S data.dataset=davidson2017
         ;;
     *)

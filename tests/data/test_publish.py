@@ -6,7 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from cybulde.cli import build_parser
-from cybulde.data.errors import RawDataError, VersionExistsError
+from cybulde.data.errors import DataError, VersionExistsError
+from cybulde.data.labels import LabelMappingError
 from cybulde.data.manifest import Manifest
 from cybulde.data.publish import add_publish_arguments, publish, run_publish
 from cybulde.data.tokenizer import load_tokenizer
@@ -124,9 +125,10 @@ def test_extra_training_data_joins_the_train_split_only(tweeteval_dir: Path, dav
 
 
 @pytest.mark.parametrize(("label_map", "message"), [
-    ({"hate_speech": "offensive", "neither": "not-offensive"}, r"no target for its labels \['offensive_language'\]"),
+    ({"hate_speech": "offensive", "neither": "not-offensive"},
+     r"davidson2017 labels \['offensive_language'\] are not mapped.*--add-train davidson2017:\.\.\.,offensive_language="),
     ({"hate_speech": "offensive", "offensive_language": "offensive", "neither": "not-offensive", "spam": "offensive"},
-     r"\['spam'\] are not its labels"),
+     r"names davidson2017 labels \['spam'\] that the davidson2017 does not have"),
     ({"hate_speech": "hate", "offensive_language": "offensive", "neither": "not-offensive"},
      r"\['hate'\] are not labels of the dataset"),
 ])
@@ -134,7 +136,7 @@ def test_extra_training_label_map_must_be_total_and_valid(tweeteval_dir: Path, d
                                                           label_map: dict, message: str) -> None:
     from cybulde.data.sources import ExtraTraining
 
-    with pytest.raises(RawDataError, match=message):
+    with pytest.raises(LabelMappingError, match=message):
         publish("tweeteval_offensive", tweeteval_dir, str(tmp_path / "reg"), "v1",
                 extra_training=[ExtraTraining("davidson2017", davidson_dir, label_map)], echo=None)
     assert not (tmp_path / "reg" / "tweeteval_offensive").exists()
@@ -147,5 +149,5 @@ def test_add_train_argument_is_parsed_strictly(tmp_path: Path) -> None:
     assert extra.raw_dir == tmp_path / "tweeteval_offensive"
     assert extra.label_map == {"offensive": "hate", "not-offensive": "not-hate"}
     for bad in ("nosuch:a=b", "tweeteval_offensive", "tweeteval_offensive:a", "tweeteval_offensive:a=b,a=c"):
-        with pytest.raises(RawDataError):
+        with pytest.raises(DataError):
             ExtraTraining.parse(bad, tmp_path)

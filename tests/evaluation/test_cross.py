@@ -10,11 +10,8 @@ import pytest
 
 from cybulde.evaluation.cross import (
     CrossEvaluationError,
-    LabelMappingError,
     add_cross_arguments,
     evaluate_cross,
-    parse_label_map,
-    resolve_label_map,
     run_cross,
     split_registry_location,
 )
@@ -35,35 +32,6 @@ def binary_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def three_label_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_data_dir(tmp_path_factory.mktemp("other") / "data", num_labels=3)
-
-
-def test_parse_label_map() -> None:
-    assert parse_label_map(["hate=offensive", " neither = not_offensive "]) == {
-        "hate": "offensive", "neither": "not_offensive"}
-    with pytest.raises(LabelMappingError, match="DATA_LABEL=MODEL_LABEL"):
-        parse_label_map(["hate"])
-    with pytest.raises(LabelMappingError, match="mapped twice"):
-        parse_label_map(["hate=offensive", "hate=not_offensive"])
-
-
-def test_same_names_map_to_themselves() -> None:
-    assert resolve_label_map(DATA_LABELS, MODEL_LABELS, TO_BINARY) == {
-        "neither": "not_offensive", "offensive": "offensive", "hate": "offensive"}
-
-
-def test_unmapped_data_label_is_an_error() -> None:
-    with pytest.raises(LabelMappingError, match=r"\['hate'\] are not mapped.*--map hate="):
-        resolve_label_map(DATA_LABELS, MODEL_LABELS, {"neither": "not_offensive"})
-
-
-def test_unknown_model_label_is_an_error() -> None:
-    with pytest.raises(LabelMappingError, match="not labels of the model"):
-        resolve_label_map(DATA_LABELS, MODEL_LABELS, {**TO_BINARY, "hate": "hateful"})
-
-
-def test_unknown_data_label_is_an_error() -> None:
-    with pytest.raises(LabelMappingError, match="does not have"):
-        resolve_label_map(DATA_LABELS, MODEL_LABELS, {**TO_BINARY, "spam": "offensive"})
 
 
 def test_registry_location_needs_three_parts() -> None:

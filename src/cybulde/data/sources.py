@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from cybulde.data.errors import RawDataError
+from cybulde.data.labels import parse_label_map, resolve_label_map
 from cybulde.data.manifest import SPLITS
 
 SOURCES = ("tweeteval_offensive", "tweeteval_hate", "davidson2017", "csv", "parquet")
@@ -84,37 +85,16 @@ class ExtraTraining:
         if not separator or source not in SOURCES:
             raise RawDataError(f"--add-train {text!r} must be SOURCE:FROM=TO,... with SOURCE one of "
                                f"{', '.join(SOURCES)}")
-        return cls(source, datasets_dir / source, parse_label_map(mapping))
-
-
-def parse_label_map(text: str) -> dict[str, str]:
-    """`"offensive=hate,not-offensive=not-hate"` -> `{"offensive": "hate", "not-offensive": "not-hate"}`."""
-    pairs = [item.strip() for item in text.split(",") if item.strip()]
-    if not pairs or any(item.count("=") != 1 for item in pairs):
-        raise RawDataError(f"label map {text!r} must look like FROM=TO,FROM=TO")
-    mapping = dict(item.split("=") for item in pairs)
-    if len(mapping) != len(pairs):
-        raise RawDataError(f"label map {text!r} maps a label twice")
-    return {source.strip(): target.strip() for source, target in mapping.items()}
+        return cls(source, datasets_dir / source, parse_label_map(mapping.split(",")))
 
 
 def with_extra_training(raw: RawDataset, extra: ExtraTraining, seed: int) -> RawDataset:
     """`raw` with `extra`'s train split appended to its train split (labels mapped, ids prefixed)."""
     other = load_source(extra.source, extra.raw_dir, seed=seed)
-    problems = []
-    unmapped = [name for name in other.label_names if name not in extra.label_map]
-    if unmapped:
-        problems.append(f"no target for its labels {unmapped}")
-    unknown_sources = sorted(set(extra.label_map) - set(other.label_names))
-    if unknown_sources:
-        problems.append(f"{unknown_sources} are not its labels (it has {other.label_names})")
-    unknown_targets = sorted(set(extra.label_map.values()) - set(raw.label_names))
-    if unknown_targets:
-        problems.append(f"{unknown_targets} are not labels of the dataset (it has {raw.label_names})")
-    if problems:
-        raise RawDataError(f"extra training data from {extra.source!r}: " + "; ".join(problems))
+    mapping = resolve_label_map(other.label_names, raw.label_names, extra.label_map, source=extra.source,
+                                target="dataset", option=f"--add-train {extra.source}:...,")
     index = {name: position for position, name in enumerate(raw.label_names)}
-    to_ours = [index[extra.label_map[name]] for name in other.label_names]
+    to_ours = [index[mapping[name]] for name in other.label_names]
     train = other.splits["train"]
     added = pd.DataFrame({"id": f"{extra.source}:" + train["id"].astype(str), "text": train["text"].to_numpy(),
                           "label": [to_ours[label] for label in train["label"]]})

@@ -1,9 +1,7 @@
 """Cross-dataset evaluation: score a trained model on a split of another dataset version.
 
 The target dataset's labels are mapped onto the model's label names by an explicit mapping
-(`--map hate_speech=offensive`); a target label whose name is also one of the model's labels maps
-to itself unless mapped otherwise. Every target label must end up on a model label, so nothing
-is silently dropped or guessed.
+(`--map hate_speech=offensive`, see `cybulde.data.labels`).
 
 The target version may have been tokenized with another tokenizer, so its stored `input_ids` are
 ignored: the raw `text` is cleaned with `clean_text` (as at publish time) and tokenized with the
@@ -26,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from cybulde.data.labels import parse_label_map, resolve_label_map
 from cybulde.data.manifest import SPLITS
 from cybulde.errors import CybuldeError
 from cybulde.evaluation.metrics import round_floats
@@ -36,46 +35,6 @@ OUTPUT_FORMATS = ("text", "json")
 
 class CrossEvaluationError(CybuldeError, ValueError):
     """Cross-dataset evaluation cannot run as asked: bad mapping, data or split."""
-
-
-class LabelMappingError(CrossEvaluationError):
-    """The label mapping leaves a target label unmapped or names a label that does not exist."""
-
-
-def parse_label_map(pairs: Sequence[str]) -> dict[str, str]:
-    """`["hate=offensive", "neither=not-offensive"]` -> `{"hate": "offensive", ...}`."""
-    mapping: dict[str, str] = {}
-    for pair in pairs:
-        source, separator, target = pair.partition("=")
-        source, target = source.strip(), target.strip()
-        if not separator or not source or not target:
-            raise LabelMappingError(f"invalid --map {pair!r}: expected DATA_LABEL=MODEL_LABEL, "
-                                    f"e.g. hate_speech=offensive")
-        if source in mapping and mapping[source] != target:
-            raise LabelMappingError(f"data label {source!r} is mapped twice: to {mapping[source]!r} "
-                                    f"and to {target!r}")
-        mapping[source] = target
-    return mapping
-
-
-def resolve_label_map(data_labels: Sequence[str], model_labels: Sequence[str],
-                      label_map: Mapping[str, str]) -> dict[str, str]:
-    """The complete mapping data label -> model label, checked against both label sets."""
-    unknown_sources = sorted(set(label_map) - set(data_labels))
-    if unknown_sources:
-        raise LabelMappingError(f"the mapping names data labels {unknown_sources} that the data does not "
-                                f"have; its labels are {list(data_labels)}")
-    unknown_targets = sorted({target for target in label_map.values() if target not in model_labels})
-    if unknown_targets:
-        raise LabelMappingError(f"the mapping targets {unknown_targets} are not labels of the model; "
-                                f"the model predicts {list(model_labels)}")
-    resolved = {label: label_map.get(label, label) for label in data_labels}
-    unmapped = [label for label, target in resolved.items() if target not in model_labels]
-    if unmapped:
-        raise LabelMappingError(
-            f"data labels {unmapped} are not mapped onto the model's labels {list(model_labels)}: "
-            f"add --map {unmapped[0]}=<one of {', '.join(model_labels)}>")
-    return resolved
 
 
 @contextmanager
