@@ -1,13 +1,16 @@
 """Copy finished DVC experiments' results into results/ (committed files the README table reads).
 
     python scripts/collect_experiments.py sweep off-e2-lr1e-4 off-e2-lr5e-5 --note "..."
-    python scripts/collect_experiments.py seeds off-seed-1 off-seed-2
+    python scripts/collect_experiments.py seeds off-seed-1 off-seed-2 off-e1-lr5e-5=HEAD
 
-Each name is a `dvc exp run --name` (see scripts/sweep.sh). An experiment is a Git commit under
-refs/exps; its params.yaml and metrics/*.json are read from that commit, so nothing is re-run.
+Each name is a `dvc exp run --name` (see scripts/sweep.sh), or NAME=REV for a pipeline run committed
+to Git (REV: any revision whose dvc.lock and metrics come from a real run, e.g. the default
+pipeline's). An experiment is a Git commit under refs/exps; params.yaml and metrics/*.json are read
+from the commit, so nothing is re-run.
 
-- `sweep` writes results/sweep/<name>.json: the params that differ from HEAD's params.yaml, the
-  dataset and validation metrics (the sweep is ranked on validation only).
+- `sweep` writes results/sweep/<name>.json: the model and train params (complete: params.yaml
+  merged onto the schema's defaults, as the stages read it), the dataset and validation metrics
+  (the sweep is ranked on validation only).
 - `seeds` writes results/seeds/<dataset>-seed<seed>.json: validation and test metrics of one seed.
 """
 
@@ -17,19 +20,20 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
-def experiment_commits() -> dict[str, str]:
+def experiment_commits(root: Path) -> dict[str, str]:
     """Experiment name -> commit, for every experiment ref in this repository."""
     listing = subprocess.run(["git", "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps"],
-                             cwd=ROOT, check=True, capture_output=True, text=True).stdout
+                             cwd=root, check=True, capture_output=True, text=True).stdout
     commits = {}
     for line in listing.splitlines():
         ref, commit = line.split()
@@ -38,41 +42,45 @@ def experiment_commits() -> dict[str, str]:
     return commits
 
 
-def file_at(commit: str, path: str) -> str:
-    shown = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=ROOT, capture_output=True, text=True)
+def git_commit(root: Path, revision: str) -> str | None:
+    parsed = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}"], cwd=root,
+                            capture_output=True, text=True)
+    return parsed.stdout.strip() if parsed.returncode == 0 else None
+
+
+def file_at(root: Path, commit: str, path: str) -> str:
+    shown = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=root, capture_output=True, text=True)
     if shown.returncode != 0:
         raise SystemExit(f"{path} is not in experiment commit {commit[:7]}: did the experiment finish?")
     return shown.stdout
 
 
-def flatten(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in node.items():
-        name = f"{prefix}{key}"
-        flat.update(flatten(value, name + ".") if isinstance(value, Mapping) else {name: value})
-    return flat
+def recipe_params(params_text: str) -> dict[str, Any]:
+    """`model.*` and `train.*` as the stages saw them: params.yaml validated onto the schema."""
+    from cybulde.config.loader import load_config, to_flat_dict
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "params.yaml"
+        path.write_text(params_text, encoding="utf-8")
+        flat = to_flat_dict(load_config(path))
+    return {key: value for key, value in flat.items() if key.startswith(("model.", "train."))}
 
 
-def changed_params(params: Mapping[str, Any], reference: Mapping[str, Any]) -> dict[str, Any]:
-    ours, theirs = flatten(params), flatten(reference)
-    return {key: value for key, value in sorted(ours.items()) if theirs.get(key) != value}
-
-
-def experiment_record(name: str, commit: str) -> dict[str, Any]:
-    params = yaml.safe_load(file_at(commit, "params.yaml"))
-    head_params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+def experiment_record(root: Path, name: str, commit: str) -> dict[str, Any]:
+    text = file_at(root, commit, "params.yaml")
+    params = yaml.safe_load(text)
     return {"name": name, "commit": commit, "dataset": params["data"]["dataset"],
             "version": params["data"]["version"], "seed": params["train"]["seed"],
-            "params": changed_params(params, head_params),
-            "validation": json.loads(file_at(commit, "metrics/validation.json")),
-            "test": json.loads(file_at(commit, "metrics/test.json")),
-            "train": json.loads(file_at(commit, "metrics/train.json"))}
+            "params": recipe_params(text),
+            "validation": json.loads(file_at(root, commit, "metrics/validation.json")),
+            "test": json.loads(file_at(root, commit, "metrics/test.json")),
+            "train": json.loads(file_at(root, commit, "metrics/train.json"))}
 
 
 def write(path: Path, record: Mapping[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    print(f"wrote {path.relative_to(ROOT)}")
+    print(f"wrote {path}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -80,21 +88,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("kind", choices=["sweep", "seeds"])
     parser.add_argument("names", nargs="+", help="experiment names (dvc exp show)")
     parser.add_argument("--note", default="", help="sweep: what this experiment tests")
+    parser.add_argument("--root", type=Path, default=PROJECT_ROOT, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    commits = experiment_commits()
-    missing = [name for name in args.names if name not in commits]
-    if missing:
-        print(f"no such experiment: {', '.join(missing)} (known: {', '.join(sorted(commits)) or 'none'})",
-              file=sys.stderr)
-        return 1
-    for name in args.names:
-        record = experiment_record(name, commits[name])
+    root = args.root
+    experiments = experiment_commits(root)
+    commits = {}
+    for argument in args.names:
+        name, _, revision = argument.partition("=")
+        commit = git_commit(root, revision) if revision else experiments.get(name)
+        if commit is None:
+            known = ", ".join(sorted(experiments)) or "none"
+            print(f"no such experiment or revision: {argument} (experiments: {known})", file=sys.stderr)
+            return 1
+        commits[name] = commit
+    for name, commit in commits.items():
+        record = experiment_record(root, name, commit)
         if args.kind == "sweep":
             sweep = {key: record[key] for key in ("name", "dataset", "params", "validation")}
-            write(ROOT / "results" / "sweep" / f"{name}.json", {**sweep, "note": args.note})
+            write(root / "results" / "sweep" / f"{name}.json", {**sweep, "note": args.note})
         else:
             seed = {key: record[key] for key in ("dataset", "version", "seed", "params", "validation", "test")}
-            write(ROOT / "results" / "seeds" / f"{record['dataset']}-seed{record['seed']}.json", seed)
+            write(root / "results" / "seeds" / f"{record['dataset']}-seed{record['seed']}.json", seed)
     return 0
 
 

@@ -14,6 +14,7 @@ in the README changes. Inputs (paths relative to the project root; all but param
   two inner objects being metrics/<split>.json of one seed's run; shown as mean ± std per dataset;
 - results/sweep/*.json: `{"name", "dataset", "params": {...}, "validation": {...}, "note"}`, one
   experiment of a sweep, ranked by validation macro-F1 (the test split plays no part in choosing);
+  the table shows the params whose values differ between the experiments;
 - results/cross/*.json: the output of `cybulde evaluate-cross --save`.
 """
 
@@ -217,13 +218,20 @@ def details_table(inputs: Inputs) -> list[str]:
                            "Test F1 per class"], rows)
 
 
+def varying_params(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The param keys whose values are not the same in every run (the ones the sweep explores)."""
+    keys = sorted({key for run in runs for key in (run.get("params") or {})})
+    return [key for key in keys if len({repr((run.get("params") or {}).get(key)) for run in runs}) > 1]
+
+
 def sweep_table(sweep: Sequence[Mapping[str, Any]]) -> list[str]:
     if not sweep:
         return []
     ranked = sorted(sweep, key=lambda run: -float(macro_f1(run.get("validation")) or 0.0))
-    return markdown_table(["Experiment", "Dataset", "Params", "Validation macro-F1", "Note"], [
+    keys = varying_params(sweep)
+    return markdown_table(["Experiment", "Dataset", *(f"`{key}`" for key in keys), "Validation macro-F1", "Note"], [
         [str(run.get("name", "")), str(run.get("dataset", "")),
-         ", ".join(f"`{key}={value}`" for key, value in sorted((run.get("params") or {}).items())),
+         *(str((run.get("params") or {}).get(key, MISSING)) for key in keys),
          fmt(macro_f1(run.get("validation"))), str(run.get("note", ""))] for run in ranked])
 
 

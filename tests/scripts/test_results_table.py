@@ -95,3 +95,15 @@ def test_works_without_any_metrics(results_table: ModuleType, tmp_path: Path) ->
     (tmp_path / "params.yaml").write_text("data:\n  dataset: tweeteval_offensive\n")
     assert run(results_table, tmp_path) == 0
     assert "OffensEval-2019 winner" in (tmp_path / "README.md").read_text(encoding="utf-8")
+
+
+def test_sweep_table_shows_the_params_the_sweep_varies(results_table: ModuleType, project: Path) -> None:
+    for name, lr, score in (("low-lr", 5e-5, 0.76), ("high-lr", 1e-4, 0.78)):
+        write(project / "results" / "sweep" / f"{name}.json", {
+            "name": name, "dataset": "tweeteval_offensive", "note": f"{name} note",
+            "params": {"train.lr": lr, "train.epochs": 1}, "validation": split_metrics(score)})
+    assert run(results_table, project) == 0
+    readme = (project / "README.md").read_text(encoding="utf-8")
+    assert "| Experiment | Dataset | `train.lr` | Validation macro-F1 | Note |" in readme  # epochs never varies
+    assert readme.index("| high-lr | tweeteval_offensive | 0.0001 | 0.780 | high-lr note |") < readme.index(
+        "| low-lr | tweeteval_offensive | 5e-05 | 0.760 | low-lr note |")

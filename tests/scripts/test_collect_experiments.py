@@ -1,0 +1,74 @@
+"""scripts/collect_experiments.py: DVC experiments' committed metrics copied into results/."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+SCRIPT = Path(__file__).parents[2] / "scripts" / "collect_experiments.py"
+REPO_PARAMS = Path(__file__).parents[2] / "params.yaml"
+
+
+@pytest.fixture(scope="module")
+def collect() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("collect_experiments", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def commit_run(repo: Path, lr: str, seed: int, test_f1: float) -> str:
+    params = REPO_PARAMS.read_text(encoding="utf-8").replace("  lr: 5.0e-05", f"  lr: {lr}")
+    params = params.replace("  seed: 1234", f"  seed: {seed}")
+    (repo / "params.yaml").write_text(params, encoding="utf-8")
+    (repo / "metrics").mkdir(exist_ok=True)
+    for split, score in (("validation", 0.7), ("test", test_f1), ("train", 0.7)):
+        (repo / "metrics" / f"{split}.json").write_text(json.dumps({"macro_f1": score}), encoding="utf-8")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", f"run lr={lr}")
+    return git(repo, "rev-parse", "HEAD")
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    git(repo, "config", "user.email", "test@example.invalid")
+    git(repo, "config", "user.name", "test")
+    base = commit_run(repo, "5.0e-05", 1234, 0.80)
+    experiment = commit_run(repo, "1.0e-04", 7, 0.82)
+    git(repo, "update-ref", f"refs/exps/{base[:2]}/{base[2:]}/high-lr", experiment)
+    git(repo, "reset", "-q", "--hard", base)
+    return repo
+
+
+def test_sweep_and_seed_records_come_from_the_experiment_commit(collect: ModuleType, repo: Path) -> None:
+    assert collect.main(["sweep", "high-lr", "default=HEAD", "--note", "lr", "--root", str(repo)]) == 0
+    high = json.loads((repo / "results" / "sweep" / "high-lr.json").read_text())
+    default = json.loads((repo / "results" / "sweep" / "default.json").read_text())
+    assert high["params"]["train.lr"] == pytest.approx(1e-4) and default["params"]["train.lr"] == pytest.approx(5e-5)
+    assert high["params"]["train.freeze_embeddings"] is not None  # complete: schema defaults filled in
+    assert high["validation"] == {"macro_f1": 0.7} and high["note"] == "lr" and "test" not in high
+
+    assert collect.main(["seeds", "high-lr", "--root", str(repo)]) == 0
+    seed = json.loads((repo / "results" / "seeds" / "tweeteval_offensive-seed7.json").read_text())
+    assert seed["seed"] == 7 and seed["test"] == {"macro_f1": 0.82}
+
+
+def test_unknown_names_fail_before_writing(collect: ModuleType, repo: Path, capsys) -> None:
+    assert collect.main(["sweep", "high-lr", "nosuch", "--root", str(repo)]) == 1
+    err = capsys.readouterr().err
+    assert "nosuch" in err and "(experiments: high-lr)" in err
+    assert not (repo / "results").exists()
