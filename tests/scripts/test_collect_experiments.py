@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,8 +30,8 @@ def git(repo: Path, *args: str) -> str:
 
 
 def commit_run(repo: Path, lr: str, seed: int, test_f1: float) -> str:
-    params = REPO_PARAMS.read_text(encoding="utf-8").replace("  lr: 5.0e-05", f"  lr: {lr}")
-    params = params.replace("  seed: 1234", f"  seed: {seed}")
+    params = re.sub(r"(?m)^  lr: .*$", f"  lr: {lr}", REPO_PARAMS.read_text(encoding="utf-8"))
+    params = re.sub(r"(?m)^  seed: .*$", f"  seed: {seed}", params)
     (repo / "params.yaml").write_text(params, encoding="utf-8")
     (repo / "metrics").mkdir(exist_ok=True)
     for split, score in (("validation", 0.7), ("test", test_f1), ("train", 0.7)):

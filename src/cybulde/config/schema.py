@@ -75,7 +75,7 @@ class TrainConfig:
     max_steps: int = -1
     batch_size: int = 16  # per device (per rank)
     global_batch_size: int = 32  # = batch_size * world_size * gradient accumulation
-    lr: float = 5.0e-5
+    lr: float = 1.0e-4
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     grad_clip: float = 1.0
