@@ -11,7 +11,9 @@ from the commit, so nothing is re-run.
 - `sweep` writes results/sweep/<name>.json: the model and train params (complete: params.yaml
   merged onto the schema's defaults, as the stages read it), the dataset and validation metrics
   (the sweep is ranked on validation only).
-- `seeds` writes results/seeds/<dataset>-seed<seed>.json: validation and test metrics of one seed.
+- `seeds` writes results/seeds/<dataset>-seed<seed>.json: validation and test metrics of one seed,
+  and results/baselines/<dataset>.json: that run's TF-IDF baseline (metrics/baseline.json), for
+  datasets other than the default one (whose baseline is the committed metrics/baseline.json).
 """
 
 from __future__ import annotations
@@ -74,7 +76,12 @@ def experiment_record(root: Path, name: str, commit: str) -> dict[str, Any]:
             "params": recipe_params(text),
             "validation": json.loads(file_at(root, commit, "metrics/validation.json")),
             "test": json.loads(file_at(root, commit, "metrics/test.json")),
-            "train": json.loads(file_at(root, commit, "metrics/train.json"))}
+            "train": json.loads(file_at(root, commit, "metrics/train.json")),
+            "baseline": json.loads(file_at(root, commit, "metrics/baseline.json"))}
+
+
+def default_dataset(root: Path) -> str:
+    return yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))["data"]["dataset"]
 
 
 def write(path: Path, record: Mapping[str, Any]) -> None:
@@ -109,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             seed = {key: record[key] for key in ("dataset", "version", "seed", "params", "validation", "test")}
             write(root / "results" / "seeds" / f"{record['dataset']}-seed{record['seed']}.json", seed)
+            if record["dataset"] != default_dataset(root):
+                write(root / "results" / "baselines" / f"{record['dataset']}.json", record["baseline"])
     return 0
 
 

@@ -269,10 +269,10 @@ def render_section(inputs: Inputs) -> str:
             lines += ["", f"**{title}**", "", *table]
     lines += [
         "",
-        "Reproduce: `dvc repro` (our model: `metrics/validation.json`, `metrics/test.json`; baseline: "
-        "`metrics/baseline.json`), `python stages/baseline.py data.fetched_dir=registry/<dataset>/<version>` "
-        "then copying `metrics/baseline.json` to `results/baselines/<dataset>.json` (and restoring it with "
-        "`git checkout metrics/baseline.json`) for the baseline on another dataset, `cybulde evaluate-cross --model model --data "
+        "Reproduce: `dvc repro` (the default pipeline: `metrics/validation.json`, `metrics/test.json`, "
+        "baseline `metrics/baseline.json`); `scripts/sweep.sh recipe|seeds|datasets` (queued DVC experiments) "
+        "then `python scripts/collect_experiments.py sweep|seeds NAME...` (`results/sweep`, `results/seeds`, "
+        "`results/baselines`); `cybulde evaluate-cross --model model --data "
         "<registry>/<dataset>/<version> --map DATA_LABEL=MODEL_LABEL ... --save results/cross/<name>.json` "
         "for a cross-dataset cell, then `python scripts/results_table.py`.",
         "",

@@ -29,12 +29,13 @@ def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
 
 
-def commit_run(repo: Path, lr: str, seed: int, test_f1: float) -> str:
+def commit_run(repo: Path, lr: str, seed: int, test_f1: float, dataset: str = "tweeteval_offensive") -> str:
     params = re.sub(r"(?m)^  lr: .*$", f"  lr: {lr}", REPO_PARAMS.read_text(encoding="utf-8"))
     params = re.sub(r"(?m)^  seed: .*$", f"  seed: {seed}", params)
+    params = re.sub(r"(?m)^  dataset: .*$", f"  dataset: {dataset}", params)
     (repo / "params.yaml").write_text(params, encoding="utf-8")
     (repo / "metrics").mkdir(exist_ok=True)
-    for split, score in (("validation", 0.7), ("test", test_f1), ("train", 0.7)):
+    for split, score in (("validation", 0.7), ("test", test_f1), ("train", 0.7), ("baseline", 0.6)):
         (repo / "metrics" / f"{split}.json").write_text(json.dumps({"macro_f1": score}), encoding="utf-8")
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", f"run lr={lr}")
@@ -51,6 +52,8 @@ def repo(tmp_path: Path) -> Path:
     base = commit_run(repo, "5.0e-05", 1234, 0.80)
     experiment = commit_run(repo, "1.0e-04", 7, 0.82)
     git(repo, "update-ref", f"refs/exps/{base[:2]}/{base[2:]}/high-lr", experiment)
+    other_data = commit_run(repo, "5.0e-05", 1234, 0.5, dataset="tweeteval_hate")
+    git(repo, "update-ref", f"refs/exps/{base[:2]}/{base[2:]}/hate", other_data)
     git(repo, "reset", "-q", "--hard", base)
     return repo
 
@@ -66,10 +69,16 @@ def test_sweep_and_seed_records_come_from_the_experiment_commit(collect: ModuleT
     assert collect.main(["seeds", "high-lr", "--root", str(repo)]) == 0
     seed = json.loads((repo / "results" / "seeds" / "tweeteval_offensive-seed7.json").read_text())
     assert seed["seed"] == 7 and seed["test"] == {"macro_f1": 0.82}
+    assert not (repo / "results" / "baselines").exists()  # the default dataset's is metrics/baseline.json
+
+    assert collect.main(["seeds", "hate", "--root", str(repo)]) == 0
+    assert json.loads((repo / "results" / "seeds" / "tweeteval_hate-seed1234.json").read_text())["test"] == {
+        "macro_f1": 0.5}
+    assert json.loads((repo / "results" / "baselines" / "tweeteval_hate.json").read_text()) == {"macro_f1": 0.6}
 
 
 def test_unknown_names_fail_before_writing(collect: ModuleType, repo: Path, capsys) -> None:
     assert collect.main(["sweep", "high-lr", "nosuch", "--root", str(repo)]) == 1
     err = capsys.readouterr().err
-    assert "nosuch" in err and "(experiments: high-lr)" in err
+    assert "nosuch" in err and "(experiments: hate, high-lr)" in err
     assert not (repo / "results").exists()
