@@ -68,11 +68,31 @@ def recipe_params(params_text: str) -> dict[str, Any]:
     return {key: value for key, value in flat.items() if key.startswith(("model.", "train."))}
 
 
+def training_data(root: Path, data: Mapping[str, Any]) -> dict[str, Any]:
+    """Whose test split scores the run (`test_set`) and which other sources it also trained on.
+
+    A dataset named after a source is that source alone; any other is described by its manifest in
+    the registry (`cybulde publish --add-train` records the extra sources there)."""
+    from cybulde.config.paths import resolve_location
+    from cybulde.data.registry import Registry
+    from cybulde.data.sources import SOURCES
+
+    dataset = str(data["dataset"])
+    if dataset in SOURCES:
+        return {"test_set": dataset, "extra_training": []}
+    registry = Registry(resolve_location(str(data["registry"]), start=root))
+    publish_params = registry.manifest(dataset, str(data["version"])).publish_params
+    source = str(publish_params["source"])
+    return {"test_set": source if source in SOURCES and source not in ("csv", "parquet") else dataset,
+            "extra_training": list(publish_params.get("extra_training", []))}
+
+
 def experiment_record(root: Path, name: str, commit: str) -> dict[str, Any]:
     text = file_at(root, commit, "params.yaml")
     params = yaml.safe_load(text)
     return {"name": name, "commit": commit, "dataset": params["data"]["dataset"],
             "version": params["data"]["version"], "seed": params["train"]["seed"],
+            **training_data(root, params["data"]),
             "params": recipe_params(text),
             "validation": json.loads(file_at(root, commit, "metrics/validation.json")),
             "test": json.loads(file_at(root, commit, "metrics/test.json")),
@@ -114,10 +134,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             sweep = {key: record[key] for key in ("name", "dataset", "params", "validation")}
             write(root / "results" / "sweep" / f"{name}.json", {**sweep, "note": args.note})
         else:
-            seed = {key: record[key] for key in ("dataset", "version", "seed", "params", "validation", "test")}
+            described = ("dataset", "version", "test_set", "extra_training")
+            seed = {key: record[key] for key in (*described, "seed", "params", "validation", "test")}
             write(root / "results" / "seeds" / f"{record['dataset']}-seed{record['seed']}.json", seed)
             if record["dataset"] != default_dataset(root):
-                write(root / "results" / "baselines" / f"{record['dataset']}.json", record["baseline"])
+                baseline = {**record["baseline"], **{key: record[key] for key in described}}
+                write(root / "results" / "baselines" / f"{record['dataset']}.json", baseline)
     return 0
 
 

@@ -146,20 +146,38 @@ def seed_groups(seeds: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[st
     return groups
 
 
+def test_set(record: Mapping[str, Any], default: str = "") -> str:
+    """The dataset whose test split scored this record (a multi-source dataset: its own source's)."""
+    return str(record.get("test_set") or record.get("dataset") or default)
+
+
+def extra_training(record: Mapping[str, Any]) -> str:
+    """`""`, or `" + tweeteval_offensive train"` for a model also trained on other sources."""
+    sources = [str(extra["source"]) for extra in record.get("extra_training") or []]
+    return f" + {', '.join(sources)} train" if sources else ""
+
+
+def group_by_training(records: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for record in records:
+        groups.setdefault(extra_training(record), []).append(record)
+    return dict(sorted(groups.items()))
+
+
 def our_rows(inputs: Inputs) -> list[ResultRow]:
     rows = []
-    groups = seed_groups(inputs.seeds)
-    if groups:
-        rows.append(ResultRow("**cybulde MiniLM-L6** (default recipe, mean ± std over n seeds)", {
-            dataset: fmt_mean_std([float(run["test"]["macro_f1"]) for run in runs]) + f" (n={len(runs)})"
-            for dataset, runs in groups.items()}))
+    for extra, runs in group_by_training(inputs.seeds).items():
+        by_test_set: dict[str, list[float]] = {}
+        for run in runs:
+            by_test_set.setdefault(test_set(run), []).append(float(run["test"]["macro_f1"]))
+        rows.append(ResultRow(f"**cybulde MiniLM-L6**{extra} (default recipe, mean ± std over n seeds)", {
+            name: fmt_mean_std(scores) + f" (n={len(scores)})" for name, scores in by_test_set.items()}))
     if inputs.test:
         rows.append(ResultRow("**cybulde MiniLM-L6** (default pipeline, `metrics/test.json`)",
                               {inputs.dataset: fmt(macro_f1(inputs.test))}))
-    if inputs.baselines:
-        rows.append(ResultRow("**cybulde TF-IDF + logistic regression** (baseline)", {
-            str(report.get("dataset") or inputs.dataset): fmt(macro_f1(report.get("test")))
-            for report in inputs.baselines}))
+    for extra, reports in group_by_training(inputs.baselines).items():
+        rows.append(ResultRow(f"**cybulde TF-IDF + logistic regression**{extra} (baseline)", {
+            test_set(report, inputs.dataset): fmt(macro_f1(report.get("test"))) for report in reports}))
     return rows
 
 

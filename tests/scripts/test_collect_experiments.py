@@ -29,10 +29,12 @@ def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
 
 
-def commit_run(repo: Path, lr: str, seed: int, test_f1: float, dataset: str = "tweeteval_offensive") -> str:
+def commit_run(repo: Path, lr: str, seed: int, test_f1: float, dataset: str = "tweeteval_offensive",
+               registry: str = "registry") -> str:
     params = re.sub(r"(?m)^  lr: .*$", f"  lr: {lr}", REPO_PARAMS.read_text(encoding="utf-8"))
     params = re.sub(r"(?m)^  seed: .*$", f"  seed: {seed}", params)
     params = re.sub(r"(?m)^  dataset: .*$", f"  dataset: {dataset}", params)
+    params = re.sub(r"(?m)^  registry: .*$", f"  registry: {registry}", params)
     (repo / "params.yaml").write_text(params, encoding="utf-8")
     (repo / "metrics").mkdir(exist_ok=True)
     for split, score in (("validation", 0.7), ("test", test_f1), ("train", 0.7), ("baseline", 0.6)):
@@ -74,7 +76,9 @@ def test_sweep_and_seed_records_come_from_the_experiment_commit(collect: ModuleT
     assert collect.main(["seeds", "hate", "--root", str(repo)]) == 0
     assert json.loads((repo / "results" / "seeds" / "tweeteval_hate-seed1234.json").read_text())["test"] == {
         "macro_f1": 0.5}
-    assert json.loads((repo / "results" / "baselines" / "tweeteval_hate.json").read_text()) == {"macro_f1": 0.6}
+    baseline = json.loads((repo / "results" / "baselines" / "tweeteval_hate.json").read_text())
+    assert baseline["macro_f1"] == 0.6 and baseline["test_set"] == "tweeteval_hate"
+    assert baseline["extra_training"] == []
 
 
 def test_unknown_names_fail_before_writing(collect: ModuleType, repo: Path, capsys) -> None:
@@ -82,3 +86,25 @@ def test_unknown_names_fail_before_writing(collect: ModuleType, repo: Path, caps
     err = capsys.readouterr().err
     assert "nosuch" in err and "(experiments: hate, high-lr)" in err
     assert not (repo / "results").exists()
+
+
+def test_a_multi_source_dataset_is_scored_on_its_own_source(collect: ModuleType, repo: Path, tmp_path: Path) -> None:
+    from cybulde.data.publish import publish
+    from cybulde.data.sources import ExtraTraining
+    from tests.data.conftest import write_davidson, write_tweeteval
+
+    registry = tmp_path / "registry"
+    extra = ExtraTraining("davidson2017", write_davidson(tmp_path / "raw" / "davidson2017"),
+                          {"hate_speech": "offensive", "offensive_language": "offensive", "neither": "not-offensive"})
+    publish("tweeteval_offensive", write_tweeteval(tmp_path / "raw" / "tweeteval_offensive"), str(registry), "v1",
+            dataset="offensive_plus_davidson", extra_training=[extra], echo=None)
+    base = git(repo, "rev-parse", "HEAD")
+    mixed = commit_run(repo, "1.0e-04", 1234, 0.81, dataset="offensive_plus_davidson", registry=str(registry))
+    git(repo, "update-ref", f"refs/exps/{base[:2]}/{base[2:]}/mixed", mixed)
+    git(repo, "reset", "-q", "--hard", base)
+
+    assert collect.main(["seeds", "mixed", "--root", str(repo)]) == 0
+    seed = json.loads((repo / "results" / "seeds" / "offensive_plus_davidson-seed1234.json").read_text())
+    assert seed["test_set"] == "tweeteval_offensive" and seed["extra_training"] == [extra.describe()]
+    baseline = json.loads((repo / "results" / "baselines" / "offensive_plus_davidson.json").read_text())
+    assert baseline["test_set"] == "tweeteval_offensive" and baseline["dataset"] == "offensive_plus_davidson"

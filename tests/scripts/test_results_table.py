@@ -107,3 +107,19 @@ def test_sweep_table_shows_the_params_the_sweep_varies(results_table: ModuleType
     assert "| Experiment | Dataset | `train.lr` | Validation macro-F1 | Note |" in readme  # epochs never varies
     assert readme.index("| high-lr | tweeteval_offensive | 0.0001 | 0.780 | high-lr note |") < readme.index(
         "| low-lr | tweeteval_offensive | 5e-05 | 0.760 | low-lr note |")
+
+
+def test_a_multi_source_model_is_scored_under_its_test_set(results_table: ModuleType, project: Path) -> None:
+    extra = [{"source": "tweeteval_offensive", "label_map": {"offensive": "hate", "not-offensive": "not-hate"}}]
+    write(project / "results" / "seeds" / "hate_plus-seed1.json", {
+        "dataset": "hate_plus", "test_set": "tweeteval_hate", "extra_training": extra, "seed": 1,
+        "validation": split_metrics(0.7), "test": split_metrics(0.56)})
+    write(project / "results" / "baselines" / "hate_plus.json", {
+        "dataset": "hate_plus", "test_set": "tweeteval_hate", "extra_training": extra, "C": 1.0,
+        "validation": split_metrics(0.7), "test": split_metrics(0.41)})
+    assert run(results_table, project) == 0
+    readme = (project / "README.md").read_text(encoding="utf-8")
+    assert "| System | tweeteval_offensive | tweeteval_hate | davidson2017 |" in readme  # no hate_plus column
+    assert ("| **cybulde MiniLM-L6** + tweeteval_offensive train (default recipe, mean ± std over n seeds) "
+            "| — | 0.560 (n=1) | — |") in readme
+    assert "| **cybulde TF-IDF + logistic regression** + tweeteval_offensive train (baseline) | — | 0.410 | — |" in readme
