@@ -239,10 +239,20 @@ def launch(mode: str, args: argparse.Namespace) -> list[dict]:
     else:
         command = [sys.executable, script, *common]
     completed = subprocess.run(command, capture_output=True, text=True)
-    results = [json.loads(line[len(RESULT_PREFIX):]) for line in completed.stdout.splitlines()
-               if line.startswith(RESULT_PREFIX)]
+    results = parse_results(completed.stdout)
     if completed.returncode != 0 or not results:
         print(f"{mode} failed (exit {completed.returncode}):\n{completed.stderr[-3000:]}", file=sys.stderr)
+    return results
+
+
+def parse_results(output: str) -> list[dict]:
+    """Every `BENCH_RESULT {...}` in a worker's output; the ranks of a DDP run share one stdout, so
+    their lines can run into each other."""
+    decoder, results, position = json.JSONDecoder(), [], output.find(RESULT_PREFIX)
+    while position >= 0:
+        result, end = decoder.raw_decode(output, position + len(RESULT_PREFIX))
+        results.append(result)
+        position = output.find(RESULT_PREFIX, end)
     return results
 
 

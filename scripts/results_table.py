@@ -226,7 +226,7 @@ def details_table(inputs: Inputs) -> list[str]:
                      fmt(macro_f1(report.get("validation"))), fmt(macro_f1(report.get("test"))),
                      fmt((report.get("test") or {}).get("accuracy")), per_class_f1(report.get("test"))])
     for dataset, runs in seed_groups(inputs.seeds).items():
-        rows.append([f"MiniLM-L6 ({len(runs)} seeds)", dataset,
+        rows.append([f"MiniLM-L6 ({len(runs)} seed{'' if len(runs) == 1 else 's'})", dataset,
                      fmt_mean_std([float(run["validation"]["macro_f1"]) for run in runs]),
                      fmt_mean_std([float(run["test"]["macro_f1"]) for run in runs]),
                      fmt_mean_std([float(run["test"]["accuracy"]) for run in runs]), mean_per_class_f1(runs)])
