@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-SCRIPT = Path(__file__).parents[2] / "scripts" / "collect_experiments.py"
+from tests.script_module import load_script
+
 REPO_PARAMS = Path(__file__).parents[2] / "params.yaml"
 
 
 @pytest.fixture(scope="module")
 def collect() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("collect_experiments", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/collect_experiments.py")
 
 
 def git(repo: Path, *args: str) -> str:

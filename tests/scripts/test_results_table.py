@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-SCRIPT = Path(__file__).parents[2] / "scripts" / "results_table.py"
+from tests.script_module import load_script
+
 README = "# project\n\n## Results\n\n<!-- results:start -->\nSTALE-CONTENT\n<!-- results:end -->\n\n## After\n"
 
 
 @pytest.fixture(scope="module")
 def results_table() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("results_table", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/results_table.py")
 
 
 def split_metrics(macro_f1: float) -> dict:
