@@ -1,7 +1,7 @@
 """Copy finished DVC experiments' results into results/ (committed files the README table reads).
 
-    python scripts/collect_experiments.py sweep off-e2-lr1e-4 off-e2-lr5e-5 --note "..."
-    python scripts/collect_experiments.py seeds off-seed-1 off-seed-2 off-e1-lr5e-5=HEAD
+    python scripts/collect_experiments.py sweep off-e1-lr1e-4 --note "what it tests and taught"
+    python scripts/collect_experiments.py seeds default=HEAD off-seed1 off-seed2
 
 Each name is a `dvc exp run --name` (see scripts/sweep.sh), or NAME=REV for a pipeline run committed
 to Git (REV: any revision whose dvc.lock and metrics come from a real run, e.g. the default
@@ -113,7 +113,7 @@ def write(path: Path, record: Mapping[str, Any]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("kind", choices=["sweep", "seeds"])
-    parser.add_argument("names", nargs="+", help="experiment names (dvc exp show)")
+    parser.add_argument("names", nargs="+", help="experiment names (dvc exp show), or NAME=REV for a run committed to Git")
     parser.add_argument("--note", default="", help="sweep: what this experiment tests")
     parser.add_argument("--root", type=Path, default=PROJECT_ROOT, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
