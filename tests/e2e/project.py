@@ -59,6 +59,7 @@ def tiny_overrides(registry: Path, tracking_uri: str | None) -> list[str]:
         "train.batch_size=8",
         "train.global_batch_size=16",
         "train.lr=0.001",
+        "train.freeze_embeddings=false",  # a model trained from scratch must learn its embeddings
         "train.log_every_n_steps=2",
         "launch.nproc_per_node=2",
         f"launch.rdzv_endpoint=127.0.0.1:{free_port()}",

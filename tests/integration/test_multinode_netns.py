@@ -31,7 +31,7 @@ TINY_PARAMS = [
     "model.scratch.num_attention_heads=2", "model.scratch.intermediate_size=64",
     "model.scratch.max_position_embeddings=64",
     "train.epochs=2", "train.batch_size=8", "train.global_batch_size=16", "train.lr=0.001",
-    "train.precision=32-true", "train.log_every_n_steps=2",
+    "train.freeze_embeddings=false", "train.precision=32-true", "train.log_every_n_steps=2",
     "launch.nnodes=2", "launch.nproc_per_node=1", "launch.threads_per_rank=1",
     "mlflow.experiment=multinode",
 ]
