@@ -96,7 +96,6 @@ def experiment_record(root: Path, name: str, commit: str) -> dict[str, Any]:
             "params": recipe_params(text),
             "validation": json.loads(file_at(root, commit, "metrics/validation.json")),
             "test": json.loads(file_at(root, commit, "metrics/test.json")),
-            "train": json.loads(file_at(root, commit, "metrics/train.json")),
             "baseline": json.loads(file_at(root, commit, "metrics/baseline.json"))}
 
 
@@ -128,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"no such experiment or revision: {argument} (experiments: {known})", file=sys.stderr)
             return 1
         commits[name] = commit
+    default = default_dataset(root)
     for name, commit in commits.items():
         record = experiment_record(root, name, commit)
         if args.kind == "sweep":
@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             described = ("dataset", "version", "test_set", "extra_training")
             seed = {key: record[key] for key in (*described, "seed", "params", "validation", "test")}
             write(root / "results" / "seeds" / f"{record['dataset']}-seed{record['seed']}.json", seed)
-            if record["dataset"] != default_dataset(root):
+            if record["dataset"] != default:
                 baseline = {**record["baseline"], **{key: record[key] for key in described}}
                 write(root / "results" / "baselines" / f"{record['dataset']}.json", baseline)
     return 0

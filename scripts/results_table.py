@@ -24,7 +24,7 @@ import argparse
 import json
 import statistics
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,11 +139,16 @@ def ordered_datasets(names: Iterable[str]) -> list[str]:
     return known + sorted(present - set(DATASET_ORDER))
 
 
-def seed_groups(seeds: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+def group_by(records: Sequence[Mapping[str, Any]], key: Callable[[Mapping[str, Any]], str]
+             ) -> dict[str, list[Mapping[str, Any]]]:
     groups: dict[str, list[Mapping[str, Any]]] = {}
-    for run in seeds:
-        groups.setdefault(str(run.get("dataset", "")), []).append(run)
-    return groups
+    for record in records:
+        groups.setdefault(key(record), []).append(record)
+    return dict(sorted(groups.items()))
+
+
+def seed_groups(seeds: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    return group_by(seeds, lambda run: str(run.get("dataset", "")))
 
 
 def test_set(record: Mapping[str, Any], default: str = "") -> str:
@@ -158,10 +163,7 @@ def extra_training(record: Mapping[str, Any]) -> str:
 
 
 def group_by_training(records: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
-    groups: dict[str, list[Mapping[str, Any]]] = {}
-    for record in records:
-        groups.setdefault(extra_training(record), []).append(record)
-    return dict(sorted(groups.items()))
+    return group_by(records, extra_training)
 
 
 def our_rows(inputs: Inputs) -> list[ResultRow]:
