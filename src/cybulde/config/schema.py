@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from cybulde.hardware import PRECISIONS  # noqa: F401 (re-exported: the allowed train.precision values)
+
 
 class Head(str, Enum):
     softmax = "softmax"
@@ -26,7 +28,6 @@ class Adapter(str, Enum):
     mlp = "mlp"
 
 
-PRECISIONS = ("32-true", "bf16-mixed")
 
 
 class Accelerator(str, Enum):
@@ -86,7 +87,7 @@ class TrainConfig:
     # Keep the backbone's token-embedding table fixed (less optimizer work and DDP traffic).
     freeze_embeddings: bool = False
     early_stopping_patience: int = 2
-    precision: str = "32-true"  # one of PRECISIONS
+    precision: str = "32-true"  # one of PRECISIONS; "auto": bf16-mixed where bf16 is native (cybulde.hardware)
     group_by_length: bool = True
     num_workers: int = 0
     log_every_n_steps: int = 20

@@ -84,19 +84,12 @@ def train(cfg: Config) -> TrainResult:
     return result
 
 
-def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX: without them bf16 matmuls on CPU are emulated, far slower than fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return True  # cannot tell (not Linux): trust the configuration
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def warn_if_slow_precision(cfg: Config) -> None:
-    if cfg.launch.accelerator.value == "cpu" and cfg.train.precision == "bf16-mixed" and not cpu_has_native_bf16():
+    from cybulde.hardware import BF16, cpu_has_native_bf16
+
+    if cfg.launch.accelerator.value == "cpu" and cfg.train.precision == BF16 and not cpu_has_native_bf16():
         log.warning("train.precision=bf16-mixed on a CPU without AVX512-BF16/AMX: bf16 matmuls are emulated "
-                    "and much slower than fp32 here; set train.precision=32-true on this machine")
+                    "and much slower than fp32 here; set train.precision=auto or 32-true on this machine")
 
 
 def start_tracking(cfg: Config) -> Any:
@@ -146,6 +139,7 @@ def build_trainer(cfg: Config, env: LaunchEnv, root: Path, logger: Any) -> tuple
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
     from cybulde.config.loader import gradient_accumulation
+    from cybulde.hardware import resolve_precision
     from cybulde.training.callbacks import PlainProgress, Throughput, ValidationHistory
 
     checkpoint_dir = root / CHECKPOINT_DIR
@@ -166,7 +160,8 @@ def build_trainer(cfg: Config, env: LaunchEnv, root: Path, logger: Any) -> tuple
     accelerator = cfg.launch.accelerator.value
     trainer = pl.Trainer(
         accelerator=accelerator, devices=cfg.launch.nproc_per_node, num_nodes=cfg.launch.nnodes,
-        strategy=_strategy(accelerator, env.world_size), precision=cfg.train.precision,
+        strategy=_strategy(accelerator, env.world_size),
+        precision=resolve_precision(cfg.train.precision, accelerator).precision,
         max_epochs=cfg.train.epochs, max_steps=cfg.train.max_steps,
         accumulate_grad_batches=gradient_accumulation(cfg),
         deterministic=True, use_distributed_sampler=False,  # gradient clipping: ClassifierModule
