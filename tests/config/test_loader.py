@@ -59,3 +59,24 @@ def test_gradient_accumulation_and_flat_dict() -> None:
     flat = to_flat_dict(config)
     assert flat["model.head"] == "softmax"
     assert flat["train.batch_size"] == 8
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.backbone=scratch"], "'train.freeze_embeddings'.*randomly initialised.*train.freeze_embeddings=false"),
+        (["evaluation.threshold=0.3"], "'evaluation.threshold'.*0.3.*model.head=softmax.*model.head=sigmoid"),
+    ],
+)
+def test_contradictory_combinations_are_refused(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(REPO_PARAMS, overrides)
+
+
+def test_the_fixes_the_errors_name_are_accepted() -> None:
+    scratch = load_config(REPO_PARAMS, ["model.backbone=scratch", "train.freeze_embeddings=false"])
+    assert scratch.model.backbone == "scratch" and not scratch.train.freeze_embeddings
+    fixed = load_config(REPO_PARAMS, ["evaluation.threshold=0.3", "model.head=sigmoid"])
+    assert fixed.evaluation.threshold == "0.3"
+    # A pretrained backbone may freeze its embeddings; a sigmoid head may weight its classes.
+    assert load_config(REPO_PARAMS, ["model.head=sigmoid", "train.class_weights=true"]).train.freeze_embeddings

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cybulde.config.presets import TINY, as_overrides
 from tests.integration.services import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -25,14 +26,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 LAUNCH_NODE = REPO_ROOT / "infra" / "multinode" / "launch-node.sh"
 TRAIN_WITH_DIGEST = Path(__file__).resolve().parent / "multinode_train.py"
 NODE_TIMEOUT_S = 150
+# The project's tiny config, its 2 ranks on 2 hosts of one rank each.
 TINY_PARAMS = [
     "data.dataset=tiny", "data.version=v1",
-    "model.backbone=scratch", "model.scratch.hidden_size=32", "model.scratch.num_hidden_layers=1",
-    "model.scratch.num_attention_heads=2", "model.scratch.intermediate_size=64",
-    "model.scratch.max_position_embeddings=64",
-    "train.epochs=2", "train.batch_size=8", "train.global_batch_size=16", "train.lr=0.001",
-    "train.freeze_embeddings=false", "train.precision=32-true", "train.log_every_n_steps=2",
-    "launch.nnodes=2", "launch.nproc_per_node=1", "launch.threads_per_rank=1",
+    *as_overrides({**TINY, "launch.nnodes": 2, "launch.nproc_per_node": 1}),
     "mlflow.experiment=multinode",
 ]
 

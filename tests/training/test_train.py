@@ -99,14 +99,16 @@ def wait_all(processes: list[subprocess.Popen]) -> None:
 
 
 # Frozen embeddings and layer-wise lr decay ride along: DDP must skip the frozen table on every rank.
-DDP = {"train.global_batch_size": 16, "launch.threads_per_rank": 1, "train.freeze_embeddings": True,
-       "train.layer_lr_decay": 0.8}
+# The table is a "pretrained" backbone's (a scratch backbone must train its embeddings).
+DDP = {"model.backbone": tiny_train.PRETRAINED_DIR, "train.global_batch_size": 16, "launch.threads_per_rank": 1,
+       "train.freeze_embeddings": True, "train.layer_lr_decay": 0.8}
 
 
 @pytest.fixture(scope="module")
 def one_node_two_processes(tmp_path_factory):
     project = tiny_train.make_project(tmp_path_factory.mktemp("ddp") / "one_node",
                                       {**DDP, "launch.nproc_per_node": 2})
+    tiny_train.make_pretrained_backbone(project)
     wait_all([torchrun(project, 1, 2, free_port())])
     return project
 
@@ -116,7 +118,16 @@ def test_torchrun_with_two_processes_trains_and_exports_on_rank_zero(one_node_tw
     project = one_node_two_processes
     metrics = json.loads((project / "metrics/train.json").read_text())
     assert metrics["global_steps"] == 6  # 48 rows / (8 per rank * 2 ranks) = 3 steps * 2 epochs
-    assert load_model(project / "model").config["metadata"]["train_params"]["launch"]["nproc_per_node"] == 2
+    loaded = load_model(project / "model")
+    assert loaded.config["metadata"]["train_params"]["launch"]["nproc_per_node"] == 2
+    # The frozen table left training as it came in; the layers above it trained.
+    from safetensors.torch import load_file
+
+    pretrained = load_file(project / tiny_train.PRETRAINED_DIR / "model.safetensors")
+    trained = loaded.model.backbone.state_dict()
+    assert torch.equal(trained["embeddings.word_embeddings.weight"], pretrained["embeddings.word_embeddings.weight"])
+    assert not torch.equal(trained["encoder.layer.0.output.dense.weight"],
+                           pretrained["encoder.layer.0.output.dense.weight"])
 
 
 @pytest.mark.slow

@@ -14,24 +14,12 @@ sys.path.insert(0, str(HERE.parent / "models"))
 
 import tiny_data  # noqa: E402
 
-TINY_OVERRIDES = {
-    "model.backbone": "scratch",
-    "model.scratch.hidden_size": 32,
-    "model.scratch.num_hidden_layers": 2,
-    "model.scratch.num_attention_heads": 2,
-    "model.scratch.intermediate_size": 64,
-    "model.scratch.max_position_embeddings": 64,
-    "train.epochs": 2,
-    "train.batch_size": 8,
-    "train.global_batch_size": 8,
-    "train.lr": 1.0e-3,
-    "train.warmup_ratio": 0.1,
-    "train.precision": "32-true",
-    "train.log_every_n_steps": 1,
-    "launch.nnodes": 1,
-    "launch.nproc_per_node": 1,
-    "launch.threads_per_rank": 1,
-}
+from cybulde.config.presets import TINY  # noqa: E402
+
+# The project's one tiny config, run as one process: the in-process tests call train() directly.
+TINY_OVERRIDES = {**TINY, "launch.nproc_per_node": 1, "train.global_batch_size": TINY["train.batch_size"]}
+# Where `make_pretrained_backbone` saves a tiny "pretrained" encoder, relative to the project.
+PRETRAINED_DIR = "pretrained"
 
 
 def make_project(project: Path, overrides: dict | None = None, rows: dict | None = None,
@@ -54,6 +42,26 @@ def write_params(project: Path, overrides: dict | None = None) -> Path:
         OmegaConf.update(params, key, value)
     OmegaConf.save(params, project / "params.yaml")
     return project
+
+
+def make_pretrained_backbone(project: Path) -> Path:
+    """A BERT of TINY's shape saved like a pretrained model (config.json, weights and the tokenizer of
+    the project's fetched data): with `model.backbone=pretrained` its embeddings may be frozen."""
+    import shutil
+
+    import torch
+    from transformers import BertConfig, BertModel
+
+    data_dir = project / "data" / "fetched"
+    tokenizer = tiny_data.read_manifest(data_dir)["tokenizer"]
+    scratch = {key.rsplit(".", 1)[1]: value for key, value in TINY.items() if key.startswith("model.scratch.")}
+    torch.manual_seed(0)
+    encoder = BertModel(BertConfig(vocab_size=tokenizer["vocab_size"], pad_token_id=tokenizer["pad_token_id"],
+                                   **scratch), add_pooling_layer=False)
+    out_dir = project / PRETRAINED_DIR
+    encoder.save_pretrained(str(out_dir))
+    shutil.copy(data_dir / "tokenizer" / "tokenizer.json", out_dir / "tokenizer.json")
+    return out_dir
 
 
 def load(project: Path, overrides: list[str] = ()):

@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from cybulde.config.schema import PRECISIONS, Config
+from cybulde.config.schema import PRECISIONS, Backbone, Config, Head
 from cybulde.errors import CybuldeError
 
 
@@ -106,6 +106,24 @@ def validate_config(config: Config) -> None:
     threshold = config.evaluation.threshold
     _require(threshold == "tune" or _is_probability(threshold), "evaluation.threshold",
              f"must be 'tune' or a number in (0, 1), got {threshold!r}")
+    check_combinations(config)
+
+
+def check_combinations(config: Config) -> None:
+    """Values that are valid alone but contradict each other (each error says what to change).
+
+    A sigmoid head with `train.class_weights` is fine: its loss weights each example like weighted
+    cross-entropy does (`cybulde.models.heads.SigmoidHead.loss`).
+    """
+    model, train = config.model, config.train
+    _require(not (model.backbone == Backbone.scratch.value and train.freeze_embeddings), "train.freeze_embeddings",
+             "true would freeze the randomly initialised embeddings of model.backbone=scratch, which then "
+             "never learn; set train.freeze_embeddings=false (cybulde.config.presets.SCRATCH)")
+    threshold = config.evaluation.threshold
+    _require(threshold == "tune" or model.head == Head.sigmoid, "evaluation.threshold",
+             f"a fixed threshold ({threshold}) applies only to a binary sigmoid head, but model.head="
+             f"{getattr(model.head, 'value', model.head)} decides by argmax; set model.head=sigmoid or "
+             f"evaluation.threshold=tune")
 
 
 def _is_probability(text: str) -> bool:

@@ -1,8 +1,10 @@
 """The configuration schema: every knob of the pipeline, its type, default and allowed values.
 
 `params.yaml` is merged onto these structured configs (see `cybulde.config.loader`), so a wrong
-type or an unknown key fails before any work starts; the enums below list the allowed values and
-`validate_config` checks the ranges that a type cannot express.
+type or an unknown key fails before any work starts; the enums below list the allowed values (the
+model code uses them too) and `validate_config` checks the ranges and combinations that a type
+cannot express. The defaults here are the pipeline's recipe: `params.yaml` holds the same values
+(tests/config/test_schema.py fails when the two drift apart).
 """
 
 from __future__ import annotations
@@ -11,6 +13,14 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from cybulde.hardware import PRECISIONS  # noqa: F401 (re-exported: the allowed train.precision values)
+
+
+class Backbone(str, Enum):
+    """The backbones known by name; any other `model.backbone` is a local HF model directory or a
+    hub name already in the local cache."""
+
+    minilm = "minilm"  # the packaged all-MiniLM-L6-v2, pretrained
+    scratch = "scratch"  # a BERT built from `model.scratch`, randomly initialised
 
 
 class Head(str, Enum):
@@ -58,8 +68,9 @@ class ScratchBackboneConfig:
 
 @dataclass
 class ModelConfig:
-    # "minilm" (the packaged all-MiniLM-L6-v2), "scratch", or a local HF model directory / hub name.
-    backbone: str = "minilm"
+    # "minilm" (the packaged all-MiniLM-L6-v2), "scratch", or a local HF model directory / hub name
+    # (a string, not a `Backbone`, because of the last two).
+    backbone: str = Backbone.minilm.value
     scratch: ScratchBackboneConfig = field(default_factory=ScratchBackboneConfig)
     pooling: Pooling = Pooling.mean
     adapter: Adapter = Adapter.none
@@ -84,8 +95,9 @@ class TrainConfig:
     # Layer-wise learning-rate decay: each layer below the top trains at this factor of the one above
     # (1.0: one learning rate for the whole model).
     layer_lr_decay: float = 1.0
-    # Keep the backbone's token-embedding table fixed (less optimizer work and DDP traffic).
-    freeze_embeddings: bool = False
+    # Keep the backbone's token-embedding table fixed (less optimizer work and DDP traffic); only for
+    # a pretrained backbone: a scratch backbone must learn its embeddings (an error otherwise).
+    freeze_embeddings: bool = True
     early_stopping_patience: int = 2
     precision: str = "32-true"  # one of PRECISIONS; "auto": bf16-mixed where bf16 is native (cybulde.hardware)
     group_by_length: bool = True

@@ -2,42 +2,56 @@
 
 from __future__ import annotations
 
+from enum import Enum
+
 import torch
 from torch import nn
 
+from cybulde.config.schema import Adapter as AdapterKind
+from cybulde.config.schema import Pooling
 from cybulde.errors import CybuldeError
-
-POOLINGS = ("cls", "mean")
-ADAPTERS = ("none", "mlp")
 
 
 class AdapterError(CybuldeError, ValueError):
     """An unknown pooling or adapter kind."""
 
 
-def pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    if pooling == "cls":
+def _allowed(enum: type[Enum]) -> list[str]:
+    return [member.value for member in enum]
+
+
+def parse_pooling(pooling: str | Pooling) -> Pooling:
+    try:
+        return Pooling(pooling)
+    except ValueError:
+        raise AdapterError(f"unknown pooling {pooling!r}: expected one of {_allowed(Pooling)}") from None
+
+
+def parse_adapter(kind: str | AdapterKind) -> AdapterKind:
+    try:
+        return AdapterKind(kind)
+    except ValueError:
+        raise AdapterError(f"unknown adapter {kind!r}: expected one of {_allowed(AdapterKind)}") from None
+
+
+def pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor, pooling: str | Pooling) -> torch.Tensor:
+    if parse_pooling(pooling) is Pooling.cls:
         return hidden_states[:, 0]
-    if pooling == "mean":
-        mask = attention_mask.unsqueeze(-1).to(hidden_states.dtype)
-        return (hidden_states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-    raise AdapterError(f"unknown pooling {pooling!r}: expected one of {list(POOLINGS)}")
+    mask = attention_mask.unsqueeze(-1).to(hidden_states.dtype)
+    return (hidden_states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 
 
 class Adapter(nn.Module):
     """Pool, then (adapter 'mlp') Linear -> GELU -> Dropout; `output_size` feeds the head's Linear."""
 
-    def __init__(self, hidden_size: int, pooling: str = "mean", kind: str = "none",
-                 adapter_hidden_size: int = 256, dropout: float = 0.1) -> None:
+    def __init__(self, hidden_size: int, pooling: str | Pooling = Pooling.mean,
+                 kind: str | AdapterKind = AdapterKind.none, adapter_hidden_size: int = 256,
+                 dropout: float = 0.1) -> None:
         super().__init__()
-        pooling, kind = getattr(pooling, "value", pooling), getattr(kind, "value", kind)
-        if pooling not in POOLINGS:
-            raise AdapterError(f"unknown pooling {pooling!r}: expected one of {list(POOLINGS)}")
-        if kind not in ADAPTERS:
-            raise AdapterError(f"unknown adapter {kind!r}: expected one of {list(ADAPTERS)}")
-        self.pooling = pooling
-        self.kind = kind
-        if kind == "mlp":
+        # Plain strings: they go into the exported config.json.
+        self.pooling = parse_pooling(pooling).value
+        self.kind = parse_adapter(kind).value
+        if self.kind == AdapterKind.mlp:
             self.mlp: nn.Module = nn.Sequential(
                 nn.Dropout(dropout), nn.Linear(hidden_size, adapter_hidden_size), nn.GELU())
             self.output_size = adapter_hidden_size

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cybulde.config.schema import Backbone
 from cybulde.errors import CybuldeError
 
 if TYPE_CHECKING:
@@ -22,8 +23,8 @@ if TYPE_CHECKING:
 
     from cybulde.config.schema import ScratchBackboneConfig
 
-MINILM = "minilm"
-SCRATCH = "scratch"
+MINILM = Backbone.minilm.value
+SCRATCH = Backbone.scratch.value
 # Keys of tokenizer.json that describe how it is applied, not what it produces as ids.
 _TOKENIZER_RUNTIME_KEYS = ("truncation", "padding")
 

@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from cybulde.config.schema import Adapter as AdapterKind
 from cybulde.models.adapter import Adapter
 from cybulde.models.heads import Head, make_head
 
 if TYPE_CHECKING:
-    from cybulde.config.schema import ModelConfig
+    from cybulde.config.schema import ModelConfig, Pooling
 
 
 class TextClassifier(nn.Module):
@@ -48,7 +49,7 @@ class TextClassifier(nn.Module):
             "backbone_config": self.backbone.config.to_dict(),
             "pooling": self.adapter.pooling,
             "adapter": self.adapter.kind,
-            "adapter_hidden_size": self.adapter.output_size if self.adapter.kind == "mlp" else None,
+            "adapter_hidden_size": self.adapter.output_size if self.adapter.kind == AdapterKind.mlp else None,
             "dropout": float(self.adapter.dropout.p),
             "head": self.head.kind,
             "num_labels": self.head.num_labels,
@@ -62,8 +63,8 @@ def backbone_hidden_size(backbone: nn.Module) -> int:
     return int(backbone.config.hidden_size)
 
 
-def compose_classifier(backbone: nn.Module, head: Head, label_names: Sequence[str], pooling: str,
-                       adapter: str, adapter_hidden_size: int, dropout: float,
+def compose_classifier(backbone: nn.Module, head: Head, label_names: Sequence[str], pooling: str | Pooling,
+                       adapter: str | AdapterKind, adapter_hidden_size: int, dropout: float,
                        max_length: int | None = None, backbone_name: str = "") -> TextClassifier:
     return TextClassifier(
         backbone,
@@ -81,11 +82,7 @@ def build_classifier(model_cfg: ModelConfig, manifest: dict[str, Any], tokenizer
     tokenizer = TokenizerSpec.from_manifest(manifest)
     backbone = build_backbone(model_cfg.backbone, model_cfg.scratch, tokenizer, tokenizer_dir)
     label_names = [str(name) for name in manifest["label_names"]]
-    head = make_head(_value(model_cfg.head), len(label_names))
-    return compose_classifier(backbone, head, label_names, _value(model_cfg.pooling),
-                              _value(model_cfg.adapter), model_cfg.adapter_hidden_size, model_cfg.dropout,
+    head = make_head(model_cfg.head, len(label_names))
+    return compose_classifier(backbone, head, label_names, model_cfg.pooling, model_cfg.adapter,
+                              model_cfg.adapter_hidden_size, model_cfg.dropout,
                               max_length=tokenizer.max_length, backbone_name=model_cfg.backbone)
-
-
-def _value(option: Any) -> str:
-    return str(getattr(option, "value", option))

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from cybulde.config.schema import Head as HeadKind
 from cybulde.errors import CybuldeError
 
 if TYPE_CHECKING:
     import torch
-
-HEAD_KINDS = ("softmax", "sigmoid")
 
 
 class HeadError(CybuldeError, ValueError):
@@ -48,7 +47,7 @@ class Head:
 
 
 class SoftmaxHead(Head):
-    kind = "softmax"
+    kind = HeadKind.softmax.value
 
     @property
     def num_outputs(self) -> int:
@@ -68,7 +67,7 @@ class SoftmaxHead(Head):
 class SigmoidHead(Head):
     """One-vs-rest: a binary task has one logit (the positive class, label 1)."""
 
-    kind = "sigmoid"
+    kind = HeadKind.sigmoid.value
 
     @property
     def is_binary(self) -> bool:
@@ -107,9 +106,12 @@ class SigmoidHead(Head):
         return probabilities.argmax(dim=-1)
 
 
-def make_head(kind: str, num_labels: int) -> Head:
-    kind = getattr(kind, "value", kind)
-    heads = {"softmax": SoftmaxHead, "sigmoid": SigmoidHead}
-    if kind not in heads:
-        raise HeadError(f"unknown head {kind!r}: expected one of {list(HEAD_KINDS)}")
-    return heads[kind](num_labels)
+HEADS: dict[HeadKind, type[Head]] = {HeadKind.softmax: SoftmaxHead, HeadKind.sigmoid: SigmoidHead}
+
+
+def make_head(kind: str | HeadKind, num_labels: int) -> Head:
+    try:
+        head_class = HEADS[HeadKind(kind)]
+    except ValueError:
+        raise HeadError(f"unknown head {kind!r}: expected one of {[member.value for member in HeadKind]}") from None
+    return head_class(num_labels)
