@@ -12,8 +12,10 @@ from the commit, so nothing is re-run.
   merged onto the schema's defaults, as the stages read it), the dataset and validation metrics
   (the sweep is ranked on validation only).
 - `seeds` writes results/seeds/<dataset>-seed<seed>.json: validation and test metrics of one seed,
-  and results/baselines/<dataset>.json: that run's TF-IDF baseline (metrics/baseline.json), for
-  datasets other than the default one (whose baseline is the committed metrics/baseline.json).
+  and results/baselines/<dataset>.json: that run's TF-IDF baseline (metrics/baseline/ as one object),
+  for datasets other than the default one (whose baseline is the committed metrics/baseline/).
+
+A split's record is metrics/<split>.json with metrics/<split>_per_class.json under `per_class`.
 """
 
 from __future__ import annotations
@@ -94,9 +96,23 @@ def experiment_record(root: Path, name: str, commit: str) -> dict[str, Any]:
             "version": params["data"]["version"], "seed": params["train"]["seed"],
             **training_data(root, params["data"]),
             "params": recipe_params(text),
-            "validation": json.loads(file_at(root, commit, "metrics/validation.json")),
-            "test": json.loads(file_at(root, commit, "metrics/test.json")),
-            "baseline": json.loads(file_at(root, commit, "metrics/baseline.json"))}
+            "validation": split_record(root, commit, "validation"),
+            "test": split_record(root, commit, "test"),
+            "baseline": baseline_record(root, commit)}
+
+
+def split_record(root: Path, commit: str, split: str) -> dict[str, Any]:
+    from cybulde.evaluation.evaluate import metrics_file, per_class_file, with_per_class
+
+    return with_per_class(json.loads(file_at(root, commit, metrics_file(split))),
+                          json.loads(file_at(root, commit, per_class_file(split))))
+
+
+def baseline_record(root: Path, commit: str) -> dict[str, Any]:
+    from cybulde.evaluation.baseline import DETAILS_FILE, METRICS_DIR, SPLITS, join_report
+
+    names = (*(f"{split}.json" for split in SPLITS), DETAILS_FILE)
+    return join_report({name: json.loads(file_at(root, commit, (METRICS_DIR / name).as_posix())) for name in names})
 
 
 def default_dataset(root: Path) -> str:

@@ -7,11 +7,15 @@ The section between `<!-- results:start -->` and `<!-- results:end -->` is repla
 in the README changes. Inputs (paths relative to the project root; all but params.yaml optional):
 
 - params.yaml: `data.dataset` / `data.version`, the dataset of the default pipeline's metrics;
-- metrics/validation.json, metrics/test.json: the default pipeline's model (`dvc repro`);
-- metrics/baseline.json: the TF-IDF + logistic regression baseline (stage `baseline`);
-- results/baselines/*.json: the baseline on other datasets (copies of metrics/baseline.json);
+- metrics/validation.json, metrics/test.json (+ metrics/<split>_per_class.json): the default
+  pipeline's model (`dvc repro`);
+- metrics/baseline/{validation,test,details}.json: the TF-IDF + logistic regression baseline (stage
+  `baseline`);
+- results/baselines/*.json: the baseline on other datasets (metrics/baseline/ joined into one object
+  by `cybulde.evaluation.baseline.join_report`);
 - results/seeds/*.json: `{"dataset", "version", "seed", "validation": {...}, "test": {...}}`, the
-  two inner objects being metrics/<split>.json of one seed's run; shown as mean ± std per dataset;
+  two inner objects being metrics/<split>.json of one seed's run with its per-class detail under
+  `per_class`; shown as mean ± std per dataset;
 - results/sweep/*.json: `{"name", "dataset", "params": {...}, "validation": {...}, "note"}`, one
   experiment of a sweep, ranked by validation macro-F1 (the test split plays no part in choosing);
   the table shows the params whose values differ between the experiments;
@@ -106,13 +110,31 @@ def read_params(root: Path) -> tuple[str, str]:
     return str(data.get("dataset", "")), str(data.get("version", ""))
 
 
+def read_split_metrics(root: Path, split: str) -> dict[str, Any] | None:
+    """metrics/<split>.json with its per-class detail under `per_class` (None before the first run)."""
+    from cybulde.evaluation.evaluate import metrics_file, per_class_file, with_per_class
+
+    headline = read_json(root / metrics_file(split))
+    return None if headline is None else with_per_class(headline, read_json(root / per_class_file(split)))
+
+
+def read_baseline(root: Path) -> dict[str, Any] | None:
+    """The default pipeline's baseline (metrics/baseline/) as one object, None if it has not run."""
+    from cybulde.evaluation.baseline import DETAILS_FILE, METRICS_DIR, SPLITS, join_report
+
+    files = {name: read_json(root / METRICS_DIR / name) for name in (*(f"{s}.json" for s in SPLITS), DETAILS_FILE)}
+    if any(content is None for content in files.values()):
+        return None
+    return join_report(files)  # type: ignore[arg-type]
+
+
 def load_inputs(root: Path) -> Inputs:
     dataset, version = read_params(root)
-    baseline = read_json(root / "metrics" / "baseline.json")
+    baseline = read_baseline(root)
     baselines = ([baseline] if baseline else []) + read_folder(root / "results" / "baselines")
     return Inputs(dataset=dataset, version=version,
-                  validation=read_json(root / "metrics" / "validation.json"),
-                  test=read_json(root / "metrics" / "test.json"),
+                  validation=read_split_metrics(root, "validation"),
+                  test=read_split_metrics(root, "test"),
                   baselines=baselines,
                   seeds=read_folder(root / "results" / "seeds"),
                   sweep=read_folder(root / "results" / "sweep"),
@@ -290,7 +312,7 @@ def render_section(inputs: Inputs) -> str:
     lines += [
         "",
         "Reproduce: `dvc repro` (the default pipeline: `metrics/validation.json`, `metrics/test.json`, "
-        "baseline `metrics/baseline.json`); `scripts/sweep.sh recipe|seeds|datasets` (queued DVC experiments) "
+        "baseline `metrics/baseline/`); `scripts/sweep.sh recipe|seeds|datasets` (queued DVC experiments) "
         "then `python scripts/collect_experiments.py sweep|seeds NAME...` (`results/sweep`, `results/seeds`, "
         "`results/baselines`); `cybulde evaluate-cross --model model --data "
         "<registry>/<dataset>/<version> --map DATA_LABEL=MODEL_LABEL ... --save results/cross/<name>.json` "

@@ -1,4 +1,4 @@
-"""DVC stage `baseline`: TF-IDF + logistic regression on the fetched data -> metrics/baseline.json.
+"""DVC stage `baseline`: TF-IDF + logistic regression on the fetched data -> metrics/baseline/.
 
 Usage: python stages/baseline.py [key=value ...]   (overrides, e.g. data.fetched_dir=/tmp/data)
 """

@@ -97,10 +97,12 @@ def test_validate_and_test_write_metrics_plots_and_predictions(make_project):
         on_disk = read_json(root / "metrics" / f"{split}.json")
         assert on_disk == result
         assert list(on_disk) == sorted(on_disk)
-        assert set(on_disk) == {"loss", "accuracy", "macro_f1", "roc_auc", "threshold",
-                                "per_class", "num_examples"}
+        # Headline numbers only (what `dvc metrics show` lists); per-class detail in a file beside it.
+        assert set(on_disk) == {"loss", "accuracy", "macro_f1", "roc_auc", "threshold", "num_examples"}
         assert on_disk["threshold"] is None
-        assert set(on_disk["per_class"]) == set(LABEL_NAMES[2])
+        per_class = read_json(root / "metrics" / f"{split}_per_class.json")
+        assert list(per_class) == LABEL_NAMES[2]
+        assert all(list(values) == ["f1", "precision", "recall", "support"] for values in per_class.values())
         # Exactly the plot files dvc.yaml declares; the PNG goes to MLflow only.
         assert sorted(p.name for p in (root / "plots" / split).iterdir()) == [
             "confusion.json", "pr.json", "roc.json"]
@@ -120,12 +122,17 @@ def test_validate_and_test_write_metrics_plots_and_predictions(make_project):
                      zero_division=0), abs=1e-6)
         np.testing.assert_allclose(frame["prob_not_offensive"] + frame["prob_offensive"], 1.0,
                                    atol=1e-5)
+        for label, values in per_class.items():
+            assert values["f1"] == pytest.approx(f1_score(frame["label"], frame["predicted"], average=None,
+                                                          labels=[label], zero_division=0)[0], abs=1e-6)
+            assert values["support"] == int((frame["label"] == label).sum())
         confusion = read_json(root / "plots" / split / "confusion.json")
         assert [row["actual"] for row in confusion] == frame["label"].tolist()
         assert [row["predicted"] for row in confusion] == frame["predicted"].tolist()
 
     assert run.metrics["validation/accuracy"] == validation["accuracy"]
-    assert "test/per_class/offensive/f1" in run.metrics
+    assert run.metrics["test/per_class/offensive/f1"] == read_json(root / "metrics/test_per_class.json")[
+        "offensive"]["f1"]
     assert "validation/threshold" not in run.metrics  # argmax: no threshold to log
     logged = {artifact_path for _, artifact_path in run.artifacts}
     assert logged == {"plots/validation", "plots/test", "predictions", "metrics"}
@@ -139,7 +146,7 @@ def test_validate_and_test_write_metrics_plots_and_predictions(make_project):
 def test_outputs_are_byte_identical_across_reruns(make_project):
     root, cfg, _ = make_project(2, "softmax")
     evaluate_split(cfg, "validation", root=root, run=FakeRun())
-    outputs = ["metrics/validation.json", "plots/validation/confusion.json",
+    outputs = ["metrics/validation.json", "metrics/validation_per_class.json", "plots/validation/confusion.json",
                "plots/validation/roc.json", "plots/validation/pr.json",
                "predictions/validation.parquet"]
     first = {name: (root / name).read_bytes() for name in outputs}
@@ -152,10 +159,11 @@ def test_batch_size_changes_results_only_by_float_noise(make_project):
     root, cfg, _ = make_project(2, "softmax")
     first = evaluate_split(cfg, "validation", root=root, run=FakeRun())
     cfg.evaluation.batch_size = 3  # other padding widths: logits differ in the last float bits
+    first_per_class = read_json(root / "metrics/validation_per_class.json")
     second = evaluate_split(cfg, "validation", root=root, run=FakeRun())
     assert second["loss"] == pytest.approx(first["loss"], abs=1e-5)
     assert second["roc_auc"] == pytest.approx(first["roc_auc"], abs=1e-5)
-    assert second["per_class"] == first["per_class"]
+    assert read_json(root / "metrics/validation_per_class.json") == first_per_class
 
 
 def test_sigmoid_threshold_is_tuned_on_validation_and_reused_on_test(make_project):
@@ -205,8 +213,8 @@ def test_softmax_test_split_needs_no_validation_metrics(make_project):
 def test_multiclass_plots_have_micro_and_per_class_curves(make_project):
     root, cfg, _ = make_project(3, "softmax")
     run = FakeRun()
-    metrics = evaluate_split(cfg, "validation", root=root, run=run)
-    assert set(metrics["per_class"]) == set(LABEL_NAMES[3])
+    evaluate_split(cfg, "validation", root=root, run=run)
+    assert set(read_json(root / "metrics/validation_per_class.json")) == set(LABEL_NAMES[3])
     roc = read_json(root / "plots" / "validation" / "roc.json")["roc"]
     assert roc and all("class" not in point for point in roc)  # micro-averaged
     pr = read_json(root / "plots" / "validation" / "pr.json")["pr"]
@@ -290,11 +298,14 @@ def test_stages_log_into_the_training_run_and_finish_it(make_project, monkeypatc
     assert len(client.search_runs([run.info.experiment_id])) == 1
     assert run.data.metrics["validation/macro_f1"] == pytest.approx(validation["macro_f1"])
     assert run.data.metrics["test/threshold"] == pytest.approx(validation["threshold"])
-    assert run.data.metrics["test/per_class/offensive/support"] == test["per_class"]["offensive"]["support"]
+    assert run.data.metrics["test/per_class/offensive/support"] == read_json(
+        root / "metrics/test_per_class.json")["offensive"]["support"]
+    assert test["num_examples"] == read_json(root / "metrics/test.json")["num_examples"]
     artifacts = {item.path for folder in ("plots/validation", "plots/test", "predictions", "metrics")
                  for item in client.list_artifacts(training.run_id, folder)}
     assert {"plots/validation/confusion_matrix.png", "plots/test/confusion_matrix.png",
-            "plots/test/roc.json", "predictions/test.parquet", "metrics/validation.json"} <= artifacts
+            "plots/test/roc.json", "predictions/test.parquet", "metrics/validation.json",
+            "metrics/test_per_class.json"} <= artifacts
 
     mlflow.set_tracking_uri(uri)
     served = mlflow.pyfunc.load_model(f"runs:/{training.run_id}/model")

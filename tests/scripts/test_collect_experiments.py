@@ -31,9 +31,14 @@ def commit_run(repo: Path, lr: str, seed: int, test_f1: float, dataset: str = "t
     params = re.sub(r"(?m)^  dataset: .*$", f"  dataset: {dataset}", params)
     params = re.sub(r"(?m)^  registry: .*$", f"  registry: {registry}", params)
     (repo / "params.yaml").write_text(params, encoding="utf-8")
-    (repo / "metrics").mkdir(exist_ok=True)
-    for split, score in (("validation", 0.7), ("test", test_f1), ("train", 0.7), ("baseline", 0.6)):
-        (repo / "metrics" / f"{split}.json").write_text(json.dumps({"macro_f1": score}), encoding="utf-8")
+    files = {"train.json": {"best_val_macro_f1": 0.7},
+             "validation.json": {"macro_f1": 0.7}, "validation_per_class.json": {"a": {"f1": 0.5}},
+             "test.json": {"macro_f1": test_f1}, "test_per_class.json": {"a": {"f1": test_f1 - 0.1}},
+             "baseline/validation.json": {"macro_f1": 0.65}, "baseline/test.json": {"macro_f1": 0.6},
+             "baseline/details.json": {"C": 2.0, "per_class": {"validation": {}, "test": {"a": {"f1": 0.4}}}}}
+    for name, content in files.items():
+        (repo / "metrics" / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / "metrics" / name).write_text(json.dumps(content), encoding="utf-8")
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", f"run lr={lr}")
     return git(repo, "rev-parse", "HEAD")
@@ -61,18 +66,20 @@ def test_sweep_and_seed_records_come_from_the_experiment_commit(collect: ModuleT
     default = json.loads((repo / "results" / "sweep" / "default.json").read_text())
     assert high["params"]["train.lr"] == pytest.approx(1e-4) and default["params"]["train.lr"] == pytest.approx(5e-5)
     assert high["params"]["train.freeze_embeddings"] is not None  # complete: schema defaults filled in
-    assert high["validation"] == {"macro_f1": 0.7} and high["note"] == "lr" and "test" not in high
+    assert high["validation"] == {"macro_f1": 0.7, "per_class": {"a": {"f1": 0.5}}}
+    assert high["note"] == "lr" and "test" not in high
 
     assert collect.main(["seeds", "high-lr", "--root", str(repo)]) == 0
     seed = json.loads((repo / "results" / "seeds" / "tweeteval_offensive-seed7.json").read_text())
-    assert seed["seed"] == 7 and seed["test"] == {"macro_f1": 0.82}
-    assert not (repo / "results" / "baselines").exists()  # the default dataset's is metrics/baseline.json
+    assert seed["seed"] == 7 and seed["test"] == {"macro_f1": 0.82, "per_class": {"a": {"f1": pytest.approx(0.72)}}}
+    assert not (repo / "results" / "baselines").exists()  # the default dataset's is metrics/baseline/
 
     assert collect.main(["seeds", "hate", "--root", str(repo)]) == 0
-    assert json.loads((repo / "results" / "seeds" / "tweeteval_hate-seed1234.json").read_text())["test"] == {
-        "macro_f1": 0.5}
+    assert json.loads((repo / "results" / "seeds" / "tweeteval_hate-seed1234.json").read_text())["test"][
+        "macro_f1"] == 0.5
     baseline = json.loads((repo / "results" / "baselines" / "tweeteval_hate.json").read_text())
-    assert baseline["macro_f1"] == 0.6 and baseline["test_set"] == "tweeteval_hate"
+    assert baseline["test"] == {"macro_f1": 0.6, "per_class": {"a": {"f1": 0.4}}} and baseline["C"] == 2.0
+    assert baseline["validation"] == {"macro_f1": 0.65, "per_class": {}} and baseline["test_set"] == "tweeteval_hate"
     assert baseline["extra_training"] == []
 
 

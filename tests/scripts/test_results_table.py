@@ -22,6 +22,15 @@ def split_metrics(macro_f1: float) -> dict:
     return {"macro_f1": macro_f1, "accuracy": 0.9, "per_class": {"hate_speech": {"f1": 0.31}}}
 
 
+def write_split(root: Path, prefix: str, split: str, macro_f1: float) -> None:
+    """A split as the stages write it: headline numbers, and the per-class detail beside them."""
+    record = split_metrics(macro_f1)
+    per_class = record.pop("per_class")
+    write(root / "metrics" / f"{prefix}{split}.json", record)
+    if not prefix:
+        write(root / "metrics" / f"{split}_per_class.json", per_class)
+
+
 def write(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data), encoding="utf-8")
@@ -31,10 +40,13 @@ def write(path: Path, data: dict) -> None:
 def project(tmp_path: Path) -> Path:
     (tmp_path / "README.md").write_text(README, encoding="utf-8")
     (tmp_path / "params.yaml").write_text("data:\n  dataset: tweeteval_offensive\n  version: v1\n")
-    write(tmp_path / "metrics" / "validation.json", split_metrics(0.81))
-    write(tmp_path / "metrics" / "test.json", split_metrics(0.8312))
-    write(tmp_path / "metrics" / "baseline.json", {"dataset": "tweeteval_offensive", "C": 8.0,
-                                                   "validation": split_metrics(0.7), "test": split_metrics(0.727)})
+    write_split(tmp_path, "", "validation", 0.81)
+    write_split(tmp_path, "", "test", 0.8312)
+    write_split(tmp_path, "baseline/", "validation", 0.7)
+    write_split(tmp_path, "baseline/", "test", 0.727)
+    write(tmp_path / "metrics" / "baseline" / "details.json", {
+        "dataset": "tweeteval_offensive", "C": 8.0, "class_weight": "balanced",
+        "per_class": {"validation": {"hate_speech": {"f1": 0.3}}, "test": {"hate_speech": {"f1": 0.46}}}})
     for seed, score in ((1, 0.83), (2, 0.84), (3, 0.85)):
         write(tmp_path / "results" / "seeds" / f"davidson-{seed}.json",
               {"dataset": "davidson2017", "seed": seed, "validation": split_metrics(0.8),
@@ -59,6 +71,8 @@ def test_generates_the_section(results_table: ModuleType, project: Path) -> None
     assert "0.840 ± 0.010 (n=3)" in readme
     assert "hate_speech 0.310 ± 0.000" in readme  # per-class F1 of the seeds, mean ± std
     assert "| **cybulde TF-IDF + logistic regression** (baseline) | 0.727 |" in readme
+    assert "| TF-IDF + LR (C=8.0, class_weight=balanced) | tweeteval_offensive | 0.700 | 0.727 | 0.900 | " \
+           "hate_speech 0.460 |" in readme  # details.json joined in: C, class weights, per-class F1
     assert "Barbieri et al. 2020" in readme and "0.829" in readme
     assert "hate_speech 0.310" in readme
     assert "| tweeteval_offensive | 0.600 |" in readme
@@ -74,8 +88,18 @@ def test_check_passes_when_current_and_fails_when_stale(results_table: ModuleTyp
     assert run(results_table, project, "--check") == 0
     assert run(results_table, project) == 0
     assert (project / "README.md").read_bytes() == before
-    write(project / "metrics" / "test.json", split_metrics(0.85))
+    write_split(project, "", "test", 0.85)
     assert run(results_table, project, "--check") == 1
+
+
+def test_a_run_without_per_class_detail_or_baseline_details_shows_what_it_has(
+        results_table: ModuleType, project: Path) -> None:
+    (project / "metrics" / "test_per_class.json").unlink()
+    (project / "metrics" / "baseline" / "details.json").unlink()
+    assert run(results_table, project) == 0
+    readme = (project / "README.md").read_text(encoding="utf-8")
+    assert "| MiniLM-L6 (default pipeline) | tweeteval_offensive | 0.810 | 0.831 | 0.900 | — |" in readme
+    assert "(baseline) | 0.727 |" not in readme  # an incomplete baseline output is not a result
 
 
 def test_missing_markers_is_an_error(results_table: ModuleType, project: Path,

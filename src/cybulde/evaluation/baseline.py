@@ -9,6 +9,11 @@ scored once, with that C.
 Texts are the `text` column of a fetched dataset version, cleaned with the same `clean_text` the
 tokenizer input gets, and the metrics come from the project's `compute_metrics`, so the numbers
 are directly comparable with `metrics/validation.json` and `metrics/test.json`.
+
+Outputs: `metrics/baseline/validation.json` and `metrics/baseline/test.json` hold the same headline
+keys as the model's metrics files (so `dvc metrics show` lines them up in the same columns);
+`metrics/baseline/details.json` holds the rest: dataset, the chosen C and its sweep, class weights,
+feature count and the per-class numbers of both splits.
 """
 
 from __future__ import annotations
@@ -34,7 +39,9 @@ CLASS_WEIGHT: str | None = "balanced"
 RANDOM_STATE = 1234
 MAX_ITER = 2000
 DIGITS = 6
-METRICS_PATH = Path("metrics") / "baseline.json"
+METRICS_DIR = Path("metrics") / "baseline"
+DETAILS_FILE = "details.json"
+SPLITS = ("validation", "test")
 
 
 class BaselineError(CybuldeError, RuntimeError):
@@ -183,9 +190,29 @@ def run_baseline(data_dir: str | Path, grid: Sequence[float] = C_GRID,
     return round_floats(report, DIGITS)
 
 
+def split_report(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """`run_baseline`'s report as the files it is written to: `{"validation.json": ..., "details.json": ...}`."""
+    details = {key: value for key, value in report.items() if key not in SPLITS}
+    details["per_class"] = {split: report[split]["per_class"] for split in SPLITS}
+    files = {f"{split}.json": {key: value for key, value in report[split].items() if key != "per_class"}
+             for split in SPLITS}
+    return {**files, DETAILS_FILE: details}
+
+
+def join_report(files: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The inverse of `split_report`: one object as `run_baseline` returns it (and results/ records hold it)."""
+    details = dict(files[DETAILS_FILE])
+    per_class = details.pop("per_class", {})
+    return {**details, **{split: {**files[f"{split}.json"], "per_class": per_class.get(split, {})}
+                          for split in SPLITS}}
+
+
 def write_baseline(data_dir: str | Path, root: str | Path | None = None,
                    **options: Any) -> tuple[dict[str, Any], Path]:
-    """`run_baseline` and write its report to `<root>/metrics/baseline.json` (keys sorted)."""
+    """`run_baseline` and write its report to `<root>/metrics/baseline/` (keys sorted); returns the
+    report and that folder."""
     report = run_baseline(data_dir, **options)
-    root = Path(root) if root is not None else Path.cwd()
-    return report, write_json(report, root / METRICS_PATH)
+    folder = (Path(root) if root is not None else Path.cwd()) / METRICS_DIR
+    for name, content in split_report(report).items():
+        write_json(content, folder / name)
+    return report, folder

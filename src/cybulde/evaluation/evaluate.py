@@ -1,8 +1,10 @@
 """The `validate` and `test` stages: evaluate the exported model on one split of the fetched data.
 
 Outputs (paths relative to the project root, i.e. the stage's working directory):
-- `metrics/<split>.json`: loss, accuracy, macro_f1, roc_auc, threshold, per_class, num_examples;
-  floats rounded to 6 decimals and keys sorted, so an unchanged model and data give identical bytes;
+- `metrics/<split>.json`: the headline numbers `dvc metrics show` / `dvc exp show` list (loss,
+  accuracy, macro_f1, roc_auc, threshold, num_examples); `metrics/<split>_per_class.json`: precision,
+  recall, f1 and support per label, a plain output kept out of those tables. Floats are rounded to 6
+  decimals and keys sorted, so an unchanged model and data give identical bytes;
 - `plots/<split>/`: confusion.json, roc.json, pr.json (DVC plots); the confusion-matrix PNG
   (and per-class curves for more than two labels) go to MLflow only;
 - `predictions/<split>.parquet`: id, text, label, predicted, prob_<label name> per example.
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +39,7 @@ MODEL_DIR = "model"
 METRICS_DIR = "metrics"
 PLOTS_DIR = "plots"
 PREDICTIONS_DIR = "predictions"
+PER_CLASS_SUFFIX = "_per_class"
 DIGITS = 6
 
 
@@ -51,6 +54,22 @@ class SplitEvaluation:
     metrics_path: Path
     plot_paths: dict[str, Path]
     predictions_path: Path
+    per_class: dict[str, Any] = field(default_factory=dict)  # what metrics/<split>_per_class.json holds
+    per_class_path: Path | None = None
+
+
+def metrics_file(split: str) -> str:
+    """`metrics/<split>.json`, relative to the project root."""
+    return f"{METRICS_DIR}/{split}.json"
+
+
+def per_class_file(split: str) -> str:
+    return f"{METRICS_DIR}/{split}{PER_CLASS_SUFFIX}.json"
+
+
+def with_per_class(headline: dict[str, Any], per_class: dict[str, Any] | None) -> dict[str, Any]:
+    """The headline metrics and the per-class detail in one object (how results/ records hold a split)."""
+    return {**headline, "per_class": per_class or {}}
 
 
 def evaluate_split(cfg: Config, split: str, *, root: str | Path | None = None,
@@ -111,16 +130,17 @@ def evaluate_to_files(cfg: Config, split: str, root: Path, scratch: Path) -> Spl
         "macro_f1": metrics["macro_f1"],
         "roc_auc": metrics["roc_auc"],
         "threshold": threshold,
-        "per_class": metrics["per_class"],
         "num_examples": len(rows["id"]),
     }, DIGITS)
-    metrics_path = write_json(report, root / METRICS_DIR / f"{split}.json")
+    per_class = round_floats(metrics["per_class"], DIGITS)
+    metrics_path = write_json(report, root / metrics_file(split))
+    per_class_path = write_json(per_class, root / per_class_file(split))
     plot_paths = write_plots(root / PLOTS_DIR / split, scratch / PLOTS_DIR / split, probabilities,
                              predictions, outputs.labels, label_names, metrics["confusion_matrix"],
                              f"{split} confusion matrix")
     predictions_path = write_predictions(root / PREDICTIONS_DIR / f"{split}.parquet", rows,
                                          probabilities, predictions, label_names)
-    return SplitEvaluation(split, report, metrics_path, plot_paths, predictions_path)
+    return SplitEvaluation(split, report, metrics_path, plot_paths, predictions_path, per_class, per_class_path)
 
 
 def _run_model(cfg: Config, model: Any, data_dir: Path, split: str, num_rows: int,
@@ -204,11 +224,13 @@ def write_predictions(path: Path, rows: dict[str, list[Any]], probabilities: tor
 
 def log_evaluation(run: Any, result: SplitEvaluation) -> None:
     """Metrics (`<split>/...`), the plots folder, predictions and the metrics JSON into the run."""
-    run.log_metrics(flatten_for_logging(result.metrics, result.split))
+    run.log_metrics(flatten_for_logging(with_per_class(result.metrics, result.per_class), result.split))
     for path in sorted(result.plot_paths.values()):
         run.log_artifact(path, f"{PLOTS_DIR}/{result.split}")
     run.log_artifact(result.predictions_path, PREDICTIONS_DIR)
     run.log_artifact(result.metrics_path, METRICS_DIR)
+    if result.per_class_path is not None:
+        run.log_artifact(result.per_class_path, METRICS_DIR)
 
 
 def summary_line(metrics: dict[str, Any], split: str) -> str:
