@@ -1,9 +1,11 @@
 """The reproducibility check: is the committed pipeline state true, and does the pipeline reproduce?
 
     python -m cybulde.repro_check lock      the committed dvc.lock matches code, params and deps
-    python -m cybulde.repro_check metrics   the committed metrics files are the ones dvc.lock pins
-    python -m cybulde.repro_check rerun     a small pipeline run twice gives identical weights/metrics
-    python -m cybulde.repro_check all       all three
+    python -m cybulde.repro_check metrics   the committed metrics and plots files are the ones dvc.lock pins
+    python -m cybulde.repro_check deps      each stage's deps cover the project modules it imports
+    python -m cybulde.repro_check rerun     a small pipeline run twice gives identical weights/metrics, and
+                                            each stage's params cover the params it read in the first run
+    python -m cybulde.repro_check all       all four
 
 `scripts/repro_check.sh` installs the pinned dependencies first; CI and the GitHub workflow run it.
 """
@@ -15,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -23,19 +26,16 @@ from pathlib import Path
 
 import yaml
 
+from cybulde.config.access import RECORD_ENV
+from cybulde.config.presets import TINY, as_overrides
 from cybulde.errors import CybuldeError
 
-METRICS_FILES = ("metrics/train.json", "metrics/validation.json", "metrics/test.json")
 WEIGHTS = "model/model.safetensors"
 
-# A small but real configuration: the default backbone and recipe, one epoch on the
-# SMALL_ROWS-per-split version published for the check (8 optimizer steps).
+# The project's one tiny config (a from-scratch BERT under 2 DDP ranks) on the SMALL_ROWS-per-split
+# version of TweetEval offensive published for the check.
 SMALL_ROWS = 256
-SMALL_OVERRIDES = (
-    "train.epochs=1",
-    "train.log_every_n_steps=2",
-    "evaluation.batch_size=32",
-)
+SMALL_OVERRIDES = tuple(as_overrides(TINY))
 
 
 class ReproError(CybuldeError, RuntimeError):
@@ -54,6 +54,23 @@ def tool_env() -> dict[str, str]:
     bin_dir = os.path.dirname(os.path.abspath(sys.executable))
     return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
             "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def free_port() -> int:
+    """A free loopback port (for torchrun's rendezvous, so concurrent runs do not collide)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def committed_outputs(root: Path) -> list[str]:
+    """The outputs dvc.yaml keeps out of the DVC cache (`cache: false`): metrics, plots and other small
+    files that Git commits, in dvc.yaml order."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return [os.path.relpath(os.path.join(stage.wdir, out.def_path), root)
+                for stage in repo.index.stages for out in stage.outs if not out.use_cache]
 
 
 def check_lock(root: Path) -> None:
@@ -77,9 +94,9 @@ def locked_md5s(root: Path) -> dict[str, str]:
 
 
 def check_metrics(root: Path) -> None:
-    """Fail unless each committed metrics file has the md5 that dvc.lock records for it."""
+    """Fail unless each committed output (metrics, plots) has the md5 that dvc.lock records for it."""
     locked = locked_md5s(root)
-    for name in METRICS_FILES:
+    for name in committed_outputs(root):
         path = root / name
         if name not in locked:
             raise ReproError(f"{name} is not an output in dvc.lock")
@@ -88,7 +105,21 @@ def check_metrics(root: Path) -> None:
         if file_md5(path) != locked[name]:
             raise ReproError(f"{name} does not match dvc.lock (md5 {file_md5(path)} != "
                              f"{locked[name]}): commit the metrics of the run that wrote dvc.lock")
-    print("metrics: committed metrics files match dvc.lock")
+    print("metrics: committed metrics and plots files match dvc.lock")
+
+
+def check_dependencies(root: Path, records: Path | None = None) -> None:
+    """Fail if a stage imports a project module (or, given recorded reads, reads a param) it does not declare."""
+    from cybulde.reproducibility.dependencies import check_dependencies as find_problems
+
+    report = find_problems(root, records)
+    if report.problems:
+        raise ReproError("undeclared stage dependencies in dvc.yaml:\n  " + "\n  ".join(report.problems))
+    if records is not None and report.params_unchecked:
+        raise ReproError(f"no param reads were recorded for stage(s) {', '.join(report.params_unchecked)}: "
+                         f"did they run with ${RECORD_ENV} set?")
+    print("deps: every stage declares the project modules it imports"
+          + (" and the params it read" if records is not None else ""))
 
 
 def copy_project(root: Path, destination: Path) -> Path:
@@ -122,12 +153,13 @@ def set_params(params_path: Path, overrides: Sequence[str]) -> None:
 
 
 def fingerprint(project: Path) -> dict[str, str]:
-    names = (WEIGHTS, *METRICS_FILES)
+    names = (WEIGHTS, *committed_outputs(project))
     return {name: hashlib.sha256((project / name).read_bytes()).hexdigest() for name in names}
 
 
 def check_rerun(root: Path, raw_data: Path) -> None:
-    """Run a small pipeline twice from scratch; weights and metrics must be bit-identical."""
+    """Run a small pipeline twice from scratch; weights, metrics and plots must be bit-identical. The first
+    run records the params each stage reads, which its declared params must cover (`check_dependencies`)."""
     with tempfile.TemporaryDirectory(prefix="cybulde-repro-") as scratch:
         scratch_dir = Path(scratch)
         project = copy_project(root, scratch_dir / "project")
@@ -136,11 +168,12 @@ def check_rerun(root: Path, raw_data: Path) -> None:
         run([os.path.abspath(sys.executable), "-m", "cybulde.cli", "publish", "--source", "tweeteval_offensive",
              "--raw-dir", str(raw_data / "tweeteval_offensive"), "--registry", str(registry),
              "--version", "repro-check", "--max-rows-per-split", str(SMALL_ROWS)], project, env)
-        set_params(project / "params.yaml",
-                   [f"data.registry={registry}", "data.version=repro-check", *SMALL_OVERRIDES])
+        set_params(project / "params.yaml", [f"data.registry={registry}", "data.version=repro-check",
+                                             *SMALL_OVERRIDES, f"launch.rdzv_endpoint=127.0.0.1:{free_port()}"])
+        records = scratch_dir / "param-reads"
         prints = []
         for attempt in (1, 2):
-            run(["dvc", "repro", "--force"], project, env)
+            run(["dvc", "repro", "--force"], project, {**env, RECORD_ENV: str(records)} if attempt == 1 else env)
             prints.append(fingerprint(project))
             print(f"rerun: pipeline run {attempt} done")
         differing = [name for name in prints[0] if prints[0][name] != prints[1][name]]
@@ -149,12 +182,13 @@ def check_rerun(root: Path, raw_data: Path) -> None:
         metrics = json.loads((project / "metrics/test.json").read_text())
         print(f"rerun: identical weights and metrics across two runs "
               f"(test macro_f1 {metrics['macro_f1']:.4f} on the small config)")
+        check_dependencies(project, records)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("check", choices=["lock", "metrics", "rerun", "all"])
+    parser.add_argument("check", choices=["lock", "metrics", "deps", "rerun", "all"])
     parser.add_argument("--root", type=Path, default=Path.cwd())
     parser.add_argument("--raw-data", type=Path, default=None,
                         help="folder of the raw datasets (default: $CYBULDE_DATASETS_DIR or "
@@ -166,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_lock(root)
         if args.check in ("metrics", "all"):
             check_metrics(root)
+        if args.check in ("deps", "all"):
+            check_dependencies(root)
         if args.check in ("rerun", "all"):
             from cybulde.data.publish import default_datasets_dir
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
 from pathlib import Path
 
 import pytest
 import yaml
 from mlflow import MlflowClient
 
-from tests.e2e.project import git, make_tiny_project, run
+from cybulde.config.access import RECORD_ENV
+from cybulde.repro_check import tool_env
+from cybulde.reproducibility.dependencies import check_dependencies
+from tests.e2e.project import REPO_ROOT, git, make_tiny_project, run
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +30,8 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     base = tmp_path_factory.mktemp("e2e")
     tracking_uri = f"sqlite:///{base / 'mlflow.db'}"
     project = make_tiny_project(base, tracking_uri)
-    run(project, "dvc", "repro")
+    # Each stage records the params it reads (base/param-reads) for the dependency check.
+    run(project, "dvc", "repro", env={**tool_env(), RECORD_ENV: str(base / "param-reads")})
     return project, tracking_uri
 
 
@@ -33,14 +39,23 @@ def test_every_stage_writes_its_outputs(pipeline: tuple[Path, str]) -> None:
     project, _ = pipeline
     for name in ("model/model.safetensors", "model/config.json", "metrics/train.json",
                  "predictions/validation.parquet", "predictions/test.parquet",
-                 "plots/validation/confusion.json", "plots/test/roc.json"):
+                 "plots/validation/confusion.json", "plots/test/roc.json", "metrics/baseline/details.json"):
         assert (project / name).is_file(), name
     for split in ("validation", "test"):
         metrics = json.loads((project / f"metrics/{split}.json").read_text())
-        assert {"loss", "accuracy", "macro_f1", "roc_auc", "per_class"} <= metrics.keys()
-        assert set(metrics["per_class"]) == {"not_offensive", "offensive"}
+        assert set(metrics) == {"loss", "accuracy", "macro_f1", "roc_auc", "threshold", "num_examples"}
+        per_class = json.loads((project / f"metrics/{split}_per_class.json").read_text())
+        assert set(per_class) == {"not_offensive", "offensive"}
         # The generated classes are separable by their words: a trained model must find that.
         assert metrics["macro_f1"] > 0.8, metrics
+        baseline = json.loads((project / f"metrics/baseline/{split}.json").read_text())
+        assert set(baseline) == set(metrics)  # the same columns in `dvc metrics show`
+
+
+def test_every_stage_declares_the_modules_it_imports_and_the_params_it_read(pipeline: tuple[Path, str]) -> None:
+    project, _ = pipeline
+    report = check_dependencies(project, project.parent / "param-reads")
+    assert report.problems == [] and report.params_unchecked == []
 
 
 def test_one_finished_run_carries_the_locked_data_hash(pipeline: tuple[Path, str]) -> None:
@@ -113,3 +128,23 @@ def test_queued_grid_runs_land_in_the_workspace_store(tmp_path: Path,
     assert all(r.info.status == "FINISHED" for r in _runs(store))
     shown = run(project, "dvc", "exp", "show", "--no-pager", "--csv")
     assert shown.count("model.head") >= 1 and "sigmoid" in shown and "softmax" in shown
+
+
+def readme_views(section: str = "## Experiments") -> list[str]:
+    """The `dvc metrics show` / `dvc exp show` commands the README gives for a clean view."""
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    body = text.split(section, 1)[1].split("\n## ", 1)[0].replace("\\\n", " ")  # join continued lines
+    return [line.strip() for line in body.splitlines() if re.match(r"\s*dvc (metrics|exp) show\b", line)]
+
+
+def test_the_readme_views_fit_120_columns(pipeline: tuple[Path, str]) -> None:
+    """After the experiments above: each README view prints whole columns (no "…") within 120 columns."""
+    project, _ = pipeline
+    views = readme_views()
+    assert len(views) >= 2, views
+    env = {**tool_env(), "COLUMNS": "120", "LINES": "50"}
+    for view in views:
+        output = run(project, *shlex.split(view, comments=True), env=env)
+        lines = [line for line in output.splitlines() if line.strip()]
+        assert "macro_f1" in output and len(lines) >= 2, (view, output)
+        assert max(map(len, lines)) <= 120 and "…" not in output, (view, output)

@@ -16,6 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from cybulde.config.access import record_reads_if_asked
 from cybulde.config.schema import PRECISIONS, Backbone, Config, Head
 from cybulde.errors import CybuldeError
 
@@ -35,7 +36,7 @@ def load_config(params_path: str | Path = PARAMS_FILE, overrides: Sequence[str] 
     raw = _compose(params_path, list(overrides))
     config = _to_schema(raw)
     validate_config(config)
-    return config
+    return record_reads_if_asked(config)  # only under the dependency check ($CYBULDE_RECORD_PARAMS)
 
 
 def _compose(params_path: Path, overrides: list[str]) -> DictConfig:
@@ -118,7 +119,7 @@ def check_combinations(config: Config) -> None:
     model, train = config.model, config.train
     _require(not (model.backbone == Backbone.scratch.value and train.freeze_embeddings), "train.freeze_embeddings",
              "true would freeze the randomly initialised embeddings of model.backbone=scratch, which then "
-             "never learn; set train.freeze_embeddings=false (cybulde.config.presets.SCRATCH)")
+             "never learn; set train.freeze_embeddings=false")
     threshold = config.evaluation.threshold
     _require(threshold == "tune" or model.head == Head.sigmoid, "evaluation.threshold",
              f"a fixed threshold ({threshold}) applies only to a binary sigmoid head, but model.head="

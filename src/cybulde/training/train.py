@@ -198,11 +198,11 @@ def _export(cfg: Config, trainer: pl.Trainer, module: Any, manifest: Any, data_d
     metrics = {"best_epoch": int(best["epoch"]) + 1, "best_val_macro_f1": float(best["val_macro_f1"]),
                "best_val_loss": float(best["val_loss"]), "global_steps": int(trainer.global_step),
                "epochs_run": len(history.epochs)}
-    params = to_dict(cfg)
     metadata = {"dataset": manifest.dataset, "version": manifest.version,
                 "manifest_sha256": manifest.sha256, "tokenizer_sha256": manifest.tokenizer.sha256,
                 "tokenizer_name": manifest.tokenizer.name,
-                "train_params": {key: params[key] for key in ("model", "train", "launch")},
+                # Only the sections the stage declares: model/config.json is an output of `train`.
+                "train_params": {key: to_dict(getattr(cfg, key)) for key in ("model", "train", "launch")},
                 "train_metrics": metrics}
     result.model_dir = save_model(module.model, root / MODEL_DIR, metadata, data_dir / "tokenizer")
     metrics_path = root / METRICS_FILE
