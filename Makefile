@@ -10,8 +10,11 @@ export TRANSFORMERS_OFFLINE := 1
 # Where the raw datasets live (read-only; never copied into the repo).
 export CYBULDE_DATASETS_DIR ?= $(abspath ../shared/datasets)
 PYTEST_ARGS ?=
+# make report BASE=main [HEAD=<rev>]: what a change does to params, metrics and plots (HEAD: the working tree).
+BASE ?= main
+HEAD ?= workspace
 
-.PHONY: venv publish-default pipeline test test-fast repro-check lint lock clean
+.PHONY: venv publish-default pipeline test test-fast repro-check report lint lock clean
 
 venv: $(VENV)/.installed
 
@@ -36,6 +39,10 @@ test-fast: venv
 repro-check: venv
 	scripts/repro_check.sh
 
+# report/report.md (dvc params diff, dvc metrics diff, per-class F1) and report/*.png (plots, base vs head).
+report: venv
+	python -m cybulde.reproducibility.report --base $(BASE) --head $(HEAD) --out report
+
 lint: venv
 	ruff check src stages tests benchmarks scripts
 	check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
@@ -49,4 +56,4 @@ lock: venv
 	  python -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; } > requirements.lock
 
 clean:
-	rm -rf .cybulde data/fetched model predictions
+	rm -rf .cybulde data/fetched model predictions report
