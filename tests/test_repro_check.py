@@ -43,3 +43,15 @@ def test_metrics_that_do_not_match_the_lock_fail(project: Path) -> None:
     path.write_text(json.dumps(metrics))
     with pytest.raises(ReproError, match="metrics/test.json"):
         check_metrics(project)
+
+
+def test_the_dependency_step_names_an_undeclared_module(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cybulde.repro_check import main
+
+    assert main(["deps", "--root", str(project)]) == 0
+    dvc_yaml = project / "dvc.yaml"
+    dvc_yaml.write_text(dvc_yaml.read_text().replace("      - src/cybulde/data/cleaning.py\n", "", 1))
+    assert main(["deps", "--root", str(project)]) == 1
+    error = capsys.readouterr().err
+    assert "stage 'baseline' imports cybulde.data.cleaning" in error
+    assert "add `- src/cybulde/data/cleaning.py`" in error and "stages.baseline.deps" in error

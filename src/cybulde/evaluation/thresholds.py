@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from cybulde.config.schema import Head
 from cybulde.errors import CybuldeError
 
 THRESHOLD_DIGITS = 6
@@ -25,9 +26,9 @@ class ThresholdError(CybuldeError, ValueError):
     """A threshold cannot be chosen or is not a valid probability."""
 
 
-def needs_threshold(head_kind: str, num_labels: int) -> bool:
+def needs_threshold(head_kind: str | Head, num_labels: int) -> bool:
     """Only a sigmoid head on two labels decides by threshold; everything else takes the argmax."""
-    return str(head_kind) == "sigmoid" and num_labels == 2
+    return head_kind == Head.sigmoid and num_labels == 2
 
 
 def parse_threshold(setting: str) -> float | None:
