@@ -75,11 +75,17 @@ def committed_outputs(root: Path) -> list[str]:
 
 def check_lock(root: Path) -> None:
     """Fail if any stage would run: the committed dvc.lock is stale against code, params or deps."""
-    output = run(["dvc", "repro", "--dry", "--allow-missing"], root, tool_env())
+    command = ["dvc", "repro", "--dry", "--allow-missing"]
+    result = subprocess.run(command, cwd=root, env=tool_env(), capture_output=True, text=True)
+    output = result.stdout + result.stderr
+    # A dry run lists each stage that would run; it stops with an error at the first stage whose
+    # inputs a stale stage before it would have produced (e.g. data/fetched in a fresh clone).
     stale = [line for line in output.splitlines() if line.startswith("Running stage")]
     if stale:
         raise ReproError("dvc.lock is stale; these stages would run:\n  " + "\n  ".join(stale)
                          + "\nRun the pipeline (make pipeline) and commit dvc.lock and metrics/.")
+    if result.returncode != 0:
+        raise ReproError(f"`{' '.join(command)}` failed in {root}:\n{output}")
     print("lock: dvc.lock is up to date with code, params and dependencies")
 
 
