@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from enum import Enum
-
 import torch
 from torch import nn
 
@@ -11,27 +9,27 @@ from cybulde.config.schema import Adapter as AdapterKind
 from cybulde.config.schema import Pooling
 from cybulde.errors import CybuldeError
 
+# The allowed values, as the schema's enums list them (names kept for existing importers).
+POOLINGS = tuple(member.value for member in Pooling)
+ADAPTERS = tuple(member.value for member in AdapterKind)
+
 
 class AdapterError(CybuldeError, ValueError):
     """An unknown pooling or adapter kind."""
-
-
-def _allowed(enum: type[Enum]) -> list[str]:
-    return [member.value for member in enum]
 
 
 def parse_pooling(pooling: str | Pooling) -> Pooling:
     try:
         return Pooling(pooling)
     except ValueError:
-        raise AdapterError(f"unknown pooling {pooling!r}: expected one of {_allowed(Pooling)}") from None
+        raise AdapterError(f"unknown pooling {pooling!r}: expected one of {list(POOLINGS)}") from None
 
 
 def parse_adapter(kind: str | AdapterKind) -> AdapterKind:
     try:
         return AdapterKind(kind)
     except ValueError:
-        raise AdapterError(f"unknown adapter {kind!r}: expected one of {_allowed(AdapterKind)}") from None
+        raise AdapterError(f"unknown adapter {kind!r}: expected one of {list(ADAPTERS)}") from None
 
 
 def pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor, pooling: str | Pooling) -> torch.Tensor:

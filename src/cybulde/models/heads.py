@@ -107,11 +107,12 @@ class SigmoidHead(Head):
 
 
 HEADS: dict[HeadKind, type[Head]] = {HeadKind.softmax: SoftmaxHead, HeadKind.sigmoid: SigmoidHead}
+HEAD_KINDS = tuple(member.value for member in HeadKind)  # the schema's enum (name kept for existing importers)
 
 
 def make_head(kind: str | HeadKind, num_labels: int) -> Head:
     try:
         head_class = HEADS[HeadKind(kind)]
     except ValueError:
-        raise HeadError(f"unknown head {kind!r}: expected one of {[member.value for member in HeadKind]}") from None
+        raise HeadError(f"unknown head {kind!r}: expected one of {list(HEAD_KINDS)}") from None
     return head_class(num_labels)
