@@ -16,6 +16,7 @@ stage, marks the run FINISHED and logs the servable pyfunc model.
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     import torch
 
     from cybulde.config.schema import Config
+
+log = logging.getLogger("cybulde.evaluation")
 
 SPLITS = ("validation", "test")
 STAGE_NAMES = {"validation": "validate", "test": "test"}
@@ -127,13 +130,16 @@ def _run_model(cfg: Config, model: Any, data_dir: Path, split: str, num_rows: in
                label_names: list[str], model_config: dict[str, Any]) -> Any:
     from cybulde.data.datamodule import TextDataModule
     from cybulde.evaluation.inference import collect_outputs, pick_device
+    from cybulde.models.checkpoint import inference_precision
 
     datamodule = TextDataModule(data_dir, batch_size=cfg.evaluation.batch_size,
                                 seed=cfg.train.seed, group_by_length=False)
     _check_data_fits_model(datamodule, label_names, model_config, data_dir)
     loader = datamodule.eval_dataloader(split, cfg.evaluation.batch_size)
     device = pick_device(prefer_gpu=getattr(cfg.launch.accelerator, "value", "") == "gpu")
-    return collect_outputs(model, loader, num_rows, device)
+    precision = inference_precision(model_config, "gpu" if device.type == "cuda" else "cpu")
+    log.info("%s: inference in %s (%s)", split, precision.precision, precision.reason)
+    return collect_outputs(model, loader, num_rows, device, precision=precision.precision)
 
 
 def _check_data_fits_model(datamodule: Any, label_names: list[str], model_config: dict[str, Any],

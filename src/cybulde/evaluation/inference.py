@@ -44,9 +44,15 @@ class SplitOutputs:
 
 
 def collect_outputs(model: Any, batches: Iterable[dict[str, Any]], num_rows: int,
-                    device: torch.device | None = None) -> SplitOutputs:
-    """Logits and labels for every row of a split; rows are placed by the batches' `index`."""
+                    device: torch.device | None = None, precision: str = "32-true") -> SplitOutputs:
+    """Logits and labels for every row of a split; rows are placed by the batches' `index`.
+
+    `precision` is a resolved one (`cybulde.hardware`): "bf16-mixed" runs the model under bf16
+    autocast; the logits are cast to float32 either way, so metrics are computed in float32.
+    """
     import torch
+
+    from cybulde.hardware import autocast
 
     device = device or pick_device()
     model.eval()
@@ -59,7 +65,9 @@ def collect_outputs(model: Any, batches: Iterable[dict[str, Any]], num_rows: int
             input_ids = batch["input_ids"].to(device)
             attention_mask = batch["attention_mask"].to(device)
             labels = batch["labels"].to(device)
-            logits = model(input_ids=input_ids, attention_mask=attention_mask).float()
+            with autocast(precision, device):
+                logits = model(input_ids=input_ids, attention_mask=attention_mask)
+            logits = logits.float()
             loss_sum += float(model.head.loss(logits, labels)) * len(labels)
             if logits_by_row is None:
                 logits_by_row = torch.zeros((num_rows, logits.shape[1]), dtype=torch.float32)
