@@ -268,3 +268,12 @@ def test_sharded_validation_under_two_ranks_equals_one_process_scoring_the_whole
     assert metrics["best_val_loss"] == pytest.approx(outputs.loss, abs=1e-5)
     assert metrics["best_val_macro_f1"] == pytest.approx(
         f1_score(labels, outputs.logits.argmax(1).numpy(), average="macro", zero_division=0), abs=1e-6)
+
+
+def test_a_time_budget_stops_training_with_a_validation_and_an_export(tmp_path, monkeypatch):
+    project = tiny_train.make_project(tmp_path / "project", {"train.max_time_s": 1e-6})  # spent by the first step
+    builds = record_builds(monkeypatch)
+    result = run_in_process(project, monkeypatch)
+    assert [record["global_step"] for record in builds[0][2].epochs] == [1]
+    assert result.metrics["global_steps"] == 1 and result.model_dir == project / "model"
+    assert result.train_seconds > 0 and result.samples_per_s > 0
