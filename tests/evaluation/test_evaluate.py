@@ -297,6 +297,9 @@ def test_stages_log_into_the_training_run_and_finish_it(make_project, monkeypatc
     shutil.copy(REPO_PARAMS, root / "params.yaml")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     cfg.mlflow.tracking_uri = uri
+    config = read_json(root / "model" / "config.json")
+    config["metadata"]["dataset"] = "tweeteval_offensive"  # a dataset the behaviour suite maps
+    (root / "model" / "config.json").write_text(json.dumps(config))
     training = PipelineRun.start_training(cfg)
     training.mark_model(root / "model")
     client = MlflowClient(uri)
@@ -315,6 +318,8 @@ def test_stages_log_into_the_training_run_and_finish_it(make_project, monkeypatc
                  for item in client.list_artifacts(training.run_id, folder)}
     assert {"plots/validation/confusion_matrix.png", "plots/test/confusion_matrix.png",
             "plots/test/roc.json", "predictions/test.parquet", "metrics/validation.json"} <= artifacts
+    assert [item.path for item in client.list_artifacts(training.run_id, "behaviour")] == ["behaviour/table.json"]
+    assert 0 <= run.data.metrics["behaviour/total/accuracy"] <= 1
 
     mlflow.set_tracking_uri(uri)
     served = mlflow.pyfunc.load_model(f"runs:/{training.run_id}/model")

@@ -10,7 +10,8 @@ Outputs (paths relative to the project root, i.e. the stage's working directory)
 A binary sigmoid head decides by threshold: `validate` tunes it (or takes the fixed
 `evaluation.threshold`) and records it in metrics/validation.json; `test` applies that recorded
 value unchanged. Both stages log into the MLflow run that trained the model; `test` is the final
-stage, marks the run FINISHED and logs the servable pyfunc model.
+stage, marks the run FINISHED, logs the servable pyfunc model and the behavioural suite's table
+(`cybulde.evaluation.behaviour`).
 """
 
 from __future__ import annotations
@@ -79,10 +80,12 @@ def evaluate_split(cfg: Config, split: str, *, root: str | Path | None = None,
         result = evaluate_to_files(cfg, split, root, Path(scratch))
         log_evaluation(run, result)
         if split == "test":
+            from cybulde.evaluation.behaviour import log_behaviour
             from cybulde.tracking.pyfunc import log_pyfunc_model
 
             log_pyfunc_model(run, model_dir, threshold=result.metrics["threshold"],
                              batch_size=cfg.evaluation.batch_size)
+            log_behaviour(run, model_dir, threshold=result.metrics["threshold"])
     return result.metrics
 
 
