@@ -59,10 +59,11 @@ def default_data_dir() -> Path:
     return registry / "tweeteval_offensive" / "bench"
 
 
-def train_rows(data_dir: Path) -> tuple[list[list[int]], list[int]]:
+def split_rows(data_dir: Path, split: str = "train") -> tuple[list[list[int]], list[int]]:
+    """The token ids and labels of one split of a fetched/published version."""
     import pyarrow.parquet as pq
 
-    table = pq.read_table(data_dir / "train.parquet", columns=["input_ids", "label"]).to_pydict()
+    table = pq.read_table(data_dir / f"{split}.parquet", columns=["input_ids", "label"]).to_pydict()
     return table["input_ids"], table["label"]
 
 
@@ -83,7 +84,7 @@ def run_ceiling(args: argparse.Namespace, bf16: bool) -> None:
     from cybulde.training.module import fused_if_supported
 
     torch.set_num_threads(args.threads)
-    ids, _ = train_rows(args.data_dir)
+    ids, _ = split_rows(args.data_dir)
     length = round(sum(map(len, ids)) / len(ids))
     model = classifier(args)
     model.train()
@@ -122,7 +123,6 @@ def classifier(args: argparse.Namespace):
 def run_hf(args: argparse.Namespace, grouped: bool) -> None:
     import torch
     from transformers import (
-        AutoModelForSequenceClassification,
         DataCollatorWithPadding,
         PreTrainedTokenizerFast,
         Trainer,
@@ -130,15 +130,11 @@ def run_hf(args: argparse.Namespace, grouped: bool) -> None:
         TrainingArguments,
     )
 
-    from cybulde.models.backbone import minilm_dir
-
     torch.set_num_threads(args.threads)
-    ids, labels = train_rows(args.data_dir)
+    ids, labels = split_rows(args.data_dir)
     mean_length = sum(map(len, ids)) / len(ids)
-    dataset = [{"input_ids": row, "labels": label} for row, label in zip(ids, labels, strict=True)]
-    source = str(minilm_dir()) if args.backbone == "minilm" else args.backbone
-    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=max(labels) + 1,
-                                                               local_files_only=True)
+    dataset = hf_rows(ids, labels)
+    model = hf_model(args.backbone, num_labels=max(labels) + 1)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(str(args.data_dir / "tokenizer"))
     timer = _StepTimer(args.warmup_steps)
 
@@ -159,6 +155,21 @@ def run_hf(args: argparse.Namespace, grouped: bool) -> None:
     samples = args.steps * args.batch_size
     report("hf-grouped" if grouped else "hf-default", samples, samples * mean_length, timer.seconds,
            tokens_estimated=True)
+
+
+def hf_rows(ids: list[list[int]], labels: list[int]) -> list[dict]:
+    """Rows as the HF Trainer's data collator takes them."""
+    return [{"input_ids": row, "labels": label} for row, label in zip(ids, labels, strict=True)]
+
+
+def hf_model(backbone: str, num_labels: int):
+    """`AutoModelForSequenceClassification` on the same backbone (CLS + pooler + linear), offline."""
+    from transformers import AutoModelForSequenceClassification
+
+    from cybulde.models.backbone import minilm_dir
+
+    source = str(minilm_dir()) if backbone == "minilm" else backbone
+    return AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels, local_files_only=True)
 
 
 class _StepTimer:
