@@ -157,9 +157,10 @@ def test_ema_weights_are_validated_and_saved_in_a_weights_only_checkpoint(tmp_pa
 
     checkpoint = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), filename="best", monitor="val/macro_f1", mode="max",
                                  save_weights_only=True)
+    full = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), filename="full", monitor="val/loss", mode="min")
     trainer = pl.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
                          accelerator="cpu", num_sanity_val_steps=0,
-                         callbacks=[AveragedWeights(decay=0.5), Snapshot(), checkpoint])
+                         callbacks=[AveragedWeights(decay=0.5), Snapshot(), checkpoint, full])
     trainer.fit(module, DataLoader(train_batches, batch_size=None),
                 DataLoader(batches_of(ids, labels, [6, 6]), batch_size=None))
 
@@ -171,6 +172,11 @@ def test_ema_weights_are_validated_and_saved_in_a_weights_only_checkpoint(tmp_pa
     for name, expected in ema.items():
         assert torch.allclose(saved[f"model.{name}"], expected, atol=1e-6), name
     assert not all(torch.equal(snapshots[-1][name], ema[name]) for name in ema)  # the raw weights differ
+    # A full checkpoint, written while the average is in place, keeps Lightning's layout for a resume.
+    resumable = torch.load(full.best_model_path, weights_only=True)
+    for name, expected in ema.items():
+        assert torch.allclose(resumable["state_dict"][f"model.{name}"], expected, atol=1e-6), name
+        assert torch.equal(resumable["current_model_state"][f"model.{name}"], snapshots[-1][name]), name
     model.eval()  # what was validated: the averaged weights (now also the module's, after training)
     with torch.no_grad():
         expected_loss = F.cross_entropy(model(ids, torch.ones_like(ids)), labels).item()

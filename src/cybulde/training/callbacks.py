@@ -169,6 +169,19 @@ class AveragedWeights(_ema_base()):  # type: ignore[misc]
         self._restore_training_weights(pl_module)
         super().on_train_end(trainer, pl_module)
 
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        """A full checkpoint keeps Lightning's layout (average in `state_dict`, training weights in
+        `current_model_state`), also when written while the average is swapped in."""
+        if not self._swapped:
+            super().on_save_checkpoint(trainer, pl_module, checkpoint)
+            return
+        # The module holds the average (already in checkpoint["state_dict"]); its copy holds the training weights.
+        state = self._average_model.state_dict()
+        checkpoint["current_model_state"] = {name[7:]: value for name, value in state.items()
+                                             if name.startswith("module.")}
+        checkpoint["averaging_state"] = {name: value for name, value in state.items()
+                                         if not name.startswith("module.")}
+
     def _restore_training_weights(self, pl_module) -> None:
         if self._swapped:
             self._swap_models(pl_module)
