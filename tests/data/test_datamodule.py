@@ -116,8 +116,12 @@ def test_validation_shards_score_every_row_exactly_once(world_size: int) -> None
 
 
 def test_validation_split_smaller_than_the_world_is_an_error() -> None:
-    with pytest.raises(ValueError, match="3 rows over 4 ranks"):
+    from cybulde.data.datamodule import EvalShardingError
+    from cybulde.errors import CybuldeError
+
+    with pytest.raises(EvalShardingError, match="3 rows over 4 ranks") as raised:
         EvalShardSampler(LENGTHS[:3], 8, world_size=4, rank=0)
+    assert isinstance(raised.value, CybuldeError)  # a stage reports it in one line
 
 
 def test_val_dataloader_is_sharded_and_eval_dataloader_is_not(published_registry: Path) -> None:

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from cybulde.data.errors import DataError
 from cybulde.data.manifest import SPLITS, Manifest
 
 MEGA_CHUNK_STEPS = 50
@@ -148,6 +149,10 @@ class ShardedBatchSampler:
             yield np.split(step, self.world_size)[self.rank].tolist()
 
 
+class EvalShardingError(DataError, ValueError):
+    """An evaluation split too small to give every rank at least one row."""
+
+
 class EvalShardSampler:
     """Batches of one rank's share of an evaluation split: rows `rank::world_size`, longest first.
 
@@ -161,8 +166,8 @@ class EvalShardSampler:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if len(lengths) < world_size:
-            raise ValueError(f"cannot shard an evaluation split of {len(lengths)} rows over {world_size} ranks: "
-                             f"every rank needs at least one row")
+            raise EvalShardingError(f"cannot shard an evaluation split of {len(lengths)} rows over {world_size} "
+                                    f"ranks: every rank needs at least one row; train with fewer ranks")
         lengths = np.asarray(lengths)
         rows = np.arange(rank, len(lengths), world_size)
         self.rows = rows[np.argsort(-lengths[rows], kind="stable")]

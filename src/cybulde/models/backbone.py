@@ -126,8 +126,9 @@ def without_pooler(encoder: nn.Module) -> nn.Module:
 def take_pooler(encoder: nn.Module) -> nn.Module | None:
     """Remove BERT's pooler (dense + tanh over the first token) from `encoder` and return it.
 
-    None when the encoder has none. all-MiniLM-L6-v2's checkpoint has pooler weights (from its
-    MiniLM base; sentence-transformers' mean pooling never trained them).
+    None when the encoder has none. all-MiniLM-L6-v2's checkpoint has pooler weights (carried over
+    from its MiniLM base checkpoint: its sentence-transformers training pools by mean and does not use
+    them), so `model.pooling: pooler` starts from those rather than from a random layer.
     """
     pooler = getattr(encoder, "pooler", None)
     if pooler is not None:
