@@ -41,6 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup-steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="cores to use in total")
     parser.add_argument("--precision", default="bf16-mixed", choices=["32-true", "bf16-mixed"])
+    parser.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu"],
+                        help="gpu: one CUDA device per process (ours-ddp2 needs two)")
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     parser.add_argument("--freeze-embeddings", action="store_true",
                         help="our modes: train.freeze_embeddings=true (token-embedding table fixed)")
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {MODES}")
@@ -59,10 +62,11 @@ def default_data_dir() -> Path:
     return registry / "tweeteval_offensive" / "bench"
 
 
-def train_rows(data_dir: Path) -> tuple[list[list[int]], list[int]]:
+def split_rows(data_dir: Path, split: str = "train") -> tuple[list[list[int]], list[int]]:
+    """The token ids and labels of one split of a fetched/published version."""
     import pyarrow.parquet as pq
 
-    table = pq.read_table(data_dir / "train.parquet", columns=["input_ids", "label"]).to_pydict()
+    table = pq.read_table(data_dir / f"{split}.parquet", columns=["input_ids", "label"]).to_pydict()
     return table["input_ids"], table["label"]
 
 
@@ -80,30 +84,38 @@ def report(mode: str, samples: int, tokens: float, seconds: float, **extra) -> N
 def run_ceiling(args: argparse.Namespace, bf16: bool) -> None:
     import torch
 
+    from cybulde.hardware import BF16, FP32, autocast
     from cybulde.training.module import fused_if_supported
 
     torch.set_num_threads(args.threads)
-    ids, _ = train_rows(args.data_dir)
+    device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
+    ids, _ = split_rows(args.data_dir)
     length = round(sum(map(len, ids)) / len(ids))
-    model = classifier(args)
+    model = classifier(args).to(device)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, **fused_if_supported())
-    input_ids = torch.randint(1000, 2000, (args.batch_size, length))
+    input_ids = torch.randint(1000, 2000, (args.batch_size, length), device=device)
     mask = torch.ones_like(input_ids)
-    labels = torch.randint(0, 2, (args.batch_size,))
+    labels = torch.randint(0, 2, (args.batch_size,), device=device)
 
     def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with autocast(BF16 if bf16 else FP32, device):
             logits = model(input_ids, mask)
         model.head.loss(logits, labels).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+    def synchronize() -> None:  # CUDA runs asynchronously: time finished work only
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
     for _ in range(args.warmup_steps):
         step()
+    synchronize()
     start = time.perf_counter()
     for _ in range(args.steps):
         step()
+    synchronize()
     seconds = time.perf_counter() - start
     report(f"ceiling-{'bf16' if bf16 else 'fp32'}", args.steps * args.batch_size,
            args.steps * args.batch_size * length, seconds, rows_x_tokens=f"{args.batch_size}x{length}")
@@ -122,7 +134,6 @@ def classifier(args: argparse.Namespace):
 def run_hf(args: argparse.Namespace, grouped: bool) -> None:
     import torch
     from transformers import (
-        AutoModelForSequenceClassification,
         DataCollatorWithPadding,
         PreTrainedTokenizerFast,
         Trainer,
@@ -130,15 +141,11 @@ def run_hf(args: argparse.Namespace, grouped: bool) -> None:
         TrainingArguments,
     )
 
-    from cybulde.models.backbone import minilm_dir
-
     torch.set_num_threads(args.threads)
-    ids, labels = train_rows(args.data_dir)
+    ids, labels = split_rows(args.data_dir)
     mean_length = sum(map(len, ids)) / len(ids)
-    dataset = [{"input_ids": row, "labels": label} for row, label in zip(ids, labels, strict=True)]
-    source = str(minilm_dir()) if args.backbone == "minilm" else args.backbone
-    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=max(labels) + 1,
-                                                               local_files_only=True)
+    dataset = hf_rows(ids, labels)
+    model = hf_model(args.backbone, num_labels=max(labels) + 1)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(str(args.data_dir / "tokenizer"))
     timer = _StepTimer(args.warmup_steps)
 
@@ -148,7 +155,7 @@ def run_hf(args: argparse.Namespace, grouped: bool) -> None:
 
     training_args = TrainingArguments(
         output_dir=str(Path(".cybulde") / "bench-hf"), per_device_train_batch_size=args.batch_size,
-        max_steps=args.warmup_steps + args.steps, learning_rate=5e-5, use_cpu=True,
+        max_steps=args.warmup_steps + args.steps, learning_rate=5e-5, use_cpu=args.accelerator == "cpu",
         bf16=args.precision == "bf16-mixed", report_to="none", save_strategy="no", logging_strategy="no",
         disable_tqdm=True, dataloader_num_workers=0, seed=1234,
         train_sampling_strategy="group_by_length" if grouped else "random")
@@ -159,6 +166,21 @@ def run_hf(args: argparse.Namespace, grouped: bool) -> None:
     samples = args.steps * args.batch_size
     report("hf-grouped" if grouped else "hf-default", samples, samples * mean_length, timer.seconds,
            tokens_estimated=True)
+
+
+def hf_rows(ids: list[list[int]], labels: list[int]) -> list[dict]:
+    """Rows as the HF Trainer's data collator takes them."""
+    return [{"input_ids": row, "labels": label} for row, label in zip(ids, labels, strict=True)]
+
+
+def hf_model(backbone: str, num_labels: int):
+    """`AutoModelForSequenceClassification` on the same backbone (CLS + pooler + linear), offline."""
+    from transformers import AutoModelForSequenceClassification
+
+    from cybulde.models.backbone import minilm_dir
+
+    source = str(minilm_dir()) if backbone == "minilm" else backbone
+    return AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels, local_files_only=True)
 
 
 class _StepTimer:
@@ -209,7 +231,8 @@ def run_ours(args: argparse.Namespace) -> None:
             timer.tick(int(batch["labels"].shape[0]), int(batch["attention_mask"].sum()))
 
     trainer = pl.Trainer(
-        accelerator="cpu", devices=env.local_world_size, num_nodes=1, strategy=_strategy("cpu", env.world_size),
+        accelerator=args.accelerator, devices=env.local_world_size, num_nodes=1,
+        strategy=_strategy(args.accelerator, env.world_size),
         precision=args.precision, max_steps=args.warmup_steps + args.steps, limit_val_batches=0,
         use_distributed_sampler=False, deterministic=True, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, callbacks=[TimerCallback()])
@@ -230,7 +253,7 @@ def run_worker(args: argparse.Namespace) -> None:
 def launch(mode: str, args: argparse.Namespace) -> list[dict]:
     common = ["--data-dir", str(args.data_dir), "--backbone", args.backbone, "--batch-size", str(args.batch_size),
               "--steps", str(args.steps), "--warmup-steps", str(args.warmup_steps), "--threads", str(args.threads),
-              "--precision", args.precision, "--worker", mode,
+              "--precision", args.precision, "--accelerator", args.accelerator, "--worker", mode,
               *(["--freeze-embeddings"] if args.freeze_embeddings else [])]
     script = str(Path(__file__).resolve())
     if mode == "ours-ddp2":
@@ -265,7 +288,8 @@ def print_table(rows: dict[str, dict], args: argparse.Namespace) -> None:
     hf_default = rows.get("hf-default", {}).get("samples_per_s")
     hf_grouped = rows.get("hf-grouped", {}).get("samples_per_s")
     ceiling = rows.get("ceiling-bf16" if args.precision == "bf16-mixed" else "ceiling-fp32", {}).get("samples_per_s")
-    print(f"\nbackbone={args.backbone} batch={args.batch_size} precision={args.precision} threads={args.threads} "
+    print(f"\nbackbone={args.backbone} batch={args.batch_size} precision={args.precision} accelerator={args.accelerator} "
+          f"threads={args.threads} "
           f"steps={args.steps} freeze_embeddings={args.freeze_embeddings} data={args.data_dir}")
     header = f"{'mode':<14}{'samples/s':>10}{'tokens/s':>10}{'peak RSS MB':>16}{'x HF def':>10}{'x HF grp':>10}{'of ceil':>9}"
     print(header + "\n" + "-" * len(header))
@@ -297,6 +321,10 @@ def main(argv: list[str] | None = None) -> int:
             rows[mode.strip()] = merge_ranks(results)
             print(f"{mode}: {rows[mode.strip()]['samples_per_s']:.1f} samples/s", flush=True)
     print_table(rows, args)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"args": {key: str(value) for key, value in vars(args).items()},
+                                         "rows": rows}, indent=2) + "\n")
     return 0
 
 

@@ -6,13 +6,16 @@ otherwise. On a CPU without those instructions bf16 matmuls are emulated and far
 An explicit precision ("32-true", "bf16-mixed") is kept as it is.
 
 `$CYBULDE_CPUINFO` names a file to read instead of /proc/cpuinfo (tests fake the flags with it).
+`autocast(precision, device)` runs inference in the resolved precision (bf16 autocast or nothing).
 """
 
 from __future__ import annotations
 
 import os
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 AUTO = "auto"
 FP32 = "32-true"
@@ -81,3 +84,15 @@ def resolve_precision(requested: str, accelerator: str) -> ResolvedPrecision:
     if cpu_has_native_bf16():
         return ResolvedPrecision(BF16, AUTO, f"auto: {cpu_model_name()} has native bf16 (AVX512-BF16/AMX)")
     return ResolvedPrecision(FP32, AUTO, f"auto: {cpu_model_name()} has no native bf16 (AVX512-BF16/AMX)")
+
+
+def autocast(precision: str, device: Any) -> AbstractContextManager:
+    """bf16 autocast on `device` (a torch.device or "cpu"/"cuda") for BF16, no context for FP32."""
+    if precision == FP32:
+        return nullcontext()
+    if precision != BF16:
+        raise ValueError(f"autocast needs a resolved precision ({FP32!r} or {BF16!r}), got {precision!r}")
+    import torch
+
+    device_type = getattr(device, "type", device)
+    return torch.autocast(device_type=str(device_type), dtype=torch.bfloat16)

@@ -26,7 +26,13 @@ def test_override_changes_value() -> None:
         ("model.head=foo", "'model.head'.*softmax, sigmoid"),
         ("train.lr=-1", "'train.lr': must be > 0"),
         ("train.lr=abc", "'train.lr'"),
-        ("model.pooling=max", "'model.pooling'.*cls, mean"),
+        ("model.pooling=max", "'model.pooling'.*cls, mean, pooler"),
+        ("train.loss=hinge", "'train.loss'.*ce, focal"),
+        ("train.focal_gamma=-1", "'train.focal_gamma': must be >= 0"),
+        ("train.ema_decay=1", "'train.ema_decay': must be in \\[0, 1\\)"),
+        ("train.lr_schedule=step", "'train.lr_schedule'.*linear, cosine"),
+        ("train.select_on=accuracy", "'train.select_on'.*macro_f1, loss"),
+        ("train.max_time_s=-5", "'train.max_time_s': must be >= 0"),
         ("train.precision=16", "'train.precision'.*32-true"),
         ("evaluation.threshold=1.5", "'evaluation.threshold'"),
         ("train.global_batch_size=33", "'train.global_batch_size'.*multiple"),
@@ -80,3 +86,18 @@ def test_the_fixes_the_errors_name_are_accepted() -> None:
     assert fixed.evaluation.threshold == "0.3"
     # A pretrained backbone may freeze its embeddings; a sigmoid head may weight its classes.
     assert load_config(REPO_PARAMS, ["model.head=sigmoid", "train.class_weights=true"]).train.freeze_embeddings
+
+
+def test_recipe_defaults_keep_todays_behaviour_and_precision_is_auto() -> None:
+    from omegaconf import OmegaConf
+
+    from cybulde.config.schema import Config
+
+    repo = OmegaConf.load(REPO_PARAMS)
+    schema = Config()
+    for key in ("precision", "loss", "focal_gamma", "ema_decay", "lr_schedule", "select_on", "max_time_s"):
+        configured, default = repo.train[key], getattr(schema.train, key)
+        assert configured == getattr(default, "value", default), key  # params.yaml equals the schema
+    assert repo.train.precision == "auto"
+    assert (repo.train.loss, repo.train.ema_decay, repo.train.lr_schedule, repo.train.select_on,
+            repo.train.max_time_s) == ("ce", 0.0, "linear", "macro_f1", 0)

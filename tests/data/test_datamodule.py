@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cybulde.data.datamodule import PadCollator, ShardedBatchSampler, TextDataModule
+from cybulde.data.datamodule import EvalShardSampler, PadCollator, ShardedBatchSampler, TextDataModule
 
 LENGTHS = np.random.default_rng(0).integers(3, 120, size=203)
 
@@ -99,3 +99,44 @@ def test_lightning_sets_the_epoch(published_registry: Path) -> None:
     assert loader.batch_sampler.epoch == 1
     second = [b["index"].tolist() for b in loader]
     assert first != second and sorted(sum(first, [])) == sorted(sum(second, [])) == list(range(38))
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 4])
+def test_validation_shards_score_every_row_exactly_once(world_size: int) -> None:
+    shards = [list(EvalShardSampler(LENGTHS, 8, world_size, rank)) for rank in range(world_size)]
+    rows = [row for batches in shards for batch in batches for row in batch]
+    assert sorted(rows) == list(range(len(LENGTHS)))  # no row twice, no padding rows, none left out
+    sizes = [sum(len(batch) for batch in batches) for batches in shards]
+    assert sizes == [len(range(rank, 203, world_size)) for rank in range(world_size)]  # 203 rows, strided
+    for rank, batches in enumerate(shards):
+        assert len(batches) == len(EvalShardSampler(LENGTHS, 8, world_size, rank)) == -(-sizes[rank] // 8)
+        assert all(row % world_size == rank for batch in batches for row in batch)
+        lengths = [int(LENGTHS[row]) for batch in batches for row in batch]
+        assert lengths == sorted(lengths, reverse=True)  # longest first: little padding per batch
+
+
+def test_validation_split_smaller_than_the_world_is_an_error() -> None:
+    from cybulde.data.datamodule import EvalShardingError
+    from cybulde.errors import CybuldeError
+
+    with pytest.raises(EvalShardingError, match="3 rows over 4 ranks") as raised:
+        EvalShardSampler(LENGTHS[:3], 8, world_size=4, rank=0)
+    assert isinstance(raised.value, CybuldeError)  # a stage reports it in one line
+
+
+def test_val_dataloader_is_sharded_and_eval_dataloader_is_not(published_registry: Path) -> None:
+    import torch
+
+    data_dir = published_registry / "tweeteval_offensive" / "v1"
+    seen = []
+    for rank in range(2):
+        module = TextDataModule(data_dir, batch_size=4, seed=3, world_size=2, rank=rank)
+        batches = list(module.val_dataloader())
+        seen.append(torch.cat([batch["index"] for batch in batches]).tolist())
+        for batch in batches:
+            labels = module.split_labels("validation")[batch["index"].numpy()]
+            assert batch["labels"].tolist() == labels.tolist()
+        ordered = torch.cat([b["index"] for b in module.eval_dataloader("validation")]).tolist()
+        assert ordered == list(range(11))
+    assert len(seen[0]) == 6 and len(seen[1]) == 5  # 11 validation rows: 6 + 5, nothing repeated
+    assert sorted(seen[0] + seen[1]) == list(range(11))

@@ -210,6 +210,26 @@ def test_softmax_test_split_needs_no_validation_metrics(make_project):
     assert evaluate_split(cfg, "test", root=root, run=FakeRun())["threshold"] is None
 
 
+def test_evaluation_runs_in_the_precision_the_trained_setting_resolves_to_here(make_project, monkeypatch, caplog):
+    root, cfg, _ = make_project(2, "softmax")
+    fp32 = evaluate_split(cfg, "validation", root=root, run=FakeRun())
+    config = read_json(root / "model" / "config.json")
+    config["metadata"]["train_params"] = {"train": {"precision": "auto"}}
+    (root / "model" / "config.json").write_text(json.dumps(config))
+    results = {}
+    for flags in ("avx512f avx512_bf16", "avx512f"):
+        (root / "cpuinfo").write_text(f"model name\t: Test CPU\nflags\t\t: fpu {flags}\n")
+        monkeypatch.setenv("CYBULDE_CPUINFO", str(root / "cpuinfo"))
+        caplog.clear()
+        with caplog.at_level("INFO", logger="cybulde.evaluation"):
+            results[flags] = evaluate_split(cfg, "validation", root=root, run=FakeRun())
+        precision = "bf16-mixed" if "bf16" in flags else "32-true"
+        assert f"validation: inference in {precision} (auto: Test CPU has" in caplog.text
+    assert results["avx512f"] == fp32  # no native bf16: the fp32 result, exactly
+    assert results["avx512f avx512_bf16"]["loss"] != fp32["loss"]
+    assert results["avx512f avx512_bf16"]["loss"] == pytest.approx(fp32["loss"], abs=0.02)
+
+
 def test_multiclass_plots_have_micro_and_per_class_curves(make_project):
     root, cfg, _ = make_project(3, "softmax")
     run = FakeRun()
@@ -285,6 +305,9 @@ def test_stages_log_into_the_training_run_and_finish_it(make_project, monkeypatc
     shutil.copy(REPO_PARAMS, root / "params.yaml")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     cfg.mlflow.tracking_uri = uri
+    config = read_json(root / "model" / "config.json")
+    config["metadata"]["dataset"] = "tweeteval_offensive"  # a dataset the behaviour suite maps
+    (root / "model" / "config.json").write_text(json.dumps(config))
     training = PipelineRun.start_training(cfg)
     training.mark_model(root / "model")
     client = MlflowClient(uri)
@@ -306,6 +329,8 @@ def test_stages_log_into_the_training_run_and_finish_it(make_project, monkeypatc
     assert {"plots/validation/confusion_matrix.png", "plots/test/confusion_matrix.png",
             "plots/test/roc.json", "predictions/test.parquet", "metrics/validation.json",
             "metrics/test_per_class.json"} <= artifacts
+    assert [item.path for item in client.list_artifacts(training.run_id, "behaviour")] == ["behaviour/table.json"]
+    assert 0 <= run.data.metrics["behaviour/total/accuracy"] <= 1
 
     mlflow.set_tracking_uri(uri)
     served = mlflow.pyfunc.load_model(f"runs:/{training.run_id}/model")

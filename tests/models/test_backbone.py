@@ -1,6 +1,7 @@
 
 import pytest
 import tiny_data
+import torch
 
 from cybulde.config.schema import ModelConfig, ScratchBackboneConfig
 from cybulde.models.backbone import (
@@ -70,3 +71,29 @@ def test_local_backbone_with_too_small_embeddings_is_a_clear_error(tmp_path):
 def test_unknown_backbone_name_is_a_clear_error(tmp_path):
     with pytest.raises(BackboneError, match="cannot load backbone"):
         build_backbone(str(tmp_path / "missing"), small_scratch(), spec())
+
+
+def minilm_checkpoint_tensor(name):
+    from safetensors import safe_open
+
+    with safe_open(str(minilm_dir() / "model.safetensors"), "pt") as weights:
+        return weights.get_tensor(name)
+
+
+@pytest.mark.parametrize("pooling", ["pooler", "mean"])
+def test_minilm_pooler_weights_are_used_by_pooler_pooling_and_dropped_otherwise(tmp_path, pooling):
+    from cybulde.config.schema import Pooling
+
+    packaged = minilm_dir() / "tokenizer.json"
+    data_dir = tiny_data.make_data_dir(tmp_path / "data", kind="pretrained", tokenizer_sha256=file_sha256(packaged))
+    manifest = tiny_data.read_manifest(data_dir)
+    manifest["tokenizer"]["vocab_size"] = 30522
+    model = build_classifier(ModelConfig(backbone="minilm", pooling=Pooling(pooling)), manifest, data_dir / "tokenizer")
+    names = [name for name, _ in model.named_parameters()]
+    assert model.backbone.pooler is None and not any(name.startswith("backbone.pooler") for name in names)
+    if pooling == "pooler":
+        # Read straight from the packaged checkpoint: the pretrained pooler, not a fresh initialisation.
+        assert torch.equal(model.adapter.pooler[0].weight, minilm_checkpoint_tensor("pooler.dense.weight"))
+        assert torch.equal(model.adapter.pooler[0].bias, minilm_checkpoint_tensor("pooler.dense.bias"))
+    else:
+        assert not any("pooler" in name for name in names)

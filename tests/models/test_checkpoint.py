@@ -17,7 +17,8 @@ def tiny_model(data_dir, head="softmax", adapter="mlp", pooling="cls"):
     return build_classifier(config, tiny_data.read_manifest(data_dir), data_dir / "tokenizer")
 
 
-@pytest.mark.parametrize("head,adapter,pooling", [("softmax", "mlp", "cls"), ("sigmoid", "none", "mean")])
+@pytest.mark.parametrize("head,adapter,pooling", [("softmax", "mlp", "cls"), ("sigmoid", "none", "mean"),
+                                                  ("softmax", "none", "pooler")])
 def test_exported_model_loads_safely_and_gives_identical_logits(tmp_path, monkeypatch, head, adapter, pooling):
     data_dir = tiny_data.make_data_dir(tmp_path / "data")
     torch.manual_seed(0)
@@ -48,3 +49,21 @@ def test_unknown_format_version_is_a_clear_error(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"format_version": 99}))
     with pytest.raises(ModelFormatError, match="format_version=99"):
         load_model(tmp_path)
+
+
+WITH_BF16 = "model name\t: Test CPU\nflags\t\t: fpu avx512f avx512_bf16\n"
+WITHOUT_BF16 = "model name\t: Test CPU\nflags\t\t: fpu avx512f\n"
+
+
+@pytest.mark.parametrize(("trained_with", "cpuinfo", "expected"), [
+    ("auto", WITH_BF16, "bf16-mixed"), ("auto", WITHOUT_BF16, "32-true"),
+    ("32-true", WITH_BF16, "32-true"), ("bf16-mixed", WITHOUT_BF16, "bf16-mixed"), (None, WITH_BF16, "32-true")])
+def test_inference_precision_resolves_the_trained_setting_on_this_machine(tmp_path, monkeypatch, trained_with,
+                                                                          cpuinfo, expected):
+    from cybulde.models.checkpoint import inference_precision
+
+    (tmp_path / "cpuinfo").write_text(cpuinfo)
+    monkeypatch.setenv("CYBULDE_CPUINFO", str(tmp_path / "cpuinfo"))
+    train_params = {} if trained_with is None else {"train": {"precision": trained_with}}
+    config = {"metadata": {"train_params": train_params}}
+    assert inference_precision(config, "cpu").precision == expected

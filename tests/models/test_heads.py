@@ -79,3 +79,33 @@ def test_unknown_head_and_too_few_labels_are_errors():
         make_head("tanh", 2)
     with pytest.raises(HeadError, match="at least 2 labels"):
         make_head("softmax", 1)
+
+
+LOG3 = 1.0986122886681098  # ln 3: softmax([0, ln 3]) = [0.25, 0.75], sigmoid(ln 3) = 0.75
+
+
+def test_softmax_focal_loss_matches_a_hand_computation():
+    head = make_head("softmax", 2)
+    logits = torch.tensor([[0.0, LOG3], [0.0, LOG3]])
+    labels = torch.tensor([1, 0])  # p_t = 0.75, then 0.25
+    # -(1 - p_t)^2 ln p_t: 0.0625 * 0.2876821 = 0.0179801 and 0.5625 * 1.3862944 = 0.7797906
+    assert head.loss(logits, labels, focal_gamma=2.0).item() == pytest.approx((0.0179801 + 0.7797906) / 2, abs=1e-6)
+    weights = torch.tensor([3.0, 1.0])  # label 0 weighs 3: (1 * 0.0179801 + 3 * 0.7797906) / 4
+    assert head.loss(logits, labels, weights, focal_gamma=2.0).item() == pytest.approx(
+        (0.0179801 + 3 * 0.7797906) / 4, abs=1e-6)
+
+
+def test_sigmoid_focal_loss_matches_a_hand_computation():
+    head = make_head("sigmoid", 2)
+    logits = torch.tensor([[LOG3], [LOG3]])
+    labels = torch.tensor([1, 0])  # p_t = 0.75 (positive), then 0.25 (negative, 1 - 0.75)
+    assert head.loss(logits, labels, focal_gamma=2.0).item() == pytest.approx((0.0179801 + 0.7797906) / 2, abs=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["softmax", "sigmoid"])
+def test_focal_loss_with_gamma_zero_is_the_plain_loss_and_down_weights_easy_examples(kind):
+    head = make_head(kind, 3)
+    logits, labels = torch.randn(8, 3), torch.tensor([0, 1, 2, 1, 0, 2, 2, 1])
+    weights = torch.tensor([0.5, 1.0, 2.0])
+    assert torch.allclose(head.loss(logits, labels, weights, focal_gamma=0.0), head.loss(logits, labels, weights))
+    assert head.loss(logits, labels, focal_gamma=2.0) < head.loss(logits, labels)

@@ -1,4 +1,8 @@
+import math
+
+import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cybulde.training.module import inverse_frequency_weights, optimizer_groups
@@ -82,3 +86,98 @@ def test_training_leaves_frozen_embeddings_untouched(tmp_path):
     trainer.fit(module, train_dataloaders=DataLoader(batches * 3, batch_size=None))
     assert torch.equal(model.backbone.embeddings.word_embeddings.weight, table)
     assert not torch.equal(model.backbone.encoder.layer[1].output.dense.weight, top_layer)
+
+
+@pytest.mark.parametrize(("schedule", "lr_at_step_4"), [("linear", 0.75), ("cosine", 0.5 * (1 + math.cos(math.pi / 4)))])
+def test_warmup_then_linear_or_cosine_decay(schedule, lr_at_step_4):
+    from cybulde.training.module import warmup_then_decay
+
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = warmup_then_decay(optimizer, schedule, warmup_steps=2, total_steps=10)
+    rates = []
+    for _ in range(11):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    # By hand: warmup 0, 0.5, 1.0; then after 2 of the 8 decay steps linear gives 6/8, cosine (1 + cos(pi/4)) / 2.
+    assert rates[:3] == pytest.approx([0.0, 0.5, 1.0])
+    assert rates[4] == pytest.approx(lr_at_step_4)
+    assert rates[6] == pytest.approx(0.5) and rates[10] == pytest.approx(0.0, abs=1e-12)
+
+
+def batches_of(ids, labels, sizes):
+    batches, start = [], 0
+    for size in sizes:
+        part = slice(start, start + size)
+        batches.append({"input_ids": ids[part], "attention_mask": torch.ones_like(ids[part]), "labels": labels[part]})
+        start += size
+    return batches
+
+
+def test_validation_loss_and_macro_f1_are_over_examples_not_batches(tmp_path):
+    import lightning.pytorch as pl
+    from sklearn.metrics import f1_score
+    from torch.utils.data import DataLoader
+
+    from cybulde.training.module import ClassifierModule
+
+    torch.manual_seed(0)
+    model = tiny_classifier(tmp_path)
+    module = ClassifierModule(model, lr=1e-3, weight_decay=0.0, warmup_ratio=0.0)
+    ids, labels = torch.randint(5, 50, (7, 6)), torch.tensor([0, 1, 1, 0, 1, 0, 0])
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    trainer.validate(module, DataLoader(batches_of(ids, labels, [5, 2]), batch_size=None), verbose=False)
+    model.eval()
+    with torch.no_grad():
+        logits = model(ids, torch.ones_like(ids))
+    # All 7 rows at once: a batch-mean of the two batch means would weigh the 2-row batch like the 5-row one.
+    assert trainer.callback_metrics["val/loss"].item() == pytest.approx(F.cross_entropy(logits, labels).item(), abs=1e-6)
+    assert trainer.callback_metrics["val/macro_f1"].item() == pytest.approx(
+        f1_score(labels, logits.argmax(1), average="macro", zero_division=0), abs=1e-6)
+
+
+def test_ema_weights_are_validated_and_saved_in_a_weights_only_checkpoint(tmp_path):
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from torch.utils.data import DataLoader
+
+    from cybulde.training.callbacks import AveragedWeights
+    from cybulde.training.module import ClassifierModule
+
+    torch.manual_seed(0)
+    model = tiny_classifier(tmp_path)
+    module = ClassifierModule(model, lr=5e-2, weight_decay=0.0, warmup_ratio=0.0)
+    ids, labels = torch.randint(5, 50, (12, 6)), torch.arange(12) % 2
+    train_batches = batches_of(ids, labels, [4, 4, 4])
+    snapshots = []
+
+    class Snapshot(pl.Callback):  # the raw training weights after every optimizer step
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            snapshots.append({k: v.detach().clone() for k, v in pl_module.model.named_parameters()})
+
+    checkpoint = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), filename="best", monitor="val/macro_f1", mode="max",
+                                 save_weights_only=True)
+    full = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), filename="full", monitor="val/loss", mode="min")
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         accelerator="cpu", num_sanity_val_steps=0,
+                         callbacks=[AveragedWeights(decay=0.5), Snapshot(), checkpoint, full])
+    trainer.fit(module, DataLoader(train_batches, batch_size=None),
+                DataLoader(batches_of(ids, labels, [6, 6]), batch_size=None))
+
+    # By hand: the average starts as the weights after step 1, then ema = 0.5 * ema + 0.5 * weights.
+    ema = dict(snapshots[0])
+    for weights in snapshots[1:]:
+        ema = {name: 0.5 * ema[name] + 0.5 * weights[name] for name in ema}
+    saved = torch.load(checkpoint.best_model_path, weights_only=True)["state_dict"]
+    for name, expected in ema.items():
+        assert torch.allclose(saved[f"model.{name}"], expected, atol=1e-6), name
+    assert not all(torch.equal(snapshots[-1][name], ema[name]) for name in ema)  # the raw weights differ
+    # A full checkpoint, written while the average is in place, keeps Lightning's layout for a resume.
+    resumable = torch.load(full.best_model_path, weights_only=True)
+    for name, expected in ema.items():
+        assert torch.allclose(resumable["state_dict"][f"model.{name}"], expected, atol=1e-6), name
+        assert torch.equal(resumable["current_model_state"][f"model.{name}"], snapshots[-1][name]), name
+    model.eval()  # what was validated: the averaged weights (now also the module's, after training)
+    with torch.no_grad():
+        expected_loss = F.cross_entropy(model(ids, torch.ones_like(ids)), labels).item()
+    assert trainer.callback_metrics["val/loss"].item() == pytest.approx(expected_loss, abs=1e-5)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -83,8 +84,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def torchrun(project: Path, nnodes: int, nproc_per_node: int, port: int) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+def torchrun(project: Path, nnodes: int, nproc_per_node: int, port: int,
+             extra_env: dict | None = None) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), **(extra_env or {})}
     command = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nnodes}",
                f"--nproc_per_node={nproc_per_node}", "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}",
                str(TINY_TRAIN), str(project)]
@@ -92,10 +94,13 @@ def torchrun(project: Path, nnodes: int, nproc_per_node: int, port: int) -> subp
                             text=True)
 
 
-def wait_all(processes: list[subprocess.Popen]) -> None:
+def wait_all(processes: list[subprocess.Popen]) -> list[str]:
+    outputs = []
     for process in processes:
         output, _ = process.communicate(timeout=240)
         assert process.returncode == 0, output[-4000:]
+        outputs.append(output)
+    return outputs
 
 
 # Frozen embeddings and layer-wise lr decay ride along: DDP must skip the frozen table on every rank.
@@ -151,7 +156,9 @@ def test_training_reports_into_the_pipeline_run(tmp_path, monkeypatch):
     from cybulde.tracking.lineage import model_digest
     from cybulde.tracking.run import MODEL_TAG
 
-    project = tiny_train.make_project(tmp_path / "project", {"mlflow.tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"})
+    fake_cpu(tmp_path, monkeypatch, WITH_BF16)
+    project = tiny_train.make_project(tmp_path / "project", {"mlflow.tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
+                                                             "train.precision": "auto"})
     monkeypatch.chdir(project)
     tiny_train.use_test_doubles(train_module, monkeypatch)
     monkeypatch.setattr(train_module, "start_tracking", train_module.start_tracking.__wrapped__)
@@ -161,4 +168,123 @@ def test_training_reports_into_the_pipeline_run(tmp_path, monkeypatch):
     assert {"train/loss", "val/loss", "val/macro_f1", "train/samples_per_s", "train/tokens_per_s"} <= set(
         run.data.metrics)
     assert run.data.tags[MODEL_TAG] == model_digest(project / "model")
+    assert run.data.params["train.precision"] == "auto"  # as configured
+    assert run.data.params["train.precision_resolved"] == "bf16-mixed"  # what it meant on this (faked) CPU
+    assert run.data.tags["cybulde.precision"].startswith("auto: Test CPU has native bf16")
     assert run.info.status == "RUNNING"  # the test stage finishes the run
+
+
+WITH_BF16 = "model name\t: Test CPU\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n"
+WITHOUT_BF16 = "model name\t: Test CPU\nflags\t\t: fpu sse avx2 avx512f avx512_vnni\n"
+
+
+def fake_cpu(tmp_path, monkeypatch, cpuinfo):
+    path = tmp_path / "cpuinfo"
+    path.write_text(cpuinfo)
+    monkeypatch.setenv("CYBULDE_CPUINFO", str(path))
+    return path
+
+
+def record_builds(monkeypatch):
+    """The (trainer, throughput, validation history) of every `build_trainer` call of the run."""
+    builds = []
+    build = train_module.build_trainer
+
+    def recording(*args, **kwargs):
+        builds.append(build(*args, **kwargs))
+        return builds[-1]
+
+    monkeypatch.setattr(train_module, "build_trainer", recording)
+    return builds
+
+
+@pytest.mark.parametrize(("cpuinfo", "expected"), [(WITH_BF16, "bf16-mixed"), (WITHOUT_BF16, "32-true")],
+                         ids=["bf16-cpu", "fp32-cpu"])
+def test_auto_precision_follows_the_cpu_flags_and_is_logged(tmp_path, monkeypatch, caplog, cpuinfo, expected):
+    fake_cpu(tmp_path, monkeypatch, cpuinfo)
+    project = tiny_train.make_project(tmp_path / "project", {"train.precision": "auto", "train.max_steps": 2})
+    builds = record_builds(monkeypatch)
+    with caplog.at_level("INFO", logger="cybulde.training"):
+        run_in_process(project, monkeypatch)
+    assert builds[0][0].precision == expected
+    assert f"train.precision=auto runs as {expected} (auto: Test CPU has" in caplog.text
+
+
+def test_explicit_bf16_on_a_cpu_without_it_is_kept_with_a_warning(tmp_path, monkeypatch, caplog):
+    fake_cpu(tmp_path, monkeypatch, WITHOUT_BF16)
+    project = tiny_train.make_project(tmp_path / "project", {"train.precision": "bf16-mixed", "train.max_steps": 1})
+    builds = record_builds(monkeypatch)
+    with caplog.at_level("INFO", logger="cybulde.training"):
+        run_in_process(project, monkeypatch)
+    assert builds[0][0].precision == "bf16-mixed"
+    assert "bf16 matmuls are emulated" in caplog.text
+
+
+@pytest.mark.parametrize(("max_steps", "validated_at"), [(4, [4]), (8, [6, 8])])
+def test_max_steps_is_a_quick_run_that_validates_at_the_stop_and_exports_the_best(tmp_path, monkeypatch,
+                                                                                   max_steps, validated_at):
+    project = tiny_train.make_project(tmp_path / "project", {"train.max_steps": max_steps})  # 6 steps an epoch
+    builds = record_builds(monkeypatch)
+    result = run_in_process(project, monkeypatch)
+
+    history = builds[0][2]
+    assert [record["global_step"] for record in history.epochs] == validated_at
+    assert result.metrics["global_steps"] == max_steps and result.metrics["epochs_run"] == len(validated_at)
+    best = max(history.epochs, key=lambda record: record["val_macro_f1"])
+    assert result.metrics["best_val_macro_f1"] == pytest.approx(best["val_macro_f1"])
+    saved = torch.load(project / ".cybulde/checkpoints/train/best.ckpt", weights_only=True)["state_dict"]
+    for name, tensor in load_model(project / "model").model.state_dict().items():
+        assert torch.equal(tensor, saved[f"model.{name}"]), name
+
+
+def test_selection_on_validation_loss_exports_the_lowest_loss(tmp_path, monkeypatch):
+    project = tiny_train.make_project(tmp_path / "project", {"train.select_on": "loss", "train.epochs": 3,
+                                                             "train.early_stopping_patience": 3})
+    builds = record_builds(monkeypatch)
+    result = run_in_process(project, monkeypatch)
+    losses = [record["val_loss"] for record in builds[0][2].epochs]
+    assert len(losses) == 3
+    assert result.metrics["best_val_loss"] == pytest.approx(min(losses))
+    assert result.metrics["best_epoch"] == losses.index(min(losses)) + 1
+
+
+@pytest.mark.slow
+def test_sharded_validation_under_two_ranks_equals_one_process_scoring_the_whole_split(tmp_path):
+    """2 gloo ranks, 17 validation rows (9 + 8: unequal batches, nothing repeated), auto precision on a CPU
+    faked without bf16, an EMA of the weights and a max_steps stop in the second epoch (3 steps an epoch):
+    the metrics recorded for the exported (best, averaged) weights must be those of scoring all 17 rows
+    with them in one process through the evaluation code."""
+    from sklearn.metrics import f1_score
+
+    from cybulde.data.datamodule import TextDataModule
+    from cybulde.evaluation.inference import collect_outputs
+
+    cpuinfo = fake_cpu(tmp_path, pytest.MonkeyPatch(), WITHOUT_BF16)
+    project = tiny_train.make_project(
+        tmp_path / "project", {**DDP, "launch.nproc_per_node": 2, "train.precision": "auto", "train.ema_decay": 0.5,
+                               "train.max_steps": 5, "train.layer_lr_decay": 1.0},
+        rows={"train": 48, "validation": 17, "test": 16})
+    [output] = wait_all([torchrun(project, 1, 2, free_port(), {"CYBULDE_CPUINFO": str(cpuinfo),
+                                                               tiny_train.COUNT_VALIDATION_ENV: "1"})])
+    assert "train.precision=auto runs as 32-true" in output
+    counts = re.findall(r"validation rows on rank (\d): (\d+)", output)
+    assert sorted(counts) == [("0", "9"), ("0", "9"), ("1", "8"), ("1", "8")]  # each rank its own share, twice
+
+    metrics = json.loads((project / "metrics/train.json").read_text())
+    assert metrics["global_steps"] == 5 and metrics["epochs_run"] == 2  # validated at steps 3 and 5
+    loaded = load_model(project / "model")
+    data = TextDataModule(project / "data" / "fetched", batch_size=8, seed=0, group_by_length=False)
+    outputs = collect_outputs(loaded.model, data.eval_dataloader("validation"), 17)
+    labels = outputs.labels.numpy()
+    assert metrics["best_val_loss"] == pytest.approx(outputs.loss, abs=1e-5)
+    assert metrics["best_val_macro_f1"] == pytest.approx(
+        f1_score(labels, outputs.logits.argmax(1).numpy(), average="macro", zero_division=0), abs=1e-6)
+
+
+def test_a_time_budget_stops_training_with_a_validation_and_an_export(tmp_path, monkeypatch):
+    project = tiny_train.make_project(tmp_path / "project", {"train.max_time_s": 1e-6})  # spent by the first step
+    builds = record_builds(monkeypatch)
+    result = run_in_process(project, monkeypatch)
+    assert [record["global_step"] for record in builds[0][2].epochs] == [1]
+    assert result.metrics["global_steps"] == 1 and result.model_dir == project / "model"
+    assert result.train_seconds > 0 and result.samples_per_s > 0

@@ -85,6 +85,33 @@ def use_test_doubles(train_module, monkeypatch=None) -> None:
     setattr_("start_tracking", no_tracking)
 
 
+COUNT_VALIDATION_ENV = "TINY_TRAIN_COUNT_VALIDATION"
+
+
+def count_validation_rows(train_module) -> None:
+    """Print `validation rows on rank R: N` after each validation: the rows this rank scored itself."""
+    import lightning.pytorch as pl
+
+    class CountRows(pl.Callback):
+        def on_validation_epoch_start(self, trainer, pl_module):
+            self.rows = 0
+
+        def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+            self.rows += int(batch["labels"].shape[0])
+
+        def on_validation_epoch_end(self, trainer, pl_module):
+            print(f"validation rows on rank {trainer.global_rank}: {self.rows}", flush=True)
+
+    build = train_module.build_trainer
+
+    def with_counter(*args, **kwargs):
+        trainer, throughput, history = build(*args, **kwargs)
+        trainer.callbacks.append(CountRows())
+        return trainer, throughput, history
+
+    train_module.build_trainer = with_counter
+
+
 def main() -> int:
     import logging
 
@@ -94,6 +121,8 @@ def main() -> int:
     from cybulde.training import train as train_module
 
     use_test_doubles(train_module)
+    if os.environ.get(COUNT_VALIDATION_ENV):
+        count_validation_rows(train_module)
     train_module.train(load(project, sys.argv[2:]))
     return 0
 

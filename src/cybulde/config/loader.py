@@ -93,6 +93,10 @@ def validate_config(config: Config) -> None:
     _require(train.precision in PRECISIONS, "train.precision",
              f"expected one of {list(PRECISIONS)}, got {train.precision!r}")
     _require(train.early_stopping_patience >= 1, "train.early_stopping_patience", "must be >= 1")
+    _require(train.focal_gamma >= 0, "train.focal_gamma", f"must be >= 0, got {train.focal_gamma}")
+    _require(0.0 <= train.ema_decay < 1.0, "train.ema_decay",
+             f"must be in [0, 1) (0 disables the average), got {train.ema_decay}")
+    _require(train.max_time_s >= 0, "train.max_time_s", f"must be >= 0 (0 = no limit), got {train.max_time_s}")
     _require(train.num_workers >= 0, "train.num_workers", "must be >= 0")
     _require(train.log_every_n_steps >= 1, "train.log_every_n_steps", "must be >= 1")
     _require(launch.nnodes >= 1, "launch.nnodes", "must be >= 1")

@@ -31,6 +31,7 @@ class Head(str, Enum):
 class Pooling(str, Enum):
     cls = "cls"
     mean = "mean"
+    pooler = "pooler"  # first token through the backbone's pretrained pooler (dense + tanh)
 
 
 class Adapter(str, Enum):
@@ -38,6 +39,21 @@ class Adapter(str, Enum):
     mlp = "mlp"
 
 
+
+
+class Loss(str, Enum):
+    ce = "ce"  # cross-entropy (the head's own: softmax CE or sigmoid BCE)
+    focal = "focal"  # the same scaled by (1 - p_t) ** train.focal_gamma
+
+
+class LrSchedule(str, Enum):
+    linear = "linear"
+    cosine = "cosine"
+
+
+class SelectOn(str, Enum):
+    macro_f1 = "macro_f1"  # the checkpoint with the highest val/macro_f1
+    loss = "loss"  # the checkpoint with the lowest val/loss
 
 
 class Accelerator(str, Enum):
@@ -90,8 +106,17 @@ class TrainConfig:
     lr: float = 1.0e-4
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
+    # After warmup the learning rate decays to 0 linearly, or along a half cosine.
+    lr_schedule: LrSchedule = LrSchedule.linear
     grad_clip: float = 1.0
     class_weights: bool = False
+    loss: Loss = Loss.ce
+    focal_gamma: float = 2.0  # used by loss: focal only
+    # Exponential moving average of the weights, updated every optimizer step (0: off). Validation,
+    # model selection and the exported model all use the averaged weights.
+    ema_decay: float = 0.0
+    # Which validation metric picks the exported checkpoint (and drives early stopping).
+    select_on: SelectOn = SelectOn.macro_f1
     # Layer-wise learning-rate decay: each layer below the top trains at this factor of the one above
     # (1.0: one learning rate for the whole model).
     layer_lr_decay: float = 1.0
@@ -99,7 +124,12 @@ class TrainConfig:
     # a pretrained backbone: a scratch backbone must learn its embeddings (an error otherwise).
     freeze_embeddings: bool = True
     early_stopping_patience: int = 2
-    precision: str = "32-true"  # one of PRECISIONS; "auto": bf16-mixed where bf16 is native (cybulde.hardware)
+    # Stop training after this many seconds (validation at the stop, the best checkpoint exported);
+    # 0: no limit. Where it stops depends on the machine's speed, so a limited run is not reproducible.
+    max_time_s: float = 0.0
+    # One of PRECISIONS. "auto": bf16-mixed where bf16 is native (a GPU with bf16, a CPU with
+    # AVX512-BF16 or AMX), 32-true otherwise (cybulde.hardware); validate/test follow the same rule.
+    precision: str = "auto"
     group_by_length: bool = True
     num_workers: int = 0
     log_every_n_steps: int = 20

@@ -13,8 +13,13 @@ longest row (dynamic padding). Training batches are made by `ShardedBatchSampler
 
 The shard of a rank is therefore a function of (seed, epoch, world_size, rank) only. The Trainer
 must be created with `use_distributed_sampler=False`; Lightning calls `set_epoch` on the
-sampler each epoch. Validation (`val_dataloader`) is *not* sharded: every rank sees the whole
-validation split in order. `eval_dataloader(split)` is ordered and unsharded too.
+sampler each epoch.
+
+Validation during training (`val_dataloader`) is sharded by `EvalShardSampler`: rank r scores rows
+r, r + world_size, r + 2 * world_size, ... (longest first, to pad little), so every row is scored
+exactly once, with no padding rows; ranks may get one row, and so one batch, more than others. The
+module's metrics sum their states over the ranks. `eval_dataloader(split)` (the validate and test
+stages) is ordered and unsharded.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from cybulde.data.errors import DataError
 from cybulde.data.manifest import SPLITS, Manifest
 
 MEGA_CHUNK_STEPS = 50
@@ -143,6 +149,38 @@ class ShardedBatchSampler:
             yield np.split(step, self.world_size)[self.rank].tolist()
 
 
+class EvalShardingError(DataError, ValueError):
+    """An evaluation split too small to give every rank at least one row."""
+
+
+class EvalShardSampler:
+    """Batches of one rank's share of an evaluation split: rows `rank::world_size`, longest first.
+
+    Unlike `DistributedSampler`, nothing is repeated to even out the ranks: the union of all ranks'
+    batches is every row exactly once.
+    """
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, world_size: int = 1, rank: int = 0) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if len(lengths) < world_size:
+            raise EvalShardingError(f"cannot shard an evaluation split of {len(lengths)} rows over {world_size} "
+                                    f"ranks: every rank needs at least one row; train with fewer ranks")
+        lengths = np.asarray(lengths)
+        rows = np.arange(rank, len(lengths), world_size)
+        self.rows = rows[np.argsort(-lengths[rows], kind="stable")]
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        return -(-len(self.rows) // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for start in range(0, len(self.rows), self.batch_size):
+            yield self.rows[start:start + self.batch_size].tolist()
+
+
 class TextDataModule(_lightning_base()):  # type: ignore[misc]
     """Batches of a tokenized dataset version; see the module docstring for sharding semantics.
 
@@ -202,7 +240,13 @@ class TextDataModule(_lightning_base()):  # type: ignore[misc]
                           persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self):  # noqa: ANN201
-        return self.eval_dataloader("validation")
+        """This rank's share of the validation split (see `EvalShardSampler`)."""
+        from torch.utils.data import DataLoader
+
+        split = self.split("validation")
+        sampler = EvalShardSampler(split.lengths, self.eval_batch_size, self.world_size, self.rank)
+        return DataLoader(split, batch_sampler=sampler, collate_fn=PadCollator(self.pad_token_id),
+                          num_workers=self.num_workers)
 
     def test_dataloader(self):  # noqa: ANN201
         return self.eval_dataloader("test")

@@ -12,12 +12,14 @@ Outputs (paths relative to the project root, i.e. the stage's working directory)
 A binary sigmoid head decides by threshold: `validate` tunes it (or takes the fixed
 `evaluation.threshold`) and records it in metrics/validation.json; `test` applies that recorded
 value unchanged. Both stages log into the MLflow run that trained the model; `test` is the final
-stage, marks the run FINISHED and logs the servable pyfunc model.
+stage, marks the run FINISHED, logs the servable pyfunc model and the behavioural suite's table
+(`cybulde.evaluation.behaviour`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
     import torch
 
     from cybulde.config.schema import Config
+
+log = logging.getLogger("cybulde.evaluation")
 
 SPLITS = ("validation", "test")
 STAGE_NAMES = {"validation": "validate", "test": "test"}
@@ -95,10 +99,12 @@ def evaluate_split(cfg: Config, split: str, *, root: str | Path | None = None,
         result = evaluate_to_files(cfg, split, root, Path(scratch))
         log_evaluation(run, result)
         if split == "test":
+            from cybulde.evaluation.behaviour import log_behaviour
             from cybulde.tracking.pyfunc import log_pyfunc_model
 
             log_pyfunc_model(run, model_dir, threshold=result.metrics["threshold"],
                              batch_size=cfg.evaluation.batch_size)
+            log_behaviour(run, model_dir, threshold=result.metrics["threshold"])
     return result.metrics
 
 
@@ -147,13 +153,16 @@ def _run_model(cfg: Config, model: Any, data_dir: Path, split: str, num_rows: in
                label_names: list[str], model_config: dict[str, Any]) -> Any:
     from cybulde.data.datamodule import TextDataModule
     from cybulde.evaluation.inference import collect_outputs, pick_device
+    from cybulde.models.checkpoint import inference_precision
 
     datamodule = TextDataModule(data_dir, batch_size=cfg.evaluation.batch_size,
                                 seed=cfg.train.seed, group_by_length=False)
     _check_data_fits_model(datamodule, label_names, model_config, data_dir)
     loader = datamodule.eval_dataloader(split, cfg.evaluation.batch_size)
     device = pick_device(prefer_gpu=getattr(cfg.launch.accelerator, "value", "") == "gpu")
-    return collect_outputs(model, loader, num_rows, device)
+    precision = inference_precision(model_config, "gpu" if device.type == "cuda" else "cpu")
+    log.info("%s: inference in %s (%s)", split, precision.precision, precision.reason)
+    return collect_outputs(model, loader, num_rows, device, precision=precision.precision)
 
 
 def _check_data_fits_model(datamodule: Any, label_names: list[str], model_config: dict[str, Any],

@@ -44,9 +44,15 @@ class SplitOutputs:
 
 
 def collect_outputs(model: Any, batches: Iterable[dict[str, Any]], num_rows: int,
-                    device: torch.device | None = None) -> SplitOutputs:
-    """Logits and labels for every row of a split; rows are placed by the batches' `index`."""
+                    device: torch.device | None = None, precision: str = "32-true") -> SplitOutputs:
+    """Logits and labels for every row of a split; rows are placed by the batches' `index`.
+
+    `precision` is a resolved one (`cybulde.hardware`): "bf16-mixed" runs the model under bf16
+    autocast; the logits are cast to float32 either way, so metrics are computed in float32.
+    """
     import torch
+
+    from cybulde.hardware import autocast
 
     device = device or pick_device()
     model.eval()
@@ -59,7 +65,9 @@ def collect_outputs(model: Any, batches: Iterable[dict[str, Any]], num_rows: int
             input_ids = batch["input_ids"].to(device)
             attention_mask = batch["attention_mask"].to(device)
             labels = batch["labels"].to(device)
-            logits = model(input_ids=input_ids, attention_mask=attention_mask).float()
+            with autocast(precision, device):
+                logits = model(input_ids=input_ids, attention_mask=attention_mask)
+            logits = logits.float()
             loss_sum += float(model.head.loss(logits, labels)) * len(labels)
             if logits_by_row is None:
                 logits_by_row = torch.zeros((num_rows, logits.shape[1]), dtype=torch.float32)
@@ -75,16 +83,23 @@ def collect_outputs(model: Any, batches: Iterable[dict[str, Any]], num_rows: int
 
 
 class TextScorer:
-    """Scores raw texts with an exported model directory (weights, config.json, tokenizer/)."""
+    """Scores raw texts with an exported model directory (weights, config.json, tokenizer/).
+
+    The model runs in the precision its training's `train.precision` resolves to on this machine
+    (`cybulde.models.checkpoint.inference_precision`), as in the validate and test stages.
+    """
 
     def __init__(self, loaded: LoadedModel, threshold: float | None = None,
                  batch_size: int = 64, device: torch.device | None = None) -> None:
+        from cybulde.models.checkpoint import inference_precision
+
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
         self.config = loaded.config
         self.threshold = threshold
         self.batch_size = batch_size
         self.device = device or pick_device()
+        self.precision = inference_precision(self.config, "gpu" if self.device.type == "cuda" else "cpu").precision
         self.model.eval()
         self.model.to(self.device)
 
@@ -113,14 +128,17 @@ class TextScorer:
         """`[N, K]` probabilities, computed `batch_size` texts at a time."""
         import torch
 
+        from cybulde.hardware import autocast
+
         chunks = []
         with torch.inference_mode():
             for start in range(0, len(texts), self.batch_size):
                 batch = list(texts[start:start + self.batch_size])
                 encoded = self.tokenizer(batch, padding=True, truncation=self.max_length is not None,
                                          max_length=self.max_length, return_tensors="pt")
-                logits = self.model(input_ids=encoded["input_ids"].to(self.device),
-                                    attention_mask=encoded["attention_mask"].to(self.device))
+                with autocast(self.precision, self.device):
+                    logits = self.model(input_ids=encoded["input_ids"].to(self.device),
+                                        attention_mask=encoded["attention_mask"].to(self.device))
                 chunks.append(self.model.head.probabilities(logits.float()).cpu())
                 if on_batch is not None:
                     on_batch(len(batch))

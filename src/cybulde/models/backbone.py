@@ -73,7 +73,11 @@ def file_sha256(path: Path) -> str:
 
 def build_backbone(backbone: str, scratch: ScratchBackboneConfig, tokenizer: TokenizerSpec,
                    tokenizer_dir: Path | None = None) -> nn.Module:
-    """The encoder for `model.backbone`, after checking that `tokenizer` fits it."""
+    """The encoder for `model.backbone`, after checking that `tokenizer` fits it.
+
+    A pretrained encoder keeps its pooler here (if its checkpoint has one): the classifier takes it
+    out with `take_pooler`, to use its weights (`model.pooling: pooler`) or drop them.
+    """
     if backbone == SCRATCH:
         encoder = _scratch_encoder(scratch, tokenizer)
     else:
@@ -111,14 +115,26 @@ def _pretrained_encoder(source: str | Path) -> nn.Module:
         raise BackboneError(
             f"cannot load backbone {str(source)!r} offline: expected 'minilm', 'scratch', a local "
             f"HF model directory or a hub name already in the local cache ({error})") from error
-    return without_pooler(encoder)
+    return encoder
 
 
 def without_pooler(encoder: nn.Module) -> nn.Module:
     """Drop BERT's pooler: the adapter pools, and unused parameters would stall DDP."""
-    if getattr(encoder, "pooler", None) is not None:
-        encoder.pooler = None
+    take_pooler(encoder)
     return encoder
+
+
+def take_pooler(encoder: nn.Module) -> nn.Module | None:
+    """Remove BERT's pooler (dense + tanh over the first token) from `encoder` and return it.
+
+    None when the encoder has none. all-MiniLM-L6-v2's checkpoint has pooler weights (carried over
+    from its MiniLM base checkpoint: its sentence-transformers training pools by mean and does not use
+    them), so `model.pooling: pooler` starts from those rather than from a random layer.
+    """
+    pooler = getattr(encoder, "pooler", None)
+    if pooler is not None:
+        encoder.pooler = None
+    return pooler
 
 
 def embedding_rows(encoder: nn.Module) -> int:

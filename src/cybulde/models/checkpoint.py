@@ -89,6 +89,20 @@ def rebuild_classifier(config: dict[str, Any]) -> TextClassifier:
         max_length=config.get("max_length"), backbone_name=config.get("backbone", ""))
 
 
+def inference_precision(config: dict[str, Any], accelerator: str) -> Any:
+    """The precision to run an exported model in on this machine (a `cybulde.hardware.ResolvedPrecision`).
+
+    The `train.precision` its training was configured with ("auto" by default), resolved by the same
+    rule as training for `accelerator` ("cpu" | "gpu") here: a model trained with "auto" runs in bf16
+    where bf16 is native, whatever machine trained it. 32-true for a model that records no precision.
+    """
+    from cybulde.hardware import FP32, resolve_precision
+
+    train_params = (config.get("metadata") or {}).get("train_params") or {}
+    requested = (train_params.get("train") or {}).get("precision") or FP32
+    return resolve_precision(str(requested), accelerator)
+
+
 def load_model(model_dir: str | Path) -> LoadedModel:
     """The exported model in eval mode, its tokenizer and config; reads no training config."""
     from cybulde.models.backbone import set_offline

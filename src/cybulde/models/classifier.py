@@ -65,10 +65,12 @@ def backbone_hidden_size(backbone: nn.Module) -> int:
 
 def compose_classifier(backbone: nn.Module, head: Head, label_names: Sequence[str], pooling: str | Pooling,
                        adapter: str | AdapterKind, adapter_hidden_size: int, dropout: float,
-                       max_length: int | None = None, backbone_name: str = "") -> TextClassifier:
+                       max_length: int | None = None, backbone_name: str = "",
+                       pretrained_pooler: nn.Module | None = None) -> TextClassifier:
     return TextClassifier(
         backbone,
-        Adapter(backbone_hidden_size(backbone), pooling, adapter, adapter_hidden_size, dropout),
+        Adapter(backbone_hidden_size(backbone), pooling, adapter, adapter_hidden_size, dropout,
+                pretrained_pooler=pretrained_pooler),
         head, label_names, max_length=max_length, backbone_name=backbone_name)
 
 
@@ -77,12 +79,14 @@ def build_classifier(model_cfg: ModelConfig, manifest: dict[str, Any], tokenizer
 
     Raises `TokenizerMismatchError` when the data's tokenizer does not fit the backbone.
     """
-    from cybulde.models.backbone import TokenizerSpec, build_backbone
+    from cybulde.models.backbone import TokenizerSpec, build_backbone, take_pooler
 
     tokenizer = TokenizerSpec.from_manifest(manifest)
     backbone = build_backbone(model_cfg.backbone, model_cfg.scratch, tokenizer, tokenizer_dir)
+    pretrained_pooler = take_pooler(backbone)  # never left in the backbone: unused, it would stall DDP
     label_names = [str(name) for name in manifest["label_names"]]
     head = make_head(model_cfg.head, len(label_names))
     return compose_classifier(backbone, head, label_names, model_cfg.pooling, model_cfg.adapter,
                               model_cfg.adapter_hidden_size, model_cfg.dropout,
-                              max_length=tokenizer.max_length, backbone_name=model_cfg.backbone)
+                              max_length=tokenizer.max_length, backbone_name=model_cfg.backbone,
+                              pretrained_pooler=pretrained_pooler)

@@ -3,6 +3,10 @@
 `softmax`: K logits, cross-entropy. `sigmoid`: one-vs-rest logits with binary cross-entropy on the
 raw logits (the sigmoid lives inside `binary_cross_entropy_with_logits`; the model never applies it),
 and a single logit for a binary task. `probabilities` always returns one column per label.
+
+`focal_gamma` > 0 turns either loss into the focal loss (Lin et al. 2017): each example's (or, for
+sigmoid, each logit's) cross-entropy `-log p_t` is scaled by `(1 - p_t) ** gamma`, so confidently
+right examples count less and the rare, hard ones more. `focal_gamma=0` is the plain loss.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ class Head:
         raise NotImplementedError
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor,
-             class_weights: torch.Tensor | None = None) -> torch.Tensor:
+             class_weights: torch.Tensor | None = None, focal_gamma: float = 0.0) -> torch.Tensor:
         raise NotImplementedError
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
@@ -53,12 +57,15 @@ class SoftmaxHead(Head):
     def num_outputs(self) -> int:
         return self.num_labels
 
-    def loss(self, logits, labels, class_weights=None):
+    def loss(self, logits, labels, class_weights=None, focal_gamma=0.0):
         import torch.nn.functional as F
 
         logits = logits.float()
         weight = None if class_weights is None else class_weights.to(logits.device, logits.dtype)
-        return F.cross_entropy(logits, labels, weight=weight)
+        if not focal_gamma:
+            return F.cross_entropy(logits, labels, weight=weight)
+        per_example = focal(F.cross_entropy(logits, labels, reduction="none"), focal_gamma)
+        return weighted_mean(per_example, labels, weight)
 
     def probabilities(self, logits):
         return logits.float().softmax(dim=-1)
@@ -77,7 +84,7 @@ class SigmoidHead(Head):
     def num_outputs(self) -> int:
         return 1 if self.is_binary else self.num_labels
 
-    def loss(self, logits, labels, class_weights=None):
+    def loss(self, logits, labels, class_weights=None, focal_gamma=0.0):
         import torch.nn.functional as F
 
         logits = logits.float()
@@ -85,12 +92,10 @@ class SigmoidHead(Head):
             targets = labels.to(logits.dtype).unsqueeze(-1)
         else:
             targets = F.one_hot(labels, self.num_labels).to(logits.dtype)
-        per_example = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(dim=-1)
-        if class_weights is None:
-            return per_example.mean()
-        # Same normalisation as weighted cross-entropy: sum(w_i * l_i) / sum(w_i).
-        weights = class_weights.to(logits.device, logits.dtype)[labels]
-        return (weights * per_example).sum() / weights.sum()
+        per_logit = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+        per_example = focal(per_logit, focal_gamma).mean(dim=-1)
+        weight = None if class_weights is None else class_weights.to(logits.device, logits.dtype)
+        return weighted_mean(per_example, labels, weight)
 
     def probabilities(self, logits):
         import torch
@@ -104,6 +109,24 @@ class SigmoidHead(Head):
         if self.is_binary and threshold is not None:
             return (probabilities[:, 1] >= threshold).long()
         return probabilities.argmax(dim=-1)
+
+
+def focal(cross_entropy: torch.Tensor, gamma: float) -> torch.Tensor:
+    """`(1 - p_t) ** gamma * CE` elementwise, with `p_t = exp(-CE)` the probability given to the truth."""
+    import torch
+
+    if not gamma:
+        return cross_entropy
+    return (-torch.expm1(-cross_entropy)).pow(gamma) * cross_entropy  # 1 - exp(-CE), accurate near 0
+
+
+def weighted_mean(per_example: torch.Tensor, labels: torch.Tensor,
+                  class_weights: torch.Tensor | None) -> torch.Tensor:
+    """The plain mean, or weighted cross-entropy's normalisation `sum(w_i * l_i) / sum(w_i)`."""
+    if class_weights is None:
+        return per_example.mean()
+    weights = class_weights[labels]
+    return (weights * per_example).sum() / weights.sum()
 
 
 HEADS: dict[HeadKind, type[Head]] = {HeadKind.softmax: SoftmaxHead, HeadKind.sigmoid: SigmoidHead}

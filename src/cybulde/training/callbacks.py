@@ -1,4 +1,5 @@
-"""Callbacks: training throughput and plain progress lines for non-interactive output (CI, log files)."""
+"""Callbacks: training throughput, plain progress lines for non-interactive output (CI, log files), the
+validation history, the max_steps quick run and the exponential moving average of the weights."""
 
 from __future__ import annotations
 
@@ -82,11 +83,22 @@ class PlainProgress(pl.Callback):
                      _number(metrics.get("val/loss")), _number(metrics.get("val/macro_f1")))
 
 
-class ValidationHistory(pl.Callback):
-    """val/macro_f1 and val/loss after each validation epoch, to report the best epoch."""
+# train.select_on -> (the logged metric, "max" | "min", its key in a ValidationHistory record)
+SELECTION = {"macro_f1": ("val/macro_f1", "max", "val_macro_f1"), "loss": ("val/loss", "min", "val_loss")}
 
-    def __init__(self) -> None:
+
+def selection_monitor(select_on: str) -> dict[str, str]:
+    """`monitor` and `mode` for ModelCheckpoint / EarlyStopping under `train.select_on`."""
+    monitor, mode, _ = SELECTION[select_on]
+    return {"monitor": monitor, "mode": mode}
+
+
+class ValidationHistory(pl.Callback):
+    """val/macro_f1 and val/loss after each validation, to report the best one (by `select_on`)."""
+
+    def __init__(self, select_on: str = "macro_f1") -> None:
         self.epochs: list[dict[str, Any]] = []
+        _, self.mode, self.key = SELECTION[select_on]
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking:
@@ -98,10 +110,82 @@ class ValidationHistory(pl.Callback):
 
     def best(self) -> dict[str, Any] | None:
         best = None
-        for record in self.epochs:  # the first maximum, as ModelCheckpoint keeps only strict improvements
-            if best is None or record["val_macro_f1"] > best["val_macro_f1"]:
+        sign = 1.0 if self.mode == "max" else -1.0
+        for record in self.epochs:  # the first optimum, as ModelCheckpoint keeps only strict improvements
+            if best is None or sign * record[self.key] > sign * best[self.key]:
                 best = record
         return best
+
+
+class StopAtMaxSteps(pl.Callback):
+    """`train.max_steps` as a quick run: stop once it is reached, with a validation at that point.
+
+    Lightning itself ends at max_steps without validating unless the step closes an epoch; asking the
+    Trainer to stop makes its loop validate the current weights first (as it does for early stopping),
+    so the best checkpoint is chosen from every epoch end before the stop and from the stop itself.
+    """
+
+    def __init__(self, max_steps: int) -> None:
+        self.max_steps = max_steps
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.max_steps > 0 and trainer.global_step >= self.max_steps:
+            trainer.should_stop = True
+
+
+def _ema_base() -> type:
+    from lightning.pytorch.callbacks import EMAWeightAveraging
+
+    return EMAWeightAveraging
+
+
+class AveragedWeights(_ema_base()):  # type: ignore[misc]
+    """An exponential moving average of the weights that validation, checkpoints and export all see.
+
+    Lightning's EMAWeightAveraging swaps the averaged weights in for a validation epoch and back out
+    at its end, before ModelCheckpoint saves (on_validation_end), and a weights-only checkpoint skips
+    the callback's on_save_checkpoint: the saved "best" would hold the raw weights. Here the average
+    stays in place until training resumes (the next batch, or the end of training), so the checkpoint
+    written after a validation holds exactly the weights that were validated.
+    """
+
+    def __init__(self, decay: float) -> None:
+        # Parameters only: the backbone's buffers are integer position ids, which an average would corrupt.
+        super().__init__(decay=decay, use_buffers=False)
+        self._swapped = False
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        if self._average_model is not None and not self._swapped:
+            self._swap_models(pl_module)
+            self._swapped = True
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        pass  # keep the average in place for ModelCheckpoint
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._restore_training_weights(pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._restore_training_weights(pl_module)
+        super().on_train_end(trainer, pl_module)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        """A full checkpoint keeps Lightning's layout (average in `state_dict`, training weights in
+        `current_model_state`), also when written while the average is swapped in."""
+        if not self._swapped:
+            super().on_save_checkpoint(trainer, pl_module, checkpoint)
+            return
+        # The module holds the average (already in checkpoint["state_dict"]); its copy holds the training weights.
+        state = self._average_model.state_dict()
+        checkpoint["current_model_state"] = {name[7:]: value for name, value in state.items()
+                                             if name.startswith("module.")}
+        checkpoint["averaging_state"] = {name: value for name, value in state.items()
+                                         if not name.startswith("module.")}
+
+    def _restore_training_weights(self, pl_module) -> None:
+        if self._swapped:
+            self._swap_models(pl_module)
+            self._swapped = False
 
 
 def _number(value: Any) -> str:

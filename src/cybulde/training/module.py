@@ -1,4 +1,10 @@
-"""The LightningModule: loss from the model's head, AdamW with warmup + linear decay, macro-F1."""
+"""The LightningModule: loss from the model's head, AdamW with warmup + linear or cosine decay, macro-F1.
+
+Validation may be sharded across DDP ranks (each rank scores its own rows, see
+`TextDataModule.val_dataloader`): val/macro_f1 and val/loss are torchmetrics states (confusion
+counts; a sum of example-weighted losses and of examples) that are summed over the ranks when the
+epoch's value is computed, so the result is that of one process scoring the whole split.
+"""
 
 from __future__ import annotations
 
@@ -72,12 +78,19 @@ def freeze_input_embeddings(model: nn.Module) -> None:
     model.backbone.get_input_embeddings().weight.requires_grad_(False)
 
 
+LR_SCHEDULES = ("linear", "cosine")
+
+
 class ClassifierModule(pl.LightningModule):
     def __init__(self, model: TextClassifier, lr: float, weight_decay: float, warmup_ratio: float,
                  class_weights: torch.Tensor | None = None, grad_clip: float = 0.0,
-                 layer_lr_decay: float = 1.0) -> None:
+                 layer_lr_decay: float = 1.0, focal_gamma: float = 0.0, lr_schedule: str = "linear") -> None:
         super().__init__()
+        from torchmetrics import MeanMetric
         from torchmetrics.classification import MulticlassF1Score
+
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown lr_schedule {lr_schedule!r}: expected one of {list(LR_SCHEDULES)}")
 
         # from_pretrained returns the backbone in eval mode and Lightning keeps each module's mode:
         # without this, dropout would silently stay off during fine-tuning.
@@ -87,8 +100,11 @@ class ClassifierModule(pl.LightningModule):
         self.warmup_ratio = warmup_ratio
         self.grad_clip = grad_clip
         self.layer_lr_decay = layer_lr_decay
+        self.focal_gamma = focal_gamma
+        self.lr_schedule = lr_schedule
         self.register_buffer("class_weights", class_weights, persistent=False)
         self.val_macro_f1 = MulticlassF1Score(num_classes=model.head.num_labels, average="macro")
+        self.val_loss = MeanMetric()  # weighted by batch size: the mean over examples, across ranks too
 
     @property
     def head(self):
@@ -99,7 +115,7 @@ class ClassifierModule(pl.LightningModule):
 
     def _loss(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.model(batch["input_ids"], batch["attention_mask"])
-        return self.head.loss(logits, batch["labels"], self.class_weights), logits
+        return self.head.loss(logits, batch["labels"], self.class_weights, self.focal_gamma), logits
 
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, _ = self._loss(batch)
@@ -112,7 +128,8 @@ class ClassifierModule(pl.LightningModule):
         predictions = self.head.predict(self.head.probabilities(logits))
         self.val_macro_f1.update(predictions, batch["labels"])
         size = batch["labels"].shape[0]
-        self.log("val/loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=size)
+        self.val_loss.update(loss.detach(), weight=size)
+        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, batch_size=size)
         self.log("val/macro_f1", self.val_macro_f1, on_step=False, on_epoch=True, prog_bar=True,
                  batch_size=size)
 
@@ -124,14 +141,21 @@ class ClassifierModule(pl.LightningModule):
             torch.nn.utils.clip_grad_norm_(self.parameters(), self.grad_clip)
 
     def configure_optimizers(self):
-        from transformers import get_linear_schedule_with_warmup
-
         groups = optimizer_groups(self.model, self.weight_decay, self.lr, self.layer_lr_decay)
         optimizer = torch.optim.AdamW(groups, lr=self.lr, **fused_if_supported())
         total_steps = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup_steps = int(round(self.warmup_ratio * total_steps))
-        scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
+        scheduler = warmup_then_decay(optimizer, self.lr_schedule, int(round(self.warmup_ratio * total_steps)),
+                                      total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def warmup_then_decay(optimizer: torch.optim.Optimizer, schedule: str, warmup_steps: int,
+                      total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup from 0, then linear or half-cosine decay to 0 at `total_steps`."""
+    from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
+
+    make = get_cosine_schedule_with_warmup if schedule == "cosine" else get_linear_schedule_with_warmup
+    return make(optimizer, warmup_steps, total_steps)
 
 
 def fused_if_supported() -> dict[str, bool]:

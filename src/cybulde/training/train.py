@@ -43,6 +43,7 @@ class TrainResult:
     metrics: dict[str, Any] = field(default_factory=dict)  # what metrics/train.json holds
     samples_per_s: float | None = None  # all ranks together, validation excluded
     tokens_per_s: float | None = None
+    train_seconds: float | None = None  # time in training steps (rank 0), validation excluded
     run_id: str | None = None
 
 
@@ -69,11 +70,13 @@ def train(cfg: Config) -> TrainResult:
 
     run = start_tracking(cfg) if env.is_rank_zero else None
     with run.stage("train") if run is not None else nullcontext():
+        if env.is_rank_zero:
+            log_precision(cfg, run)
         trainer, throughput, history = build_trainer(cfg, env, root, logger=_lightning_logger(run))
         trainer.fit(module, datamodule=datamodule)
         result = TrainResult(rank=env.rank, model_dir=None, samples_per_s=throughput.global_samples_per_s,
                              tokens_per_s=throughput.global_tokens_per_s,
-                             run_id=getattr(run, "run_id", None))
+                             train_seconds=throughput.train_seconds, run_id=getattr(run, "run_id", None))
         if trainer.is_global_zero:
             _export(cfg, trainer, module, manifest, data_dir, root, history, result)
             if run is not None:
@@ -90,6 +93,26 @@ def warn_if_slow_precision(cfg: Config) -> None:
     if cfg.launch.accelerator.value == "cpu" and cfg.train.precision == BF16 and not cpu_has_native_bf16():
         log.warning("train.precision=bf16-mixed on a CPU without AVX512-BF16/AMX: bf16 matmuls are emulated "
                     "and much slower than fp32 here; set train.precision=auto or 32-true on this machine")
+
+
+PRECISION_PARAM = "train.precision_resolved"
+PRECISION_TAG = "cybulde.precision"
+
+
+def training_precision(cfg: Config) -> Any:
+    """`train.precision` resolved for `launch.accelerator` on this machine (`cybulde.hardware.ResolvedPrecision`)."""
+    from cybulde.hardware import resolve_precision
+
+    return resolve_precision(cfg.train.precision, cfg.launch.accelerator.value)
+
+
+def log_precision(cfg: Config, run: Any) -> None:
+    """What `train.precision` means on this machine, in the train log and (rank 0) the MLflow run."""
+    resolved = training_precision(cfg)
+    log.info("train.precision=%s runs as %s (%s)", cfg.train.precision, resolved.precision, resolved.reason)
+    if run is not None:
+        run.log_params({PRECISION_PARAM: resolved.precision})
+        run.set_tags({PRECISION_TAG: resolved.reason})
 
 
 def start_tracking(cfg: Config) -> Any:
@@ -112,6 +135,7 @@ def load_manifest(data_dir: Path) -> Any:
 def build_module(cfg: Config, manifest: Any, data_dir: Path) -> pl.LightningModule:
     from cybulde.models.classifier import build_classifier
     from cybulde.training.module import ClassifierModule, freeze_input_embeddings, inverse_frequency_weights
+    from cybulde.training.recipe import focal_gamma
 
     manifest_dict = manifest.to_dict()
     model = build_classifier(cfg.model, manifest_dict, data_dir / "tokenizer")
@@ -123,7 +147,8 @@ def build_module(cfg: Config, manifest: Any, data_dir: Path) -> pl.LightningModu
         class_weights = inverse_frequency_weights([counts.get(name, 0) for name in model.label_names])
     return ClassifierModule(model, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
                             warmup_ratio=cfg.train.warmup_ratio, class_weights=class_weights,
-                            grad_clip=cfg.train.grad_clip, layer_lr_decay=cfg.train.layer_lr_decay)
+                            grad_clip=cfg.train.grad_clip, layer_lr_decay=cfg.train.layer_lr_decay,
+                            focal_gamma=focal_gamma(cfg), lr_schedule=cfg.train.lr_schedule.value)
 
 
 def make_datamodule(cfg: Config, data_dir: Path, env: LaunchEnv) -> pl.LightningDataModule:
@@ -139,19 +164,20 @@ def build_trainer(cfg: Config, env: LaunchEnv, root: Path, logger: Any) -> tuple
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
     from cybulde.config.loader import gradient_accumulation
-    from cybulde.hardware import resolve_precision
-    from cybulde.training.callbacks import PlainProgress, Throughput, ValidationHistory
+    from cybulde.training.callbacks import PlainProgress, Throughput, ValidationHistory, selection_monitor
+    from cybulde.training.recipe import recipe_callbacks
 
     checkpoint_dir = root / CHECKPOINT_DIR
     if env.is_rank_zero and checkpoint_dir.exists():
         shutil.rmtree(checkpoint_dir)  # a stale "best" from an earlier run must never be exported
-    throughput, history = Throughput(), ValidationHistory()
+    throughput, history = Throughput(), ValidationHistory(cfg.train.select_on.value)
+    selection = selection_monitor(cfg.train.select_on.value)
     interactive = sys.stdout.isatty()
     callbacks: list[pl.Callback] = [
-        ModelCheckpoint(dirpath=str(checkpoint_dir), filename=BEST_CHECKPOINT, monitor="val/macro_f1",
-                        mode="max", save_top_k=1, save_weights_only=True, enable_version_counter=False),
-        EarlyStopping(monitor="val/macro_f1", mode="max", patience=cfg.train.early_stopping_patience),
-        throughput, history,
+        ModelCheckpoint(dirpath=str(checkpoint_dir), filename=BEST_CHECKPOINT, **selection,
+                        save_top_k=1, save_weights_only=True, enable_version_counter=False),
+        EarlyStopping(**selection, patience=cfg.train.early_stopping_patience),
+        throughput, history, *recipe_callbacks(cfg),
     ]
     if logger:  # rank 0 only; LearningRateMonitor needs a logger and keeps no state
         callbacks.append(LearningRateMonitor(logging_interval="step"))
@@ -161,7 +187,7 @@ def build_trainer(cfg: Config, env: LaunchEnv, root: Path, logger: Any) -> tuple
     trainer = pl.Trainer(
         accelerator=accelerator, devices=cfg.launch.nproc_per_node, num_nodes=cfg.launch.nnodes,
         strategy=_strategy(accelerator, env.world_size),
-        precision=resolve_precision(cfg.train.precision, accelerator).precision,
+        precision=training_precision(cfg).precision,
         max_epochs=cfg.train.epochs, max_steps=cfg.train.max_steps,
         accumulate_grad_batches=gradient_accumulation(cfg),
         deterministic=True, use_distributed_sampler=False,  # gradient clipping: ClassifierModule
