@@ -200,8 +200,11 @@ def _tokenizer(tokenizer_json: str) -> Any:
     if key not in _TOKENIZERS:
         from tokenizers import Tokenizer
 
+        tokenizer = Tokenizer.from_str(tokenizer_json)
+        tokenizer.no_truncation()  # full lengths are wanted (truncation is done here), no padding
+        tokenizer.no_padding()
         _TOKENIZERS.clear()
-        _TOKENIZERS[key] = Tokenizer.from_str(tokenizer_json)
+        _TOKENIZERS[key] = tokenizer
     return _TOKENIZERS[key]
 
 
