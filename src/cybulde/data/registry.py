@@ -55,6 +55,7 @@ from cybulde.data.storage import (
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # Files copied at once to or from a remote registry (local copies are made one by one).
 TRANSFER_THREADS = 8
+DEFAULT_RETRY = RetryPolicy()  # every registry's storage calls, unless given another
 T = TypeVar("T")
 
 
@@ -70,7 +71,7 @@ class Registry:
 
     def __init__(self, url: str, retry: RetryPolicy | None = None) -> None:
         self.url = url
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or DEFAULT_RETRY
         try:
             self.location: Location = open_location(url)
         except Exception as error:  # credentials or client errors surface here for gs://
