@@ -72,7 +72,16 @@ def test_second_publish_of_a_version_is_refused(published_registry: Path, tweete
         publish("tweeteval_offensive", tweeteval_dir, str(published_registry), "v1", echo=None)
 
 
-def test_publish_is_deterministic_across_publishes_and_worker_counts(tmp_path: Path) -> None:
+def test_publish_is_deterministic_across_publishes_and_worker_counts(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import cybulde.data.publish as publish_module
+
+    from cybulde.data.engine import LocalEngine
+
+    monkeypatch.setattr(publish_module, "BATCH_ROWS", 64)  # 15 batches: the 2 workers' pool is used
+    pools = []
+    start_pool = LocalEngine._start_pool
+    monkeypatch.setattr(LocalEngine, "_start_pool", lambda self: pools.append(self.workers) or start_pool(self))
     raw = write_generic_csv(tmp_path / "raw" / "big.csv", rows=900)
     options = dict(text_column="comment", label_column="verdict", rows_per_shard=100, echo=None)
     publish("csv", raw, str(tmp_path / "r1"), "v1", dataset="d", workers=1, **options)
@@ -82,6 +91,7 @@ def test_publish_is_deterministic_across_publishes_and_worker_counts(tmp_path: P
     assert len([name for name in first if name.startswith("train-")]) == 8  # ~720 train rows, 100 per shard
     assert version_files(tmp_path / "r2", "d", "v1") == first
     assert version_files(tmp_path / "r3", "d", "v1") == first
+    assert pools == [2]  # only the workers=2 publish ran in a pool of processes
 
 
 def test_shards_hold_the_rows_in_order_and_the_manifest_says_so(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ and so the published bytes, are the same.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -34,31 +35,45 @@ def default_workers() -> int:
 
 class LocalEngine:
     """In this process (`workers=1`), or in a pool of `workers` processes (spawned, not forked: the
-    parent may hold threads, e.g. pyarrow's)."""
+    parent may hold threads, e.g. pyarrow's). The pool is started only for a stream of more than
+    one item: a small source is not worth the workers' start-up."""
 
     def __init__(self, workers: int) -> None:
         if workers < 1:
             raise DataError(f"--workers must be >= 1, got {workers}")
         self.workers = workers
         self._pool: Any = None
-        if workers > 1:
+
+    def map_ordered(self, function: Callable[..., Any], items: Iterable[Any], *arguments: Any) -> Iterator[Any]:
+        items = iter(items)
+        first = next(items, _END)
+        second = next(items, _END) if first is not _END else _END
+        if self.workers == 1 or second is _END:
+            for item in itertools.chain([first, second], items):
+                if item is not _END:
+                    yield function(item, *arguments)
+            return
+        pool = self._start_pool()
+        yield from ordered_window((pool.submit(function, item, *arguments)
+                                   for item in itertools.chain([first, second], items)),
+                                  2 * self.workers, lambda future: future.result())
+
+    def _start_pool(self) -> Any:
+        if self._pool is None:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
-            self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-
-    def map_ordered(self, function: Callable[..., Any], items: Iterable[Any], *arguments: Any) -> Iterator[Any]:
-        if self._pool is None:
-            for item in items:
-                yield function(item, *arguments)
-            return
-        yield from ordered_window((self._pool.submit(function, item, *arguments) for item in items),
-                                  2 * self.workers, lambda future: future.result())
+            self._pool = ProcessPoolExecutor(max_workers=self.workers,
+                                             mp_context=multiprocessing.get_context("spawn"))
+        return self._pool
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+
+_END = object()
 
 
 def ordered_window(submissions: Iterator[Any], window: int, result: Callable[[Any], Any]) -> Iterator[Any]:
