@@ -12,14 +12,15 @@
    each builds a `TextDataModule` and iterates its whole train dataloader (sampling, length
    grouping, padding); the first converts the shards to the shared token cache.
 
-Each step runs in its own process(es). Printed per step: rows/s (input rows over wall time) and
-peak memory. "peak tree RSS" is the largest sum of RSS over the step's processes (a publish and its
+Each step runs in its own process(es). Printed per step: rows/s (input rows over wall time), CPU
+seconds (with dask, the client's only: the cluster's workers are not its children) and peak memory. "peak tree RSS" is the largest sum of RSS over the step's processes (a publish and its
 worker processes; with dask also the cluster's scheduler and workers, idle memory included),
 sampled every 20 ms (so a lower bound; never below the largest process); "largest process" is the
 exact peak RSS of the largest one of them (wait4's rusage). For the epoch, per rank:
 RSS growth = peak RSS during the epoch minus RSS just before the DataModule was built (torch and
-lightning already imported); mapped token-cache pages count in RSS although the ranks share them,
-so USS growth (private memory: what a rank alone adds) is printed too. The CPU model and whether it
+lightning already imported), both peaks sampled every 20 ms by the rank itself; mapped token-cache
+pages count in RSS although the ranks share them (one copy in the page cache), so the growth of
+anonymous memory (what the rank allocates itself, never shared) is printed beside it. The CPU model and whether it
 runs bf16 natively are printed with the results.
 """
 
@@ -177,9 +178,9 @@ class PeakSampler:
 
 
 def run_measured(command: list[str], extra_pids: list[int] | None = None) -> dict:
-    """Run `command`; its wall time, the sampled peak of the summed RSS of its process tree (plus
-    `extra_pids`' trees) and, exactly, the largest peak RSS of any one process of its tree (the
-    rusage that wait4 reports covers the child and every descendant it waited for)."""
+    """Run `command`; its wall time, its CPU time (user + system, its own and its waited-for
+    descendants'), the sampled peak of the summed RSS of its process tree (plus `extra_pids`' trees)
+    and, exactly, the largest peak RSS of any one process of its tree (wait4's rusage)."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
         process = subprocess.Popen(command, stdout=out, stderr=err, text=True)
@@ -192,7 +193,8 @@ def run_measured(command: list[str], extra_pids: list[int] | None = None) -> dic
         if process.returncode != 0:
             raise SystemExit(f"{' '.join(command[:5])} ... failed ({process.returncode}):\n{err.read()[-4000:]}")
         largest = max(usage.ru_maxrss * 1024, sampler.peak_single)  # ru_maxrss is in KiB
-        return {"seconds": seconds, "peak_tree_rss_mb": max(sampler.peak_tree, largest) / 2**20,
+        return {"seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime,
+                "peak_tree_rss_mb": max(sampler.peak_tree, largest) / 2**20,
                 "largest_process_mb": largest / 2**20, "stdout": out.read()}
 
 
@@ -259,13 +261,13 @@ def fetch_step(registry: Path, destination: Path) -> None:
 
 
 def memory_now() -> dict[str, int]:
-    """This process's RSS and private (USS) bytes, from /proc/self/smaps_rollup."""
+    """This process's RSS, PSS, and anonymous (heap: private to it, never file pages) bytes."""
     values = {}
     for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
         key, _, rest = line.partition(":")
-        if key in ("Rss", "Pss", "Private_Clean", "Private_Dirty"):
+        if key in ("Rss", "Pss", "Anonymous"):
             values[key] = int(rest.split()[0]) * 1024
-    return {"rss": values["Rss"], "pss": values["Pss"], "uss": values["Private_Clean"] + values["Private_Dirty"]}
+    return {"rss": values["Rss"], "pss": values["Pss"], "anon": values["Anonymous"]}
 
 
 def epoch_step(data_dir: Path, cache_dir: Path, rank: int, world_size: int, batch_size: int) -> None:
@@ -277,12 +279,13 @@ def epoch_step(data_dir: Path, cache_dir: Path, rank: int, world_size: int, batc
 
     torch.set_num_threads(1)
     baseline = memory_now()
-    peak = {"rss": baseline["rss"]}
+    peak = dict(baseline)
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
-            peak["rss"] = max(peak["rss"], memory_now()["rss"])
+            now = memory_now()
+            peak.update({key: max(peak[key], now[key]) for key in ("rss", "anon")})
             stop.wait(SAMPLE_EVERY_S)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -304,7 +307,7 @@ def epoch_step(data_dir: Path, cache_dir: Path, rank: int, world_size: int, batc
     print(RESULT_PREFIX + json.dumps({
         "rank": rank, "rows": rows, "batches": batches, "tokens": tokens, "seconds": seconds,
         "setup_seconds": ready - start, "rss_growth_mb": (peak["rss"] - baseline["rss"]) / 2**20,
-        "uss_growth_mb": (end["uss"] - baseline["uss"]) / 2**20, "pss_end_mb": end["pss"] / 2**20,
+        "anon_growth_mb": (peak["anon"] - baseline["anon"]) / 2**20, "pss_end_mb": end["pss"] / 2**20,
         "rss_end_mb": end["rss"] / 2**20, "split_rows": len(module.split("train"))}), flush=True)
 
 
@@ -388,20 +391,19 @@ def run(args: argparse.Namespace) -> dict:
 def print_report(report: dict) -> None:
     print(f"CPU: {report['cpu']} ({report['cores']} cores; native bf16: {'yes' if report['native_bf16'] else 'no'})")
     print(f"input: {report['rows']:,} rows, {report['csv_mb']:.0f} MB of CSV")
-    print(f"{'step':<18} {'rows/s':>10} {'seconds':>9} {'peak tree RSS MB':>17} {'largest process MB':>19}")
-    for engine, result in report["publish"].items():
-        print(f"{'publish ' + engine:<18} {result['rows_per_s']:>10,.0f} {result['seconds']:>9.1f} "
+    print(f"{'step':<18} {'rows/s':>10} {'seconds':>9} {'CPU s':>8} {'peak tree RSS MB':>17} "
+          f"{'largest process MB':>19}")
+    for name, result in [*((f"publish {engine}", result) for engine, result in report["publish"].items()),
+                         ("fetch", report["fetch"])]:
+        print(f"{name:<18} {result['rows_per_s']:>10,.0f} {result['seconds']:>9.1f} {result['cpu_seconds']:>8.1f} "
               f"{result['peak_tree_rss_mb']:>17.0f} {result['largest_process_mb']:>19.0f}")
-    fetch = report["fetch"]
-    print(f"{'fetch':<18} {fetch['rows_per_s']:>10,.0f} {fetch['seconds']:>9.1f} {fetch['peak_tree_rss_mb']:>17.0f} "
-          f"{fetch['largest_process_mb']:>19.0f}")
     epoch = report["epoch"]
     print(f"{'epoch (2 ranks)':<18} {epoch['rows_per_s']:>10,.0f} {epoch['loading_seconds']:>9.1f}   "
           f"({epoch['train_rows']:,} train rows; {epoch['seconds']:.1f} s with the ranks' imports)")
     for rank in epoch["ranks"]:
         print(f"  rank {rank['rank']}: {rank['rows']:,} rows in {rank['batches']:,} batches, {rank['seconds']:.1f} s "
-              f"(setup {rank['setup_seconds']:.1f} s); RSS growth {rank['rss_growth_mb']:.0f} MB, "
-              f"USS growth {rank['uss_growth_mb']:.0f} MB, PSS at end {rank['pss_end_mb']:.0f} MB")
+              f"(setup {rank['setup_seconds']:.1f} s); RSS growth {rank['rss_growth_mb']:.0f} MB "
+              f"(anonymous {rank['anon_growth_mb']:.0f} MB), PSS at end {rank['pss_end_mb']:.0f} MB")
     if "engines_agree" in report:
         print(f"local and dask engines published identical manifests: {report['engines_agree']}")
 

@@ -75,6 +75,18 @@ def test_backoff_is_bounded_and_only_transient_errors_are_retried() -> None:
         with pytest.raises(type(permanent)):
             with_retries(fail, RetryPolicy(), sleep=waits.append)
         assert len(attempts) == 1, permanent
+    attempts.clear()
+    now = [0.0]
+
+    def slow_reset() -> None:  # each try takes 25 s, as a gcsfs call that retried internally would
+        attempts.append(1)
+        now[0] += 25.0
+        raise connection_reset()
+
+    with pytest.raises(ConnectionResetError):
+        with_retries(slow_reset, RetryPolicy(attempts=10, deadline_s=60.0), sleep=waits.append, clock=lambda: now[0])
+    assert len(attempts) == 3  # tries start at 0, 25.5 and 51 s; a fourth would start at 77 s, past 60 s
+
     for transient in (_http(503), _http(429), _http(500), TimeoutError("slow"), connection_reset()):
         calls = iter([transient])
 

@@ -40,9 +40,9 @@ from cybulde.data.manifest import SPLITS, Manifest
 from cybulde.data.splits import read_split_columns, split_paths
 
 MEGA_CHUNK_STEPS = 50
-TOKEN_CACHE_FORMAT = "input_ids+label/arrow-ipc/v1"
+TOKEN_CACHE_FORMAT = "input_ids+label/arrow-ipc/v2"
 TOKEN_CACHE_DIR = Path(".cybulde") / "cache" / "tokens"  # under the project root by default
-_CACHE_BATCH_ROWS = 1 << 18
+_CACHE_BATCH_ROWS = 1 << 16
 
 
 def _lightning_base() -> type:
@@ -51,14 +51,21 @@ def _lightning_base() -> type:
     return pl.LightningDataModule
 
 
-def token_cache_path(cache_dir: Path, split: str, shard_sha256s: list[str]) -> Path:
+def token_id_type(vocab_size: int) -> str:
+    """The narrowest type that holds every token id: half the mapped bytes of int32 for vocabularies
+    up to 65,536 (MiniLM's has 30,522)."""
+    return "uint16" if vocab_size <= 1 << 16 else "int32"
+
+
+def token_cache_path(cache_dir: Path, split: str, shard_sha256s: list[str], id_type: str) -> Path:
     """Where the decoded tokens of a split with these shards are cached (a content key)."""
-    key = json.dumps({"format": TOKEN_CACHE_FORMAT, "split": split, "shards": shard_sha256s}, sort_keys=True)
+    key = json.dumps({"format": TOKEN_CACHE_FORMAT, "split": split, "shards": shard_sha256s, "ids": id_type},
+                     sort_keys=True)
     return cache_dir / f"{split}-{hashlib.sha256(key.encode()).hexdigest()[:32]}.arrow"
 
 
-def ensure_token_cache(target: Path, parquet_paths: list[Path]) -> Path:
-    """Write `target` (input_ids and label of the Parquet files, in order) unless it exists.
+def ensure_token_cache(target: Path, parquet_paths: list[Path], id_type: str = "int32") -> Path:
+    """Write `target` (input_ids as `id_type` and label of the Parquet files, in order) unless it exists.
 
     One process converts, under an exclusive lock; processes that wait on the lock find the file
     done. The file appears whole (written under a temporary name, then renamed), so a crash
@@ -75,7 +82,7 @@ def ensure_token_cache(target: Path, parquet_paths: list[Path]) -> Path:
             if not target.is_file():
                 temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
                 try:
-                    _write_token_file(temporary, parquet_paths)
+                    _write_token_file(temporary, parquet_paths, id_type)
                     os.replace(temporary, target)
                 finally:
                     temporary.unlink(missing_ok=True)
@@ -84,11 +91,11 @@ def ensure_token_cache(target: Path, parquet_paths: list[Path]) -> Path:
     return target
 
 
-def _write_token_file(path: Path, parquet_paths: list[Path]) -> None:
+def _write_token_file(path: Path, parquet_paths: list[Path], id_type: str) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.schema([("input_ids", pa.list_(pa.int32())), ("label", pa.int64())])
+    schema = pa.schema([("input_ids", pa.list_(getattr(pa, id_type)())), ("label", pa.int64())])
     pending: list[Any] = []
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
         def flush() -> None:
@@ -103,6 +110,7 @@ def _write_token_file(path: Path, parquet_paths: list[Path]) -> None:
                 if sum(part.num_rows for part in pending) >= _CACHE_BATCH_ROWS:
                     flush()
         flush()
+    pa.default_memory_pool().release_unused()  # the decoding buffers: this rank keeps training
 
 
 class MappedSplit:
@@ -267,7 +275,8 @@ class TextDataModule(_lightning_base()):  # type: ignore[misc]
         if name not in self._splits:
             paths = split_paths(self.data_dir, name, self.manifest)
             shards = [shard.sha256 for shard in self.manifest.split_shards(name)]
-            cache = ensure_token_cache(token_cache_path(self.cache_dir, name, shards), paths)
+            id_type = token_id_type(self.manifest.tokenizer.vocab_size)
+            cache = ensure_token_cache(token_cache_path(self.cache_dir, name, shards, id_type), paths, id_type)
             self._splits[name] = MappedSplit(cache)
         return self._splits[name]
 

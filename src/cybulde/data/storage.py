@@ -156,29 +156,35 @@ def is_transient(error: BaseException) -> bool:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """At most `attempts` tries; before try k+1 wait min(`first_delay_s` * 2**(k-1), `max_delay_s`)."""
+    """At most `attempts` tries; before try k+1 wait min(`first_delay_s` * 2**(k-1), `max_delay_s`);
+    no new try once `deadline_s` have passed since the first (gcsfs already retries each HTTP
+    request for up to about half a minute, so a dead service must not be waited on four times)."""
 
     attempts: int = 4
     first_delay_s: float = 0.5
     max_delay_s: float = 4.0
+    deadline_s: float = 60.0
 
     def delay_s(self, failed_attempts: int) -> float:
         return min(self.first_delay_s * 2 ** (failed_attempts - 1), self.max_delay_s)
 
 
-def with_retries(call: Callable[[], T], policy: RetryPolicy,
-                 sleep: Callable[[float], None] = time.sleep) -> T:
+def with_retries(call: Callable[[], T], policy: RetryPolicy, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> T:
     """`call()`, tried again after a transient storage error (see `is_transient`) with exponential
-    backoff, at most `policy.attempts` times in all; the last error (or a non-transient one) is raised."""
-    failures = 0
+    backoff, at most `policy.attempts` times in all and not after `policy.deadline_s`; the last
+    error (or a non-transient one) is raised."""
+    failures, started = 0, clock()
     while True:
         try:
             return call()
         except Exception as error:
             failures += 1
-            if failures >= policy.attempts or not is_transient(error):
+            delay = policy.delay_s(failures)
+            if (failures >= policy.attempts or not is_transient(error)
+                    or clock() - started + delay > policy.deadline_s):
                 raise
-            sleep(policy.delay_s(failures))
+            sleep(delay)
 
 
 # ---- atomic writes -------------------------------------------------------------------------------
