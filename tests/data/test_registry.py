@@ -97,6 +97,12 @@ def test_leftovers_are_never_deleted_nor_fetched(tmp_path: Path) -> None:
     manifest = registry.download("ds", "v1", destination)
     assert sorted(snapshot(destination)) == sorted([*manifest.files, MANIFEST_FILE])
     assert snapshot(destination)["a.txt"] == b"data"
+    # a writer that crashed before renaming its temporary file into place, then an identical republish
+    (files_dir(root / "ds" / "v1") / f".a.txt.{'0' * 32}.tmp").write_text("half")
+    again = tmp_path / "again"
+    again.mkdir()
+    registry.download("ds", "v1", again)
+    assert snapshot(again) == snapshot(destination)
 
 
 def test_format1_versions_still_download(tmp_path: Path) -> None:

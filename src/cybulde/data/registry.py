@@ -39,11 +39,12 @@ from cybulde.data.errors import (
     UnknownVersionError,
     VersionExistsError,
 )
-from cybulde.data.manifest import MANIFEST_FILE, Manifest
+from cybulde.data.manifest import CONTENT_DIR_PREFIX, MANIFEST_FILE, Manifest
 from cybulde.data.storage import (
     Location,
     RetryPolicy,
     create_exclusive,
+    is_temporary_name,
     is_transient,
     open_location,
     put_atomic,
@@ -131,9 +132,11 @@ class Registry:
         if missing:
             raise MissingFileError(f"{dataset}/{version} in registry {self.url} lacks files listed in its "
                                    f"manifest: {', '.join(missing)}")
-        ignored = {MANIFEST_FILE} if not manifest.content_dir else set()
-        extra = sorted(name for name in set(remote) - set(manifest.files) - ignored
-                       if not (ignored and name.startswith("content-")))  # format 1: format-2 leftovers
+        # Not the version's: a crashed local writer's temporary files, and (format 1, files beside the
+        # manifest) the content folders of later publish attempts.
+        extra = sorted(name for name in set(remote) - set(manifest.files) - {MANIFEST_FILE}
+                       if not is_temporary_name(name)
+                       and not (not manifest.content_dir and name.startswith(CONTENT_DIR_PREFIX)))
         if extra:
             raise UnexpectedFileError(f"{dataset}/{version} in registry {self.url} holds files its manifest "
                                       f"does not list: {', '.join(extra)}")

@@ -18,6 +18,7 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 import errno  # noqa: E402
 import hashlib  # noqa: E402
+import re  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -32,6 +33,7 @@ CHUNK_BYTES = 1 << 20
 TRANSIENT_HTTP_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _TRANSIENT_ERRNOS = frozenset({errno.ECONNRESET, errno.ECONNABORTED, errno.ECONNREFUSED, errno.ETIMEDOUT,
                                errno.EAGAIN, errno.EPIPE, errno.EHOSTUNREACH, errno.ENETUNREACH})
+_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{32}\.tmp")
 T = TypeVar("T")
 
 
@@ -189,6 +191,16 @@ def with_retries(call: Callable[[], T], policy: RetryPolicy, sleep: Callable[[fl
 
 # ---- atomic writes -------------------------------------------------------------------------------
 
+def temporary_name(target: Path) -> Path:
+    """Where `put_atomic` / `create_exclusive` write `target` before it is renamed or linked into place."""
+    return target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+
+
+def is_temporary_name(name: str) -> bool:
+    """Whether `name` (a path's last part) is a `temporary_name` a crashed writer may have left."""
+    return bool(_TEMPORARY.fullmatch(name.rsplit("/", 1)[-1]))
+
+
 def put_atomic(fs: AbstractFileSystem, local: str | Path, remote: str) -> None:
     """Upload `local` to `remote` so that readers see the old file or the whole new one, never a part
     (an object store's upload already is; on a local disk a temporary file is renamed into place)."""
@@ -197,7 +209,7 @@ def put_atomic(fs: AbstractFileSystem, local: str | Path, remote: str) -> None:
         return
     target = Path(remote)
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    temporary = temporary_name(target)
     try:
         fs.put_file(str(local), str(temporary))
         os.replace(temporary, target)
@@ -218,7 +230,7 @@ def create_exclusive(fs: AbstractFileSystem, remote: str, data: bytes) -> bool:
         return True
     target = Path(remote)
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    temporary = temporary_name(target)
     try:
         fs.pipe_file(str(temporary), data)
         try:
