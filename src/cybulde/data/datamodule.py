@@ -128,7 +128,9 @@ class MappedSplit:
         for index in range(reader.num_record_batches):
             batch = reader.get_batch(index)
             ids, labels = batch.column(0), batch.column(1)
-            self._offsets.append(ids.offsets.to_numpy(zero_copy_only=True))
+            # the offsets buffer itself (`ids.offsets` would copy it into this process's memory)
+            self._offsets.append(np.frombuffer(ids.buffers()[1], dtype=np.int32, count=len(ids) + 1,
+                                               offset=ids.offset * 4))
             self._values.append(ids.values.to_numpy(zero_copy_only=True))
             self._labels.append(labels.to_numpy(zero_copy_only=True))
         sizes = [len(labels) for labels in self._labels]
