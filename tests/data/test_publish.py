@@ -75,7 +75,6 @@ def test_second_publish_of_a_version_is_refused(published_registry: Path, tweete
 def test_publish_is_deterministic_across_publishes_and_worker_counts(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     import cybulde.data.publish as publish_module
-
     from cybulde.data.engine import LocalEngine
 
     monkeypatch.setattr(publish_module, "BATCH_ROWS", 64)  # 15 batches: the 2 workers' pool is used
