@@ -55,7 +55,7 @@ def tiny_overrides(registry: Path, tracking_uri: str | None) -> list[str]:
         "model.scratch.num_attention_heads=2",
         "model.scratch.intermediate_size=64",
         "model.scratch.max_position_embeddings=64",
-        "train.epochs=4",
+        "train.epochs=6",
         "train.batch_size=8",
         "train.global_batch_size=16",
         "train.lr=0.001",
