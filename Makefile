@@ -24,7 +24,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml scripts/install.sh
 
 # The default dataset version (params.yaml: data.*), published unless the registry has it.
 publish-default: venv
-	cybulde publish --source tweeteval_offensive --version v1 --if-missing
+	cybulde publish --source tweeteval_offensive --version v2 --if-missing
 
 pipeline: publish-default
 	dvc repro

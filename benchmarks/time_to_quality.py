@@ -93,16 +93,19 @@ def capped_copy(data_dir: Path, max_rows: int, out_dir: Path, seed: int = 0) -> 
     import shutil
 
     import numpy as np
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from cybulde.data.manifest import SPLITS, Manifest, hash_files
+    from cybulde.data.splits import split_paths
+    from cybulde.data.tokenizer import tokenizer_dir
 
     manifest = Manifest.load(data_dir)
     out_dir.mkdir(parents=True)
-    shutil.copytree(data_dir / "tokenizer", out_dir / "tokenizer")
+    shutil.copytree(tokenizer_dir(data_dir), out_dir / "tokenizer")
     splits = {}
     for split in SPLITS:
-        table = pq.read_table(data_dir / f"{split}.parquet")
+        table = pa.concat_tables([pq.read_table(path) for path in split_paths(data_dir, split, manifest)])
         if table.num_rows > max_rows:
             keep = np.sort(np.random.default_rng(seed).choice(table.num_rows, max_rows, replace=False))
             table = table.take(keep)
@@ -110,7 +113,8 @@ def capped_copy(data_dir: Path, max_rows: int, out_dir: Path, seed: int = 0) -> 
         labels = table.column("label").to_pylist()
         counts = {name: labels.count(index) for index, name in enumerate(manifest.label_names)}
         splits[split] = replace(manifest.splits[split], rows=table.num_rows, label_counts=counts)
-    replace(manifest, splits=splits, files=hash_files(out_dir)).write(out_dir)
+    # One file per split: the single-file (format 1) layout, which every reader still accepts.
+    replace(manifest, splits=splits, files=hash_files(out_dir), shards=None, format_version=1).write(out_dir)
     return out_dir
 
 
@@ -191,13 +195,14 @@ def hf_worker(args: argparse.Namespace) -> None:
     from transformers import DataCollatorWithPadding, PreTrainedTokenizerFast, Trainer, TrainingArguments
 
     from cybulde.data.manifest import Manifest
+    from cybulde.data.tokenizer import tokenizer_dir
     from cybulde.hardware import BF16, resolve_precision
 
     torch.set_num_threads(args.threads or (os.cpu_count() or 1))
     manifest = Manifest.load(args.data_dir)
     label_names = list(manifest.label_names)
     rows = {split: split_rows(args.data_dir, split) for split in ("train", "validation", "test")}
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(args.data_dir / "tokenizer"))
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(tokenizer_dir(args.data_dir)))
     collator = DataCollatorWithPadding(tokenizer)
     model = hf_model("minilm", num_labels=len(label_names))
     precision = resolve_precision("auto", args.accelerator).precision

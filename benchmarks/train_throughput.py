@@ -10,7 +10,7 @@ Modes (each runs in its own process so peak RSS is per mode; DDP reports it per 
     python benchmarks/train_throughput.py --data-dir data/fetched --steps 50 --precision bf16-mixed
 
 Without --data-dir, TweetEval offensive is published once (pretrained MiniLM tokenizer) into
-.cybulde/bench-registry. Samples/s and tokens/s (non-padding tokens) exclude `--warmup-steps`.
+.cybulde/bench-registry and fetched into .cybulde/bench-data. Samples/s and tokens/s (non-padding tokens) exclude `--warmup-steps`.
 For the HF modes tokens/s is estimated from the split's mean row length (their batches are not visible).
 """
 
@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -55,18 +56,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def default_data_dir() -> Path:
     from cybulde.config.paths import project_root
     from cybulde.data.publish import default_datasets_dir, ensure_published
+    from cybulde.data.registry import Registry
 
     registry = project_root() / ".cybulde" / "bench-registry"
-    ensure_published("tweeteval_offensive", default_datasets_dir() / "tweeteval_offensive", str(registry), "bench",
-                     tokenizer="pretrained")
-    return registry / "tweeteval_offensive" / "bench"
+    manifest = ensure_published("tweeteval_offensive", default_datasets_dir() / "tweeteval_offensive", str(registry),
+                                "bench", tokenizer="pretrained")
+    copy = project_root() / ".cybulde" / "bench-data" / manifest.sha256[:16]  # a fetched copy: files beside manifest
+    if not (copy / "manifest.json").is_file():
+        staging = copy.with_name(f"{copy.name}.partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        Registry(str(registry)).download("tweeteval_offensive", "bench", staging)
+        staging.rename(copy)
+    return copy
 
 
 def split_rows(data_dir: Path, split: str = "train") -> tuple[list[list[int]], list[int]]:
     """The token ids and labels of one split of a fetched/published version."""
-    import pyarrow.parquet as pq
+    from cybulde.data.splits import read_split_columns
 
-    table = pq.read_table(data_dir / f"{split}.parquet", columns=["input_ids", "label"]).to_pydict()
+    table = read_split_columns(data_dir, split, columns=("input_ids", "label"))
     return table["input_ids"], table["label"]
 
 
@@ -124,10 +133,11 @@ def run_ceiling(args: argparse.Namespace, bf16: bool) -> None:
 def classifier(args: argparse.Namespace):
     from cybulde.config.schema import ModelConfig
     from cybulde.data.manifest import Manifest
+    from cybulde.data.tokenizer import tokenizer_dir
     from cybulde.models.classifier import build_classifier
 
     manifest = Manifest.load(args.data_dir).to_dict()
-    return build_classifier(ModelConfig(backbone=args.backbone), manifest, args.data_dir / "tokenizer")
+    return build_classifier(ModelConfig(backbone=args.backbone), manifest, tokenizer_dir(args.data_dir))
 
 
 # -- Hugging Face Trainer ------------------------------------------------------------------------------
@@ -141,12 +151,14 @@ def run_hf(args: argparse.Namespace, grouped: bool) -> None:
         TrainingArguments,
     )
 
+    from cybulde.data.tokenizer import tokenizer_dir
+
     torch.set_num_threads(args.threads)
     ids, labels = split_rows(args.data_dir)
     mean_length = sum(map(len, ids)) / len(ids)
     dataset = hf_rows(ids, labels)
     model = hf_model(args.backbone, num_labels=max(labels) + 1)
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(args.data_dir / "tokenizer"))
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(tokenizer_dir(args.data_dir)))
     timer = _StepTimer(args.warmup_steps)
 
     class TimerCallback(TrainerCallback):

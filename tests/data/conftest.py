@@ -80,6 +80,20 @@ def published_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return registry
 
 
+def write_staged_version(folder: Path, payload: str = "data") -> Path:
+    """A folder ready for `Registry.write_version`: two files and a valid format-2 manifest."""
+    from cybulde.data.manifest import Manifest, TokenizerInfo, hash_files
+
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.txt").write_text(payload)
+    (folder / "sub" / "b.txt").write_text(payload * 2)
+    tokenizer = TokenizerInfo(name="none", kind="pretrained", sha256="", vocab_size=1, pad_token_id=0,
+                              cls_token_id=0, sep_token_id=0)
+    Manifest(dataset="ds", version="v", label_names=["a", "b"], splits={}, tokenizer=tokenizer, max_length=8,
+             sources=[], publish_params={"payload": payload}, files=hash_files(folder), shards={}).write(folder)
+    return folder
+
+
 def fetch_config(registry: str | Path, fetched_dir: Path, dataset: str = "tweeteval_offensive",
                  version: str = "v1") -> Config:
     cfg = Config()

@@ -140,3 +140,125 @@ def test_val_dataloader_is_sharded_and_eval_dataloader_is_not(published_registry
         assert ordered == list(range(11))
     assert len(seen[0]) == 6 and len(seen[1]) == 5  # 11 validation rows: 6 + 5, nothing repeated
     assert sorted(seen[0] + seen[1]) == list(range(11))
+
+
+# ---- sharded versions, the memory-mapped token cache, format-1 versions ---------------------------
+
+FORMAT1_VERSION = Path(__file__).parent / "fixtures" / "registry-format1" / "davidson2017" / "v1"
+
+
+@pytest.fixture(scope="module")
+def sharded_version(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A csv dataset published with 9 rows per shard (~24 train shards)."""
+    from cybulde.data.publish import publish
+    from tests.data.conftest import write_generic_csv
+
+    root = tmp_path_factory.mktemp("sharded")
+    raw = write_generic_csv(root / "raw.csv", rows=270)
+    publish("csv", raw, str(root / "registry"), "v1", dataset="d", text_column="comment", label_column="verdict",
+            rows_per_shard=9, max_length=16, echo=None)
+    return root / "registry" / "d" / "v1"
+
+
+def parquet_rows(data_dir: Path, split: str) -> dict[str, list]:
+    """The split's rows read straight from its shard files (not through the data module)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cybulde.data.manifest import Manifest, files_dir
+
+    manifest = Manifest.load(data_dir)
+    paths = [files_dir(data_dir) / shard.path for shard in manifest.split_shards(split)]
+    return pa.concat_tables([pq.read_table(path) for path in paths]).to_pydict()
+
+
+def test_mapped_rows_equal_the_shards(sharded_version: Path, tmp_path: Path) -> None:
+    from cybulde.data.manifest import Manifest
+
+    assert len(Manifest.load(sharded_version).split_shards("train")) > 10
+    module = TextDataModule(sharded_version, batch_size=4, seed=0, cache_dir=tmp_path)
+    for split in ("train", "validation", "test"):
+        expected = parquet_rows(sharded_version, split)
+        mapped = module.split(split)
+        assert len(mapped) == len(expected["id"])
+        assert [mapped[i]["input_ids"].tolist() for i in range(len(mapped))] == expected["input_ids"]
+        assert [int(mapped[i]["label"]) for i in range(len(mapped))] == expected["label"]
+        assert mapped.lengths.tolist() == [len(ids) for ids in expected["input_ids"]]
+        assert module.split_ids(split) == expected["id"] and module.split_texts(split) == expected["text"]
+    with pytest.raises(IndexError):
+        module.split("test")[len(module.split("test"))]
+
+
+def test_token_cache_is_keyed_by_content_and_reused(sharded_version: Path, tmp_path: Path) -> None:
+    import pickle
+
+    module = TextDataModule(sharded_version, batch_size=4, seed=0, cache_dir=tmp_path)
+    mapped = module.split("train")
+    cached = sorted(path.name for path in tmp_path.glob("*.arrow"))
+    assert cached == [mapped.path.name] and mapped.path.name.startswith("train-")
+    stamp = mapped.path.stat().st_mtime_ns
+    again = TextDataModule(sharded_version, batch_size=4, seed=0, cache_dir=tmp_path).split("train")
+    assert again.path == mapped.path and mapped.path.stat().st_mtime_ns == stamp  # not rewritten
+    copy = pickle.loads(pickle.dumps(mapped))  # DataLoader workers map the file themselves
+    assert copy[5]["input_ids"].tolist() == mapped[5]["input_ids"].tolist() and len(copy) == len(mapped)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_ddp_shards_of_a_sharded_version(sharded_version: Path, tmp_path: Path, world_size: int) -> None:
+    """Each rank's batches are disjoint (up to the padding rows), cover the split, are equally many and
+    carry exactly the rows of the Parquet shards at the sampled positions."""
+    expected = parquet_rows(sharded_version, "train")
+    seen, batch_counts = [], set()
+    for rank in range(world_size):
+        module = TextDataModule(sharded_version, batch_size=4, seed=2, world_size=world_size, rank=rank,
+                                cache_dir=tmp_path)
+        batches = list(module.train_dataloader())
+        batch_counts.add(len(batches))
+        for batch in batches:
+            for row, index in enumerate(batch["index"].tolist()):
+                ids = batch["input_ids"][row][batch["attention_mask"][row] == 1].tolist()
+                assert ids == expected["input_ids"][index] and batch["labels"][row] == expected["label"][index]
+            seen += batch["index"].tolist()
+    rows = len(expected["id"])
+    assert len(batch_counts) == 1 and sorted(set(seen)) == list(range(rows))
+    assert len(seen) == rows + (-rows % world_size)
+
+
+def test_a_format1_version_loads_and_batches(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    module = TextDataModule(FORMAT1_VERSION, batch_size=8, seed=1, world_size=2, rank=0, cache_dir=tmp_path)
+    expected = pq.read_table(FORMAT1_VERSION / "train.parquet").to_pydict()
+    assert module.num_labels == 3 and len(module.split("train")) == 72
+    batches = list(module.train_dataloader())
+    assert len(batches) == 5  # 72 rows / 2 ranks = 36 rows -> 5 batches of <= 8
+    for batch in batches:
+        for row, index in enumerate(batch["index"].tolist()):
+            assert batch["labels"][row] == expected["label"][index]
+    assert module.split_ids("validation") == pq.read_table(FORMAT1_VERSION / "validation.parquet").column(
+        "id").to_pylist()
+
+
+WRITE_CACHE = """
+import sys
+from cybulde.data.datamodule import TextDataModule
+module = TextDataModule(sys.argv[1], batch_size=4, seed=0, cache_dir=sys.argv[2])
+print(module.split("train").path, int(module.split("train").lengths.sum()))
+"""
+
+
+@pytest.mark.slow
+def test_ranks_converting_at_once_share_one_cache_file(sharded_version: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    processes = [subprocess.Popen([sys.executable, "-c", WRITE_CACHE, str(sharded_version), str(tmp_path)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outputs = [process.communicate(timeout=120) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0, 0], [err for _, err in outputs]
+    assert len({out for out, _ in outputs}) == 1  # the same file and the same content for every rank
+    assert len(list(tmp_path.glob("*.arrow"))) == 1
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    expected = sum(len(ids) for ids in parquet_rows(sharded_version, "train")["input_ids"])
+    assert int(outputs[0][0].split()[1]) == expected

@@ -14,7 +14,7 @@ from cybulde.data.errors import (
     UnknownVersionError,
 )
 from cybulde.data.fetch import fetch
-from cybulde.data.manifest import Manifest
+from cybulde.data.manifest import Manifest, files_dir
 
 STAGE = Path(__file__).resolve().parents[2] / "stages" / "fetch.py"
 
@@ -34,7 +34,8 @@ def test_fetch_twice_gives_identical_bytes(published_registry: Path, tmp_path: P
     cfg = make_fetch_config(published_registry, destination)
     assert fetch(cfg) == destination
     first = snapshot(destination)
-    assert first == snapshot(published_registry / "tweeteval_offensive" / "v1")
+    version = published_registry / "tweeteval_offensive" / "v1"
+    assert first == {**snapshot(files_dir(version)), "manifest.json": (version / "manifest.json").read_bytes()}
     (destination / "stale.txt").write_text("from an earlier run")
     fetch(cfg)
     assert snapshot(destination) == first
@@ -43,11 +44,11 @@ def test_fetch_twice_gives_identical_bytes(published_registry: Path, tmp_path: P
 
 def test_tampered_registry_file_is_named_and_nothing_is_left(registry_copy: Path, tmp_path: Path,
                                                             make_fetch_config) -> None:
-    with open(registry_copy / "tweeteval_offensive" / "v1" / "train.parquet", "r+b") as stream:
+    with open(files_dir(registry_copy / "tweeteval_offensive" / "v1") / "train-00000-of-00001.parquet", "r+b") as stream:
         stream.seek(100)
         stream.write(b"\x00\x01")
     destination = tmp_path / "out" / "fetched"
-    with pytest.raises(ChecksumMismatchError, match="train.parquet"):
+    with pytest.raises(ChecksumMismatchError, match="train-00000-of-00001.parquet"):
         fetch(make_fetch_config(registry_copy, destination))
     assert os.listdir(destination.parent) == []
 
@@ -57,16 +58,36 @@ def test_failed_fetch_keeps_the_previous_copy(registry_copy: Path, published_reg
     destination = tmp_path / "fetched"
     fetch(make_fetch_config(published_registry, destination))
     before = snapshot(destination)
-    (registry_copy / "tweeteval_offensive" / "v1" / "tokenizer" / "tokenizer.json").unlink()
+    (files_dir(registry_copy / "tweeteval_offensive" / "v1") / "tokenizer" / "tokenizer.json").unlink()
     with pytest.raises(MissingFileError, match="tokenizer/tokenizer.json"):
         fetch(make_fetch_config(registry_copy, destination))
     assert snapshot(destination) == before and sorted(os.listdir(tmp_path)) == ["fetched", "registry"]
 
 
 def test_extra_registry_file_is_refused(registry_copy: Path, tmp_path: Path, make_fetch_config) -> None:
-    (registry_copy / "tweeteval_offensive" / "v1" / "surprise.parquet").write_bytes(b"?")
+    (files_dir(registry_copy / "tweeteval_offensive" / "v1") / "surprise.parquet").write_bytes(b"?")
     with pytest.raises(UnexpectedFileError, match="surprise.parquet"):
         fetch(make_fetch_config(registry_copy, tmp_path / "fetched"))
+
+
+def test_files_outside_the_manifests_folder_are_ignored(registry_copy: Path, tmp_path: Path,
+                                                       make_fetch_config) -> None:
+    """A crashed or losing publisher's uploads (another content folder) never reach a fetched copy."""
+    version = registry_copy / "tweeteval_offensive" / "v1"
+    leftover = version / ("content-" + "f" * 64)
+    shutil.copytree(files_dir(version), leftover)
+    (leftover / "train-00000-of-00001.parquet").write_bytes(b"someone else's shard")
+    destination = tmp_path / "fetched"
+    fetch(make_fetch_config(registry_copy, destination))
+    assert snapshot(destination) == {**snapshot(files_dir(version)),
+                                     "manifest.json": (version / "manifest.json").read_bytes()}
+
+
+def test_a_format1_version_fetches(tmp_path: Path, make_fetch_config) -> None:
+    registry = Path(shutil.copytree(Path(__file__).parent / "fixtures" / "registry-format1", tmp_path / "registry"))
+    destination = tmp_path / "fetched"
+    fetch(make_fetch_config(registry, destination, dataset="davidson2017"))
+    assert snapshot(destination) == snapshot(registry / "davidson2017" / "v1")
 
 
 def test_unknown_names_and_unreachable_registry(published_registry: Path, tmp_path: Path,

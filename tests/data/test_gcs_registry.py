@@ -33,7 +33,9 @@ def test_publish_and_fetch_through_gcs(gcs_bucket: str, tweeteval_dir: Path, tmp
     with pytest.raises(UnknownVersionError, match="available versions: v1"):
         fetch(make_fetch_config(registry_url, tmp_path / "other", version="v2"))
 
-    registry.fs.pipe_file(f"{registry.version_path('tweeteval_offensive', 'v1')}/test.parquet", b"tampered")
-    with pytest.raises(ChecksumMismatchError, match="test.parquet"):
+    files = registry.files_root("tweeteval_offensive", "v1", manifest)
+    assert files.endswith(f"/content-{manifest.sha256}")
+    registry.fs.pipe_file(f"{files}/test-00000-of-00001.parquet", b"tampered")
+    with pytest.raises(ChecksumMismatchError, match="test-00000-of-00001.parquet"):
         fetch(make_fetch_config(registry_url, tmp_path / "third"))
     assert not (tmp_path / "third").exists()

@@ -1,31 +1,54 @@
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from cybulde.data.errors import ChecksumMismatchError, ManifestError, MissingFileError, UnexpectedFileError
 from cybulde.data.manifest import Manifest, manifest_digest, verify_files
+from cybulde.data.registry import Registry
+
+FORMAT1_VERSION = Path(__file__).parent / "fixtures" / "registry-format1" / "davidson2017" / "v1"
 
 
 @pytest.fixture
 def version_dir(published_registry: Path, tmp_path: Path) -> Path:
+    """A fetched copy (files beside manifest.json) of a format-2 version."""
     copy = tmp_path / "copy"
-    shutil.copytree(published_registry / "tweeteval_offensive" / "v1", copy)
+    copy.mkdir()
+    Registry(str(published_registry)).download("tweeteval_offensive", "v1", copy)
     return copy
 
 
 def test_manifest_has_the_contract_keys(version_dir: Path) -> None:
     data = json.loads((version_dir / "manifest.json").read_text())
     assert {"dataset", "version", "task", "label_names", "num_labels", "splits", "tokenizer", "max_length",
-            "sources", "publish_params", "files", "format_version"} <= set(data)
-    assert data["task"] == "multiclass" and data["format_version"] == 1 and data["num_labels"] == 2
+            "sources", "publish_params", "files", "format_version", "shards"} <= set(data)
+    assert data["task"] == "multiclass" and data["format_version"] == 2 and data["num_labels"] == 2
     assert set(data["splits"]["train"]) >= {"rows", "label_counts", "token_length_percentiles"}
     assert set(data["tokenizer"]) >= {"name", "kind", "sha256", "vocab_size", "pad_token_id", "cls_token_id",
                                       "sep_token_id"}
     assert "manifest.json" not in data["files"]
-    assert {"train.parquet", "validation.parquet", "test.parquet", "tokenizer/tokenizer.json"} <= set(data["files"])
+    shards = {split: [shard["path"] for shard in data["shards"][split]] for split in data["shards"]}
+    assert shards == {split: [f"{split}-00000-of-00001.parquet"] for split in ("train", "validation", "test")}
+    for split, listed in data["shards"].items():
+        for shard in listed:  # each shard's sha256 and row count, checked against the file itself
+            assert shard["sha256"] == data["files"][shard["path"]] == hashlib.sha256(
+                (version_dir / shard["path"]).read_bytes()).hexdigest()
+            assert shard["rows"] == pq.ParquetFile(version_dir / shard["path"]).metadata.num_rows
+        assert sum(shard["rows"] for shard in listed) == data["splits"][split]["rows"]
+    assert "tokenizer/tokenizer.json" in data["files"]
+
+
+def test_format1_manifest_reads_as_single_shards() -> None:
+    manifest = Manifest.load(FORMAT1_VERSION)
+    raw = (FORMAT1_VERSION / "manifest.json").read_bytes()
+    assert manifest.format_version == 1 and manifest.shards is None and manifest.to_json() == raw
+    assert [(s.path, s.rows) for s in manifest.split_shards("train")] == [("train.parquet", 72)]
+    assert manifest.split_shards("test")[0].sha256 == hashlib.sha256(
+        (FORMAT1_VERSION / "test.parquet").read_bytes()).hexdigest()
+    assert verify_files(FORMAT1_VERSION).version == "v1"
 
 
 def test_round_trip_and_digest(version_dir: Path) -> None:
@@ -42,9 +65,9 @@ def test_verify_accepts_an_intact_copy(version_dir: Path) -> None:
 
 
 def test_verify_names_a_tampered_file(version_dir: Path) -> None:
-    with open(version_dir / "validation.parquet", "ab") as stream:
+    with open(version_dir / "validation-00000-of-00001.parquet", "ab") as stream:
         stream.write(b"x")
-    with pytest.raises(ChecksumMismatchError, match="validation.parquet"):
+    with pytest.raises(ChecksumMismatchError, match="validation-00000-of-00001.parquet"):
         verify_files(version_dir)
 
 

@@ -1,4 +1,5 @@
 import argparse
+import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -8,15 +9,26 @@ import pytest
 from cybulde.cli import build_parser
 from cybulde.data.errors import DataError, VersionExistsError
 from cybulde.data.labels import LabelMappingError
-from cybulde.data.manifest import Manifest
+from cybulde.data.manifest import Manifest, files_dir
 from cybulde.data.publish import add_publish_arguments, publish, run_publish
+from cybulde.data.splits import read_split_columns
 from cybulde.data.tokenizer import load_tokenizer
+from tests.data.conftest import write_generic_csv
 
 SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("label", pa.int64()),
                     ("input_ids", pa.list_(pa.int32()))])
+REFERENCE = Path(__file__).parent / "fixtures" / "format1-tweeteval-reference"
 
 
-def test_published_tweeteval_version(published_registry: Path, tmp_path: Path) -> None:
+def version_files(registry: Path, dataset: str, version: str) -> dict[str, bytes]:
+    """Every file of a published version, manifest.json included, by its path in a fetched copy."""
+    folder = registry / dataset / version
+    files = {p.relative_to(files_dir(folder)).as_posix(): p.read_bytes()
+             for p in sorted(files_dir(folder).rglob("*")) if p.is_file()}
+    return {**files, "manifest.json": (folder / "manifest.json").read_bytes()}
+
+
+def test_published_tweeteval_version(published_registry: Path) -> None:
     version = published_registry / "tweeteval_offensive" / "v1"
     manifest = Manifest.load(version)
     # 40/12/10 raw rows minus the empty tweets (2 in train, 1 in val), which are dropped and counted
@@ -29,7 +41,7 @@ def test_published_tweeteval_version(published_registry: Path, tmp_path: Path) -
     assert manifest.publish_params["split"] == {"method": "official"}
     assert manifest.splits["train"].truncated_rows > 0  # max_length 16 truncates the long generated tweets
 
-    table = pq.read_table(version / "train.parquet")
+    table = pq.read_table(files_dir(version) / "train-00000-of-00001.parquet")
     assert table.schema.remove_metadata().equals(SCHEMA)
     rows = table.to_pylist()
     tokenizer = load_tokenizer(version)
@@ -43,15 +55,75 @@ def test_published_tweeteval_version(published_registry: Path, tmp_path: Path) -
     assert sum(counts.values()) == 38 and counts["offensive"] == sum(r["label"] for r in rows)
 
 
+def test_rows_and_summaries_equal_the_single_file_publisher(published_registry: Path) -> None:
+    """Streaming changed how rows are produced, not which: same rows and summaries as the stored
+    output of the publisher that held whole splits in memory (tests/data/fixtures/README.md)."""
+    version = published_registry / "tweeteval_offensive" / "v1"
+    reference = json.loads((REFERENCE / "manifest.json").read_text())
+    manifest = Manifest.load(version)
+    for split in ("train", "validation", "test"):
+        expected = pq.read_table(REFERENCE / f"{split}.parquet").to_pydict()
+        assert read_split_columns(version, split, ("id", "text", "label", "input_ids")) == expected
+        assert manifest.to_dict()["splits"][split] == reference["splits"][split]
+
+
 def test_second_publish_of_a_version_is_refused(published_registry: Path, tweeteval_dir: Path) -> None:
     with pytest.raises(VersionExistsError, match="tweeteval_offensive/v1 already exists"):
         publish("tweeteval_offensive", tweeteval_dir, str(published_registry), "v1", echo=None)
 
 
-def test_publish_is_deterministic(tweeteval_dir: Path, tmp_path: Path) -> None:
-    first = publish("tweeteval_offensive", tweeteval_dir, str(tmp_path / "r1"), "v1", echo=None)
-    second = publish("tweeteval_offensive", tweeteval_dir, str(tmp_path / "r2"), "v1", echo=None)
-    assert first.files == second.files and first.sha256 == second.sha256
+def test_publish_is_deterministic_across_publishes_and_worker_counts(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import cybulde.data.publish as publish_module
+    from cybulde.data.engine import LocalEngine
+
+    monkeypatch.setattr(publish_module, "BATCH_ROWS", 64)  # 15 batches: the 2 workers' pool is used
+    pools = []
+    start_pool = LocalEngine._start_pool
+    monkeypatch.setattr(LocalEngine, "_start_pool", lambda self: pools.append(self.workers) or start_pool(self))
+    raw = write_generic_csv(tmp_path / "raw" / "big.csv", rows=900)
+    options = dict(text_column="comment", label_column="verdict", rows_per_shard=100, echo=None)
+    publish("csv", raw, str(tmp_path / "r1"), "v1", dataset="d", workers=1, **options)
+    publish("csv", raw, str(tmp_path / "r2"), "v1", dataset="d", workers=1, **options)
+    publish("csv", raw, str(tmp_path / "r3"), "v1", dataset="d", workers=2, **options)
+    first = version_files(tmp_path / "r1", "d", "v1")
+    assert len([name for name in first if name.startswith("train-")]) == 8  # ~720 train rows, 100 per shard
+    assert version_files(tmp_path / "r2", "d", "v1") == first
+    assert version_files(tmp_path / "r3", "d", "v1") == first
+    assert pools == [2]  # only the workers=2 publish ran in a pool of processes
+
+
+def test_shards_hold_the_rows_in_order_and_the_manifest_says_so(tmp_path: Path) -> None:
+    raw = write_generic_csv(tmp_path / "raw" / "mine.csv", rows=300)
+    options = dict(dataset="d", text_column="comment", label_column="verdict", echo=None)
+    one = publish("csv", raw, str(tmp_path / "one"), "v1", **options)
+    many = publish("csv", raw, str(tmp_path / "many"), "v1", rows_per_shard=7, **options)
+    folder = files_dir(tmp_path / "many" / "d" / "v1")
+    for split in ("train", "validation", "test"):
+        shards = many.split_shards(split)
+        rows = many.splits[split].rows
+        assert [shard.path for shard in shards] == [f"{split}-{i:05d}-of-{len(shards):05d}.parquet"
+                                                     for i in range(len(shards))]
+        assert [shard.rows for shard in shards] == [7] * (rows // 7) + ([rows % 7] if rows % 7 else [])
+        for shard in shards:
+            assert pq.ParquetFile(folder / shard.path).metadata.num_rows == shard.rows
+        assert (read_split_columns(tmp_path / "many" / "d" / "v1", split, ("id", "input_ids"))
+                == read_split_columns(tmp_path / "one" / "d" / "v1", split, ("id", "input_ids")))
+        assert many.splits[split] == one.splits[split]
+    assert many.publish_params["layout"]["rows_per_shard"] == 7
+
+
+def test_hash_split_is_recorded_and_roughly_80_10_10(tmp_path: Path) -> None:
+    raw = write_generic_csv(tmp_path / "raw" / "mine.csv", rows=3000)
+    manifest = publish("csv", raw, str(tmp_path / "reg"), "v1", dataset="d", text_column="comment",
+                       label_column="verdict", seed=9, echo=None)
+    assert manifest.publish_params["split"] == {
+        "method": "seeded-sha256/v1", "key": "text", "seed": 9,
+        "fractions": {"train": 0.8, "validation": 0.1, "test": 0.1}}
+    for label in ("ok", "spam", "toxic"):  # 1000 rows each; 5 binomial standard deviations
+        counts = [manifest.splits[split].label_counts[label] for split in ("train", "validation", "test")]
+        assert sum(counts) == 1000
+        assert abs(counts[0] - 800) < 5 * 12.7 and abs(counts[1] - 100) < 5 * 9.5 and abs(counts[2] - 100) < 5 * 9.5
 
 
 @pytest.mark.parametrize("kind", ["wordpiece", "bpe"])
@@ -59,15 +131,21 @@ def test_trained_tokenizers(kind: str, davidson_dir: Path, tmp_path: Path) -> No
     manifest = publish("davidson2017", davidson_dir, str(tmp_path / "reg"), "v1", tokenizer=kind, vocab_size=300,
                        max_length=32, seed=5, echo=None)
     again = publish("davidson2017", davidson_dir, str(tmp_path / "reg2"), "v1", tokenizer=kind, vocab_size=300,
-                    max_length=32, seed=5, echo=None)
-    assert manifest.tokenizer.sha256 == again.tokenizer.sha256
+                    max_length=32, seed=5, workers=2, echo=None)
+    assert manifest.tokenizer.sha256 == again.tokenizer.sha256 and manifest.sha256 == again.sha256
     assert manifest.tokenizer.kind == kind and manifest.tokenizer.vocab_size <= 300
     assert manifest.publish_params["split"]["seed"] == 5 and manifest.num_labels == 3
     version = tmp_path / "reg" / "davidson2017" / "v1"
     tokenizer = load_tokenizer(version)
-    ids = pq.read_table(version / "test.parquet").column("input_ids").to_pylist()
-    assert all(row[0] == tokenizer.cls_token_id and row[-1] == tokenizer.sep_token_id for row in ids)
+    rows = read_split_columns(version, "test", ("text", "input_ids"))
+    assert all(row[0] == tokenizer.cls_token_id and row[-1] == tokenizer.sep_token_id for row in rows["input_ids"])
     assert tokenizer.pad_token_id == manifest.tokenizer.pad_token_id
+    # the stored ids are what the saved tokenizer gives (for rows short enough not to be truncated)
+    from cybulde.data.cleaning import clean_text
+
+    for text, ids in zip(rows["text"], rows["input_ids"], strict=True):
+        encoded = tokenizer(clean_text(text))["input_ids"]
+        assert ids == (encoded if len(encoded) <= 32 else encoded[:31] + [tokenizer.sep_token_id])
 
 
 def test_generic_csv_small_version(generic_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -80,13 +158,34 @@ def test_generic_csv_small_version(generic_csv: Path, tmp_path: Path, capsys: py
     assert "published mine/small" in out and "train" in out and "p50" in out and "toxic 3" in out
 
 
+def test_sample_is_stratified_deterministic_and_a_subset(tmp_path: Path) -> None:
+    raw = write_generic_csv(tmp_path / "raw" / "mine.csv", rows=600)
+    options = dict(dataset="d", text_column="comment", label_column="verdict", echo=None)
+    full = publish("csv", raw, str(tmp_path / "full"), "v1", **options)
+    small = publish("csv", raw, str(tmp_path / "a"), "v1", max_rows_per_split=20, **options)
+    again = publish("csv", raw, str(tmp_path / "b"), "v1", max_rows_per_split=20, **options)
+    assert small.sha256 == again.sha256
+    for split in ("train", "validation", "test"):
+        counts, population = small.splits[split].label_counts, full.splits[split].label_counts
+        assert small.splits[split].rows == 20
+        for label, count in counts.items():  # each label's share of the split, rounded up or down
+            assert abs(count - 20 * population[label] / full.splits[split].rows) < 1
+        rows = read_split_columns(tmp_path / "a" / "d" / "v1", split, ("id",))["id"]
+        everything = read_split_columns(tmp_path / "full" / "d" / "v1", split, ("id",))["id"]
+        assert set(rows) <= set(everything) and rows == [row for row in everything if row in set(rows)]
+    assert full.splits["train"].rows > 400
+
+
 def test_cli_arguments_and_errors(tweeteval_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     parser = build_parser()
     argv = ["publish", "--source", "tweeteval_offensive", "--raw-dir", str(tweeteval_dir), "--registry",
-            str(tmp_path / "reg"), "--version", "v1", "--max-length", "32", "--max-rows-per-split", "5"]
+            str(tmp_path / "reg"), "--version", "v1", "--max-length", "32", "--max-rows-per-split", "5",
+            "--rows-per-shard", "3", "--workers", "1"]
     args = parser.parse_args(argv)
     assert args.handler is run_publish and args.max_length == 32 and args.tokenizer == "pretrained"
+    assert args.engine == "local" and args.rows_per_shard == 3
     assert args.handler(args) == 0
+    assert len(Manifest.load(tmp_path / "reg" / "tweeteval_offensive" / "v1").split_shards("train")) == 2
     assert args.handler(args) == 1
     args.if_missing = True
     assert args.handler(args) == 0  # the first-run setup accepts an existing version
@@ -96,6 +195,14 @@ def test_cli_arguments_and_errors(tweeteval_dir: Path, tmp_path: Path, capsys: p
         ["--source", "csv", "--version", "v1", "--registry", str(tmp_path / "reg")])
     assert run_publish(standalone) == 2
     assert "--raw-dir is required" in capsys.readouterr().err
+    for extra, message in ((["--engine", "dask"], "--engine dask needs --scheduler"),
+                           (["--scheduler", "tcp://127.0.0.1:1"], "--scheduler is an option of --engine dask"),
+                           (["--rows-per-shard", "0"], "rows_per_shard must be >= 1")):
+        args = parser.parse_args([*argv[:8], "v2", *argv[9:], *extra])
+        assert args.handler(args) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err
+    assert not (tmp_path / "reg" / "tweeteval_offensive" / "v2").exists()
 
 
 def test_extra_training_data_joins_the_train_split_only(tweeteval_dir: Path, davidson_dir: Path,
@@ -109,7 +216,7 @@ def test_extra_training_data_joins_the_train_split_only(tweeteval_dir: Path, dav
                     echo=None)
     davidson = publish("davidson2017", davidson_dir, str(tmp_path / "reg"), "v1", echo=None).splits["train"]
     assert mixed.label_names == alone.label_names
-    assert mixed.splits["train"].rows == alone.splits["train"].rows + davidson.rows == alone.splits["train"].rows + 72
+    assert mixed.splits["train"].rows == alone.splits["train"].rows + davidson.rows
     assert mixed.splits["validation"] == alone.splits["validation"] and mixed.splits["test"] == alone.splits["test"]
     added = {name: mixed.splits["train"].label_counts[name] - alone.splits["train"].label_counts[name]
              for name in mixed.label_names}
@@ -119,9 +226,10 @@ def test_extra_training_data_joins_the_train_split_only(tweeteval_dir: Path, dav
     assert "extra_training" not in alone.publish_params
     assert {source.path for source in mixed.sources} >= {"davidson2017/labeled_data.csv",
                                                           "tweeteval_offensive/train_text.txt"}
-    train = pq.read_table(tmp_path / "reg" / "tweeteval_offensive" / "v2" / "train.parquet").to_pydict()
-    assert sum(row_id.startswith("davidson2017:") for row_id in train["id"]) == 72
-    assert len(set(train["id"])) == len(train["id"])
+    train = read_split_columns(tmp_path / "reg" / "tweeteval_offensive" / "v2", "train", ("id",))["id"]
+    davidson_train = read_split_columns(tmp_path / "reg" / "davidson2017" / "v1", "train", ("id",))["id"]
+    assert train[-len(davidson_train):] == [f"davidson2017:{row_id}" for row_id in davidson_train]  # appended
+    assert len(set(train)) == len(train)
 
 
 @pytest.mark.parametrize(("label_map", "message"), [

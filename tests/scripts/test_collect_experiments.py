@@ -98,7 +98,8 @@ def test_a_multi_source_dataset_is_scored_on_its_own_source(collect: ModuleType,
     registry = tmp_path / "registry"
     extra = ExtraTraining("davidson2017", write_davidson(tmp_path / "raw" / "davidson2017"),
                           {"hate_speech": "offensive", "offensive_language": "offensive", "neither": "not-offensive"})
-    publish("tweeteval_offensive", write_tweeteval(tmp_path / "raw" / "tweeteval_offensive"), str(registry), "v1",
+    version = re.search(r"(?m)^  version: (\S+)", REPO_PARAMS.read_text(encoding="utf-8")).group(1)  # the runs'
+    publish("tweeteval_offensive", write_tweeteval(tmp_path / "raw" / "tweeteval_offensive"), str(registry), version,
             dataset="offensive_plus_davidson", extra_training=[extra], echo=None)
     base = git(repo, "rev-parse", "HEAD")
     mixed = commit_run(repo, "1.0e-04", 1234, 0.81, dataset="offensive_plus_davidson", registry=str(registry))

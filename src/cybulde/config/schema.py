@@ -66,7 +66,8 @@ class DataConfig:
     # A local folder (relative paths are taken from the project root), file:// or gs:// URL.
     registry: str = "registry"
     dataset: str = "tweeteval_offensive"
-    version: str = "v1"
+    # v2: TweetEval offensive in the sharded layout (manifest format 2); its rows equal v1's.
+    version: str = "v2"
     # Where `fetch` writes the verified copy; the pipeline's `fetch` out.
     fetched_dir: str = "data/fetched"
 

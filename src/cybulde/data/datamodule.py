@@ -1,7 +1,15 @@
 """A Lightning DataModule over a fetched (or published) dataset version's Parquet splits.
 
 Texts are already tokenized, so the training loop only pads: each batch is padded to its own
-longest row (dynamic padding). Training batches are made by `ShardedBatchSampler`:
+longest row (dynamic padding). A split's token ids and labels are decoded once from its Parquet
+shards into an uncompressed Arrow IPC file in a cache (`.cybulde/cache/tokens/`, keyed by the
+shards' sha256, written atomically by whichever rank gets there first while the others wait on a
+file lock) and memory-mapped (`MappedSplit`): rows are slices of the mapped buffers, so the ranks
+of one machine share the page cache and a rank's own memory does not grow with the dataset (a few
+bytes per row: lengths and the epoch's order). Texts and ids stay in the Parquet files; they are
+read only when asked for (`split_ids`, `split_texts`: evaluation outputs).
+
+Training batches are made by `ShardedBatchSampler`:
 
 - every epoch, all ranks draw the same seeded permutation (seed + epoch) of the training rows;
 - with `group_by_length`, the permutation is cut into mega-chunks of `batch_size * world_size *
@@ -24,6 +32,9 @@ stages) is ordered and unsharded.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,8 +43,12 @@ import numpy as np
 
 from cybulde.data.errors import DataError
 from cybulde.data.manifest import SPLITS, Manifest
+from cybulde.data.splits import read_split_columns, split_paths
 
 MEGA_CHUNK_STEPS = 50
+TOKEN_CACHE_FORMAT = "input_ids+label/arrow-ipc/v2"
+TOKEN_CACHE_DIR = Path(".cybulde") / "cache" / "tokens"  # under the project root by default
+_CACHE_BATCH_ROWS = 1 << 16
 
 
 def _lightning_base() -> type:
@@ -42,27 +57,115 @@ def _lightning_base() -> type:
     return pl.LightningDataModule
 
 
-class TokenizedSplit:
-    """One split in memory: token ids per row (int32 arrays), labels, ids and texts."""
+def token_id_type(vocab_size: int) -> str:
+    """The narrowest type that holds every token id: half the mapped bytes of int32 for vocabularies
+    up to 65,536 (MiniLM's has 30,522)."""
+    return "uint16" if vocab_size <= 1 << 16 else "int32"
+
+
+def token_cache_path(cache_dir: Path, split: str, shard_sha256s: list[str], id_type: str) -> Path:
+    """Where the decoded tokens of a split with these shards are cached (a content key)."""
+    key = json.dumps({"format": TOKEN_CACHE_FORMAT, "split": split, "shards": shard_sha256s, "ids": id_type},
+                     sort_keys=True)
+    return cache_dir / f"{split}-{hashlib.sha256(key.encode()).hexdigest()[:32]}.arrow"
+
+
+def ensure_token_cache(target: Path, parquet_paths: list[Path], id_type: str = "int32") -> Path:
+    """Write `target` (input_ids as `id_type` and label of the Parquet files, in order) unless it exists.
+
+    One process converts, under an exclusive lock; processes that wait on the lock find the file
+    done. The file appears whole (written under a temporary name, then renamed), so a crash
+    leaves no partial cache. Memory: one batch of `_CACHE_BATCH_ROWS` rows at a time.
+    """
+    import fcntl
+
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(target.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not target.is_file():
+                temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+                try:
+                    _write_token_file(temporary, parquet_paths, id_type)
+                    os.replace(temporary, target)
+                finally:
+                    temporary.unlink(missing_ok=True)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return target
+
+
+def _write_token_file(path: Path, parquet_paths: list[Path], id_type: str) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("input_ids", pa.list_(getattr(pa, id_type)())), ("label", pa.int64())])
+    pending: list[Any] = []
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+        def flush() -> None:
+            if pending:
+                writer.write_table(pa.Table.from_batches(pending, schema=schema).combine_chunks(),
+                                   max_chunksize=None)
+                pending.clear()
+
+        for parquet in parquet_paths:
+            for batch in pq.ParquetFile(parquet).iter_batches(batch_size=1 << 16, columns=["input_ids", "label"]):
+                pending.append(batch.cast(schema))
+                if sum(part.num_rows for part in pending) >= _CACHE_BATCH_ROWS:
+                    flush()
+        flush()
+    pa.default_memory_pool().release_unused()  # the decoding buffers: this rank keeps training
+
+
+class MappedSplit:
+    """One split's token ids and labels, memory-mapped from its token cache file (see the module
+    docstring). Picklable: DataLoader workers map the file again rather than copy it."""
 
     def __init__(self, path: Path) -> None:
-        import pyarrow.parquet as pq
+        import pyarrow as pa
 
-        table = pq.read_table(path, columns=["id", "text", "label", "input_ids"])
-        column = table.column("input_ids").combine_chunks()
-        offsets = column.offsets.to_numpy()
-        values = column.values.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
-        self.input_ids = [values[start:end] for start, end in zip(offsets[:-1], offsets[1:], strict=True)]
-        self.lengths = np.diff(offsets).astype(np.int64)
-        self.labels = table.column("label").to_numpy().astype(np.int64)
-        self.ids = table.column("id").to_pylist()
-        self.texts = table.column("text").to_pylist()
+        self.path = Path(path)
+        reader = pa.ipc.open_file(pa.memory_map(str(self.path), "r"))
+        self._values: list[np.ndarray] = []
+        self._offsets: list[np.ndarray] = []
+        self._labels: list[np.ndarray] = []
+        for index in range(reader.num_record_batches):
+            batch = reader.get_batch(index)
+            ids, labels = batch.column(0), batch.column(1)
+            # the offsets buffer itself (`ids.offsets` would copy it into this process's memory)
+            self._offsets.append(np.frombuffer(ids.buffers()[1], dtype=np.int32, count=len(ids) + 1,
+                                               offset=ids.offset * 4))
+            self._values.append(ids.values.to_numpy(zero_copy_only=True))
+            self._labels.append(labels.to_numpy(zero_copy_only=True))
+        sizes = [len(labels) for labels in self._labels]
+        self._starts = np.cumsum([0, *sizes])[:-1].astype(np.int64)
+        self.lengths = (np.concatenate([np.diff(offsets) for offsets in self._offsets]).astype(np.int32)
+                        if sizes else np.zeros(0, np.int32))
+
+    @property
+    def labels(self) -> np.ndarray:
+        """All labels (a copy: for evaluation, not for the training loop)."""
+        return np.concatenate(self._labels).astype(np.int64) if self._labels else np.zeros(0, np.int64)
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self.lengths)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return {"input_ids": self.input_ids[index], "label": self.labels[index], "index": index}
+        if not 0 <= index < len(self.lengths):
+            raise IndexError(f"row {index} out of range for a split of {len(self.lengths)} rows")
+        chunk = int(np.searchsorted(self._starts, index, side="right")) - 1
+        row = index - int(self._starts[chunk])
+        offsets = self._offsets[chunk]
+        return {"input_ids": self._values[chunk][offsets[row]:offsets[row + 1]],
+                "label": self._labels[chunk][row], "index": index}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"])
 
 
 class PadCollator:
@@ -190,9 +293,10 @@ class TextDataModule(_lightning_base()):  # type: ignore[misc]
 
     def __init__(self, data_dir: str | Path, batch_size: int, seed: int, group_by_length: bool = True,
                  num_workers: int = 0, world_size: int = 1, rank: int = 0,
-                 eval_batch_size: int | None = None) -> None:
+                 eval_batch_size: int | None = None, cache_dir: str | Path | None = None) -> None:
         super().__init__()
         self.data_dir = Path(data_dir)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
         self.manifest = Manifest.load(self.data_dir)
         self.label_names = list(self.manifest.label_names)
         self.num_labels = self.manifest.num_labels
@@ -201,25 +305,29 @@ class TextDataModule(_lightning_base()):  # type: ignore[misc]
         self.num_workers = num_workers
         self.world_size, self.rank = world_size, rank
         self.eval_batch_size = eval_batch_size or batch_size
-        self._splits: dict[str, TokenizedSplit] = {}
+        self._splits: dict[str, MappedSplit] = {}
 
     # ---- data ---------------------------------------------------------------------------------
 
-    def split(self, name: str) -> TokenizedSplit:
+    def split(self, name: str) -> MappedSplit:
         if name not in SPLITS:
             raise ValueError(f"unknown split {name!r}; expected one of {', '.join(SPLITS)}")
         if name not in self._splits:
-            self._splits[name] = TokenizedSplit(self.data_dir / f"{name}.parquet")
+            paths = split_paths(self.data_dir, name, self.manifest)
+            shards = [shard.sha256 for shard in self.manifest.split_shards(name)]
+            id_type = token_id_type(self.manifest.tokenizer.vocab_size)
+            cache = ensure_token_cache(token_cache_path(self.cache_dir, name, shards, id_type), paths, id_type)
+            self._splits[name] = MappedSplit(cache)
         return self._splits[name]
 
     def split_labels(self, split: str) -> np.ndarray:
         return self.split(split).labels
 
     def split_ids(self, split: str) -> list[str]:
-        return self.split(split).ids
+        return [str(value) for value in read_split_columns(self.data_dir, split, ("id",))["id"]]
 
     def split_texts(self, split: str) -> list[str]:
-        return self.split(split).texts
+        return read_split_columns(self.data_dir, split, ("text",))["text"]
 
     def setup(self, stage: str | None = None) -> None:
         trainer = getattr(self, "trainer", None)
@@ -257,3 +365,9 @@ class TextDataModule(_lightning_base()):  # type: ignore[misc]
 
         return DataLoader(self.split(split), batch_size=batch_size or self.eval_batch_size, shuffle=False,
                           collate_fn=PadCollator(self.pad_token_id), num_workers=self.num_workers)
+
+
+def _default_cache_dir() -> Path:
+    from cybulde.config.paths import project_root
+
+    return project_root() / TOKEN_CACHE_DIR

@@ -8,11 +8,11 @@ and adds `[CLS] ... [SEP]` around each text, so the same code loads and applies 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cybulde.data.manifest import TOKENIZER_DIR
+from cybulde.data.manifest import MANIFEST_FILE, TOKENIZER_DIR, files_dir
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -41,15 +41,18 @@ def pretrained_tokenizer(max_length: int = 512) -> PreTrainedTokenizerFast:
                                    do_lower_case=True, **SPECIAL_TOKENS)
 
 
-def train_tokenizer(texts: Iterable[str], kind: str, vocab_size: int = DEFAULT_VOCAB_SIZE,
+TextStream = Callable[[], Iterable[str]]  # each call streams the same texts again
+
+
+def train_tokenizer(texts: TextStream, kind: str, vocab_size: int = DEFAULT_VOCAB_SIZE,
                     max_length: int = 512) -> PreTrainedTokenizerFast:
-    """A new `kind` ("wordpiece" or "bpe") tokenizer trained on `texts` (give it the training split)."""
+    """A new `kind` ("wordpiece" or "bpe") tokenizer trained on the texts that `texts()` streams
+    (give it the training split); they are read in passes, never held in memory at once."""
     _offline()
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     specials = list(SPECIAL_TOKENS.values())
-    texts = list(texts)
     if kind == "wordpiece":
         tokenizer = Tokenizer(models.WordPiece(_wordpiece_vocab(texts, vocab_size), unk_token="[UNK]"))
         tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
@@ -63,7 +66,7 @@ def train_tokenizer(texts: Iterable[str], kind: str, vocab_size: int = DEFAULT_V
         tokenizer.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-        tokenizer.train_from_iterator(texts, trainer=trainer)
+        tokenizer.train_from_iterator(texts(), trainer=trainer)
     else:
         raise ValueError(f"cannot train a tokenizer of kind {kind!r}; expected 'wordpiece' or 'bpe'")
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
@@ -76,7 +79,7 @@ def train_tokenizer(texts: Iterable[str], kind: str, vocab_size: int = DEFAULT_V
 _WORD_START = "\u2581"
 
 
-def _wordpiece_vocab(texts: list[str], vocab_size: int) -> dict[str, int]:
+def _wordpiece_vocab(texts: TextStream, vocab_size: int) -> dict[str, int]:
     """A WordPiece vocabulary learned by BPE merges, reproducibly.
 
     `tokenizers`' WordPieceTrainer gives different vocabularies from run to run (ties between
@@ -87,10 +90,16 @@ def _wordpiece_vocab(texts: list[str], vocab_size: int) -> dict[str, int]:
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
     normalizer, splitter = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
-    marked = [" ".join(_WORD_START + word.replace(_WORD_START, "")
-                       for word, _ in splitter.pre_tokenize_str(normalizer.normalize_str(text)))
-              for text in texts]
-    alphabet = sorted({char for text in marked for char in text} - {" ", _WORD_START})
+
+    def marked() -> Iterable[str]:
+        for text in texts():
+            yield " ".join(_WORD_START + word.replace(_WORD_START, "")
+                           for word, _ in splitter.pre_tokenize_str(normalizer.normalize_str(text)))
+
+    characters: set[str] = set()
+    for text in marked():
+        characters.update(text)
+    alphabet = sorted(characters - {" ", _WORD_START})
     vocab = list(SPECIAL_TOKENS.values()) + alphabet + [f"##{char}" for char in alphabet]
     merges_wanted = vocab_size - len(vocab)
     if merges_wanted > 0:
@@ -98,7 +107,7 @@ def _wordpiece_vocab(texts: list[str], vocab_size: int) -> dict[str, int]:
         bpe.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
         trainer = trainers.BpeTrainer(vocab_size=len(alphabet) + 1 + merges_wanted, show_progress=False,
                                       initial_alphabet=[*alphabet, _WORD_START])
-        bpe.train_from_iterator(marked, trainer=trainer)
+        bpe.train_from_iterator(marked(), trainer=trainer)
         known = set(vocab)
         for piece, _ in sorted(bpe.get_vocab().items(), key=lambda item: item[1]):
             token = piece[1:] if piece.startswith(_WORD_START) else f"##{piece}"
@@ -108,9 +117,10 @@ def _wordpiece_vocab(texts: list[str], vocab_size: int) -> dict[str, int]:
     return {token: index for index, token in enumerate(vocab[:max(vocab_size, len(SPECIAL_TOKENS))])}
 
 
-def build_tokenizer(kind: str, train_texts: list[str], vocab_size: int = DEFAULT_VOCAB_SIZE,
+def build_tokenizer(kind: str, train_texts: TextStream, vocab_size: int = DEFAULT_VOCAB_SIZE,
                     max_length: int = 512) -> tuple[PreTrainedTokenizerFast, str]:
-    """(tokenizer, name) for a publish: the pretrained one, or one trained on `train_texts`."""
+    """(tokenizer, name) for a publish: the pretrained one, or one trained on the texts `train_texts()`
+    streams (not read for the pretrained one)."""
     if kind == "pretrained":
         return pretrained_tokenizer(max_length), PRETRAINED_NAME
     if kind in ("wordpiece", "bpe"):
@@ -127,25 +137,13 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerFast, folder: str | Path) -> Pa
     return Path(folder)
 
 
-def encode(tokenizer: PreTrainedTokenizerFast, texts: list[str], max_length: int) -> tuple[list[list[int]], list[int]]:
-    """(input_ids truncated to `max_length` and ending with [SEP], full lengths before truncation)."""
-    saved_limit = tokenizer.model_max_length
-    tokenizer.model_max_length = int(1e9)  # full lengths are wanted here: no "longer than max" warning
-    try:
-        encoded = tokenizer(texts, add_special_tokens=True, truncation=False, padding=False)["input_ids"]
-    finally:
-        tokenizer.model_max_length = saved_limit
-    sep_id = tokenizer.sep_token_id
-    lengths = [len(ids) for ids in encoded]
-    # The template is [CLS] text [SEP]: truncating the text keeps the closing [SEP], like HF truncation.
-    truncated = [ids if len(ids) <= max_length else ids[:max_length - 1] + [sep_id] for ids in encoded]
-    return truncated, lengths
-
-
 def tokenizer_dir(path: str | Path) -> Path:
-    """`path` itself if it holds tokenizer.json, else `<path>/tokenizer` (a dataset version folder)."""
+    """`path` itself if it holds tokenizer.json, else the `tokenizer` folder of the dataset version
+    `path` (a fetched copy or a registry folder)."""
     path = Path(path)
-    return path if (path / "tokenizer.json").is_file() else path / TOKENIZER_DIR
+    if (path / "tokenizer.json").is_file():
+        return path
+    return (files_dir(path) if (path / MANIFEST_FILE).is_file() else path) / TOKENIZER_DIR
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:

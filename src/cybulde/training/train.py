@@ -133,12 +133,13 @@ def load_manifest(data_dir: Path) -> Any:
 
 
 def build_module(cfg: Config, manifest: Any, data_dir: Path) -> pl.LightningModule:
+    from cybulde.data.tokenizer import tokenizer_dir
     from cybulde.models.classifier import build_classifier
     from cybulde.training.module import ClassifierModule, freeze_input_embeddings, inverse_frequency_weights
     from cybulde.training.recipe import focal_gamma
 
     manifest_dict = manifest.to_dict()
-    model = build_classifier(cfg.model, manifest_dict, data_dir / "tokenizer")
+    model = build_classifier(cfg.model, manifest_dict, tokenizer_dir(data_dir))
     if cfg.train.freeze_embeddings:
         freeze_input_embeddings(model)
     class_weights = None
@@ -211,6 +212,7 @@ def _export(cfg: Config, trainer: pl.Trainer, module: Any, manifest: Any, data_d
     import torch
 
     from cybulde.config.loader import to_dict
+    from cybulde.data.tokenizer import tokenizer_dir
     from cybulde.models.checkpoint import save_model
 
     best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -230,7 +232,7 @@ def _export(cfg: Config, trainer: pl.Trainer, module: Any, manifest: Any, data_d
                 # Only the sections the stage declares: model/config.json is an output of `train`.
                 "train_params": {key: to_dict(getattr(cfg, key)) for key in ("model", "train", "launch")},
                 "train_metrics": metrics}
-    result.model_dir = save_model(module.model, root / MODEL_DIR, metadata, data_dir / "tokenizer")
+    result.model_dir = save_model(module.model, root / MODEL_DIR, metadata, tokenizer_dir(data_dir))
     metrics_path = root / METRICS_FILE
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     metrics_path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
