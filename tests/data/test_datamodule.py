@@ -99,3 +99,13 @@ def test_lightning_sets_the_epoch(published_registry: Path) -> None:
     assert loader.batch_sampler.epoch == 1
     second = [b["index"].tolist() for b in loader]
     assert first != second and sorted(sum(first, [])) == sorted(sum(second, [])) == list(range(38))
+
+
+def test_start_batch_resumes_the_first_epoch_only() -> None:
+    full = epoch_batches(2, 1, epoch=3)
+    sampler = ShardedBatchSampler(LENGTHS, 8, 1, 2, 1, True, mega_chunk_steps=4, start_batch=5)
+    sampler.set_epoch(3)
+    assert list(sampler) == full[5:]  # the batches an uninterrupted epoch would still draw
+    assert len(sampler) == len(full)  # the epoch's length is unchanged
+    assert list(sampler) == full  # the next iteration is a whole epoch again
+
