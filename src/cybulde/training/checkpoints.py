@@ -86,12 +86,22 @@ def restore_rng_state(state: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state(state["cuda"].to(torch.uint8))
 
 
-def gather_rng_states(strategy: Any, world_size: int) -> dict[str, torch.Tensor]:
-    """Every rank's RNG states, stacked by global rank (a collective: call it on all ranks)."""
+def gather_rng_states(world_size: int) -> dict[str, torch.Tensor]:
+    """Every rank's RNG states, stacked by global rank (a collective: call it on all ranks).
+
+    CPU tensors: the process group of `cybulde.training.launch.init_distributed` sends them through gloo.
+    """
+    import torch.distributed as dist
+
     local = capture_rng_state()
     if world_size == 1:
         return {name: tensor.unsqueeze(0) for name, tensor in local.items()}
-    return {name: strategy.all_gather(tensor.to(strategy.root_device)).cpu() for name, tensor in local.items()}
+    gathered = {}
+    for name, tensor in local.items():
+        parts = [torch.empty_like(tensor) for _ in range(world_size)]
+        dist.all_gather(parts, tensor)
+        gathered[name] = torch.stack(parts)
+    return gathered
 
 
 # -- the callback ---------------------------------------------------------------------------------
@@ -134,7 +144,7 @@ class ResumeCheckpoint(Checkpoint):
         assert trainer is not None, "ResumeCheckpoint.state_dict() before setup()"
         return {"global_step": trainer.global_step, "epoch": trainer.current_epoch,
                 "epoch_batches": self._epoch_batches, "should_stop": trainer.should_stop,
-                "world_size": trainer.world_size, "rng": gather_rng_states(trainer.strategy, trainer.world_size)}
+                "world_size": trainer.world_size, "rng": gather_rng_states(trainer.world_size)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._restored = state_dict

@@ -120,18 +120,29 @@ def stop_with_launcher(env: LaunchEnv, poll_s: float = LAUNCHER_POLL_S) -> None:
     threading.Thread(target=watch, name="cybulde-agent-watch", daemon=True).start()
 
 
-def init_distributed(config: Config, env: LaunchEnv) -> None:
+def init_distributed(config: Config, env: LaunchEnv, environ: Mapping[str, str] | None = None) -> None:
     """Start torch.distributed for a multi-process world (Lightning's DDP then uses this process group).
 
     Started before the Trainer so the ranks can agree on a checkpoint to resume from; CPU tensors always
-    travel through gloo, CUDA tensors through NCCL.
+    travel through gloo, CUDA tensors through NCCL. The rendezvous keys are prefixed with torchrun's
+    restart count: after a restart the agent's store still holds the previous workers' addresses, and a
+    rank that reads one of those before its peer has overwritten it waits forever for a dead process.
     """
+    from datetime import timedelta
+
     import torch.distributed as dist
 
     if env.world_size == 1 or dist.is_initialized():
         return
+    environ = os.environ if environ is None else environ
+    timeout = timedelta(minutes=30)  # torch's default for gloo
+    agent_hosts_store = environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(environ["MASTER_ADDR"], int(environ["MASTER_PORT"]), env.world_size,
+                          is_master=not agent_hosts_store and env.rank == 0, timeout=timeout)
+    attempt = environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     backend = "cpu:gloo,cuda:nccl" if config.launch.accelerator.value == "gpu" else "gloo"
-    dist.init_process_group(backend=backend, rank=env.rank, world_size=env.world_size)
+    dist.init_process_group(backend=backend, store=dist.PrefixStore(f"cybulde/attempt-{attempt}", store),
+                            rank=env.rank, world_size=env.world_size, timeout=timeout)
 
 
 def barrier(env: LaunchEnv) -> None:
