@@ -93,7 +93,7 @@ def measure(args: argparse.Namespace) -> dict:
         wall_s = time.perf_counter() - started
         checkpoint = next(cb for cb in trainer.callbacks if isinstance(cb, ResumeCheckpoint))
         size_mb = checkpoint.path.stat().st_size / 1e6 if checkpoint.path.exists() else 0.0
-    step_saves = checkpoint.save_seconds[:-1]  # the last one is the epoch-end checkpoint at max_steps
+    step_saves = [seconds for kind, seconds in checkpoint.saves if kind == "step"]
     if not step_saves:
         raise SystemExit("no step checkpoint was written: raise --steps or lower --every")
     save_s = sum(step_saves) / len(step_saves)

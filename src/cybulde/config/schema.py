@@ -93,7 +93,7 @@ class TrainConfig:
     log_every_n_steps: int = 20
     # Full training state (weights, optimizer, loop position, RNG) is saved under .cybulde/ every this
     # many optimizer steps and at each epoch end, so a killed run resumes (0: at epoch ends only).
-    checkpoint_every_n_steps: int = 100
+    checkpoint_every_n_steps: int = 200
 
 
 @dataclass

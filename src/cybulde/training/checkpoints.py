@@ -111,7 +111,7 @@ class ResumeCheckpoint(Checkpoint):
     def __init__(self, path: str | Path, every_n_steps: int) -> None:
         self.path = Path(path)
         self.every_n_steps = every_n_steps
-        self.save_seconds: list[float] = []  # wall time of each save, for logs and the benchmark
+        self.saves: list[tuple[str, float]] = []  # ("step" or "epoch", seconds) of each save, for the benchmark
         self._trainer: pl.Trainer | None = None
         self._last_saved_step = 0
         self._epoch_batches = 0
@@ -126,18 +126,18 @@ class ResumeCheckpoint(Checkpoint):
             return  # also skips the micro-batches after a step while gradients accumulate
         if batch_idx + 1 >= trainer.num_training_batches:
             return  # the epoch-end checkpoint follows validation; resuming here would skip validation
-        self._save(trainer, epoch_batches=batch_idx + 1)
+        self._save(trainer, "step", epoch_batches=batch_idx + 1)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._save(trainer, epoch_batches=0)
+        self._save(trainer, "epoch", epoch_batches=0)
 
-    def _save(self, trainer: pl.Trainer, epoch_batches: int) -> None:
+    def _save(self, trainer: pl.Trainer, kind: str, epoch_batches: int) -> None:
         self._last_saved_step, self._epoch_batches = trainer.global_step, epoch_batches
         start = time.perf_counter()
         trainer.save_checkpoint(self.path, weights_only=False)  # on every rank: state_dict() gathers RNG
-        self.save_seconds.append(time.perf_counter() - start)
+        self.saves.append((kind, time.perf_counter() - start))
         if trainer.is_global_zero:
-            log.debug("checkpoint at step %d written in %.2f s", trainer.global_step, self.save_seconds[-1])
+            log.debug("checkpoint at step %d written in %.2f s", trainer.global_step, self.saves[-1][1])
 
     def state_dict(self) -> dict[str, Any]:
         trainer = self._trainer
