@@ -34,8 +34,10 @@ def project(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_ends_the_stage_through_its_cleanup(project: Path, signum: int) -> None:
+    # SIGINT as a foreground job has it, also when pytest runs in the background (`&` ignores it).
     stage = subprocess.Popen([sys.executable, "-c", STAGE], cwd=project, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+                             stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert stage.stdout.readline().strip() == "working"
         stage.send_signal(signum)

@@ -43,6 +43,8 @@ def run_stage(name: str, action: Callable[[Config], str | None], argv: Sequence[
         print(f"{name}: stopped by {signal.Signals(signum).name}; its partial work was cleaned up, "
               "run it again to continue", file=sys.stderr)
         return 128 + signum
+    finally:
+        default_sigterm()  # the work is over: a SIGTERM during interpreter exit just ends the process
     if summary:
         print(f"{name}: {summary}")
     return 0
@@ -52,6 +54,11 @@ def exit_on_sigterm() -> None:
     """Make SIGTERM raise SystemExit(128 + SIGTERM) in the main thread, so cleanup code runs."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_exit)
+
+
+def default_sigterm() -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _raise_exit(signum: int, frame: FrameType | None) -> None:

@@ -40,6 +40,7 @@ STEP = "cybulde.training.module:ClassifierModule.training_step"
 EXPORT = "cybulde.models.checkpoint:write_model_files"
 FETCH = "cybulde.data.fetch:verify_files"
 EVALUATE = "cybulde.evaluation.evaluate:log_evaluation"
+LOG_SERVABLE_MODEL = "cybulde.tracking.pyfunc:log_pyfunc_model"  # the test stage only
 RUN_TIMEOUT_S = 420
 RESUMED = re.compile(r"resuming training from step (\d+)")
 # Two DDP ranks on the tiny data: 48 rows / (8 per rank * 2 ranks) = 3 steps per epoch.
@@ -55,10 +56,15 @@ def stage_env(delays: dict[str, float] | None = None) -> dict[str, str]:
     return env
 
 
+def _as_from_a_terminal() -> None:
+    """SIGINT as a shell's foreground job has it, also when pytest runs in the background (`&` ignores it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(argv: list[str], cwd: Path, log: Path, delays: dict[str, float] | None = None) -> subprocess.Popen:
     with log.open("ab") as output:
         return subprocess.Popen(argv, cwd=cwd, env=stage_env(delays), stdout=output, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_as_from_a_terminal)
 
 
 def finish(process: subprocess.Popen, log: Path, timeout_s: float = RUN_TIMEOUT_S) -> int:
@@ -342,18 +348,20 @@ INTERRUPTIONS = [  # stage script, what slows it, how it is stopped
     ("fetch.py", {FETCH: 60}, "SIGTERM to the stage"),
     ("train.py", {STEP: 0.5}, "SIGINT to the whole group (Ctrl-C)"),
     ("validate.py", {EVALUATE: 60}, "SIGTERM to the stage"),
-    ("test.py", {EVALUATE: 60}, "SIGINT to the whole group (Ctrl-C)"),
+    ("test.py", {LOG_SERVABLE_MODEL: 60}, "SIGINT to the whole group (Ctrl-C)"),
 ]
 
 
 def interrupt(project: Path, log: Path, script: str, delays: dict[str, float], how: str) -> None:
     """`dvc repro` until `script` is at work, then stop it as `how` says; the repro must fail."""
     [(target, _)] = delays.items()
+    offset = log.stat().st_size if log.exists() else 0
     with started(["dvc", "repro"], project, log, delays) as dvc:
         if script == "train.py":
             wait_until(lambda: saved_checkpoint(project), "a checkpoint", 300, log, dvc)
         else:
-            wait_until(lambda: f"slowdown: {target} returned" in tail(log), f"{script} at work", 300, log, dvc)
+            marker = f"slowdown: {target} returned".encode()
+            wait_until(lambda: marker in log.read_bytes()[offset:], f"{script} at work", 300, log, dvc)
         stage = wait_until(lambda: stage_process(dvc.pid, script), script, 10, log, dvc)
         if how.startswith("SIGTERM"):
             os.kill(stage, signal.SIGTERM)

@@ -114,9 +114,10 @@ def find_resume_point(cfg: Config, env: LaunchEnv, root: Path, data_sha256: str)
     saved = state.load_summary()
     step = agreed_step(None if saved is None else int(saved["global_step"]), env.world_size)
     start_batch = epoch_batches_done(saved) if step is not None and saved is not None else 0
-    if step is not None and env.is_rank_zero:
-        log.info("resuming training from step %d (%d batches into epoch %d) from %s", step, start_batch,
-                 int(saved["epoch"]) + 1 if saved is not None else 0, state.last_checkpoint)
+    if step is not None and saved is not None and env.is_rank_zero:
+        epoch = int(saved["epoch"]) + 1
+        where = f"{start_batch} batches into epoch {epoch}" if start_batch else f"after epoch {epoch}"
+        log.info("resuming training from step %d (%s) from %s", step, where, state.last_checkpoint)
     elif saved is not None and env.is_rank_zero:
         log.warning("the ranks found different checkpoints in %s; training starts over", state.folder)
     return state, step, start_batch
