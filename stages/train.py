@@ -1,19 +1,32 @@
-"""DVC stage `train`, started by dvc.yaml under torchrun:
+"""DVC stage `train`: `python stages/train.py [key=value ...]`.
+
+Run directly, it is the launcher: it checks the data and the tracking server, then runs torchrun's
+elastic agent in-process with the `launch.*` params (workers, rendezvous, `--max-restarts`), and
+the agent starts this script again on every worker. Started by torchrun (multi-node launches,
+infra/multinode/launch-node.sh), it is a worker:
 
     torchrun --nnodes=N --nproc_per_node=P --rdzv_backend=c10d --rdzv_endpoint=HOST:PORT \
-        stages/train.py [key=value ...]
+        [--max-restarts=R] stages/train.py [key=value ...]
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from cybulde.config.schema import Config
 from cybulde.entrypoint import run_stage
 
 
-def train(cfg: Config) -> str | None:
+def train(cfg: Config, overrides: Sequence[str]) -> str | None:
+    from cybulde.training.launch import read_launch_env
+
+    if not read_launch_env().under_torchrun:
+        from cybulde.training.launcher import launch
+
+        launch(cfg, Path(__file__).resolve(), overrides)
+        return None  # rank 0 has printed the summary
     from cybulde.training.train import train
 
     result = train(cfg)
@@ -23,7 +36,8 @@ def train(cfg: Config) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_stage("train", train, argv)
+    overrides = list(sys.argv[1:] if argv is None else argv)
+    return run_stage("train", lambda cfg: train(cfg, overrides), overrides)
 
 
 if __name__ == "__main__":

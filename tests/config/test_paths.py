@@ -1,5 +1,8 @@
 from pathlib import Path
 
+import pytest
+
+from cybulde.config.loader import ConfigError, load_config
 from cybulde.config.paths import project_root, resolve_location, workspace_root
 
 
@@ -25,3 +28,66 @@ def test_temp_experiment_copy_resolves_to_workspace(tmp_path: Path) -> None:
 def test_urls_are_left_alone(tmp_path: Path) -> None:
     assert resolve_location("gs://bucket/registry", tmp_path) == "gs://bucket/registry"
     assert resolve_location("/abs/registry", tmp_path) == "/abs/registry"
+
+
+# -- path params -----------------------------------------------------------------------------------
+
+REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
+
+
+def _load(root: Path, *overrides: str):
+    (root / "params.yaml").write_text(REPO_PARAMS.read_text())
+    return load_config(root / "params.yaml", list(overrides))
+
+
+@pytest.mark.parametrize("value", [".", "./", "data/..", ""])
+def test_fetched_dir_may_not_be_the_project_itself(tmp_path: Path, value: str) -> None:
+    root = _project(tmp_path / "repo")
+    with pytest.raises(ConfigError, match="invalid parameter 'data.fetched_dir'"):
+        _load(root, f"data.fetched_dir={value}")
+
+
+@pytest.mark.parametrize("value", ["..", "../fetched", "data/../../fetched"])
+def test_relative_fetched_dir_must_stay_inside(tmp_path: Path, value: str) -> None:
+    root = _project(tmp_path / "repo")
+    with pytest.raises(ConfigError, match="'data.fetched_dir'.*leaves the project"):
+        _load(root, f"data.fetched_dir={value}")
+
+
+@pytest.mark.parametrize("value", ["src", "src/data", ".git/x", ".dvc", "model", ".cybulde/fetched"])
+def test_fetched_dir_may_not_lie_in_the_projects_own_folders(tmp_path: Path, value: str) -> None:
+    root = _project(tmp_path / "repo")
+    top = value.split("/")[0]
+    with pytest.raises(ConfigError, match=f"'data.fetched_dir'.*own folder '{top}/'"):
+        _load(root, f"data.fetched_dir={value}")
+
+
+def test_absolute_fetched_dir_may_not_contain_the_project(tmp_path: Path) -> None:
+    root = _project(tmp_path / "repo")
+    for value in (str(root), str(tmp_path), "/"):
+        with pytest.raises(ConfigError, match="'data.fetched_dir'.*one of its parents"):
+            _load(root, f"data.fetched_dir={value}")
+    with pytest.raises(ConfigError, match="home folder"):
+        _load(root, f"data.fetched_dir={Path.home()}")
+
+
+def test_accepted_fetched_dirs(tmp_path: Path) -> None:
+    root = _project(tmp_path / "repo")
+    assert _load(root, "data.fetched_dir=data/fetched").data.fetched_dir == "data/fetched"
+    assert _load(root, "data.fetched_dir=./fetched/v1").data.fetched_dir == "./fetched/v1"
+    outside = tmp_path / "scratch" / "fetched"  # absolute and outside: the explicit choice
+    assert _load(root, f"data.fetched_dir={outside}").data.fetched_dir == str(outside)
+    inside = root / "data" / "fetched"
+    assert _load(root, f"data.fetched_dir={inside}").data.fetched_dir == str(inside)
+
+
+def test_registry_may_not_be_the_project_or_overlap_the_fetched_data(tmp_path: Path) -> None:
+    root = _project(tmp_path / "repo")
+    for value in (".", "..", str(root), f"file://{tmp_path}"):
+        with pytest.raises(ConfigError, match="'data.registry'.*one of its parents"):
+            _load(root, f"data.registry={value}")
+    for value in ("data/fetched", "data", "data/fetched/registry"):
+        with pytest.raises(ConfigError, match="'data.registry'.*overlaps data.fetched_dir"):
+            _load(root, f"data.registry={value}")
+    assert _load(root, "data.registry=../registry").data.registry == "../registry"
+    assert _load(root, "data.registry=gs://bucket/registry").data.registry == "gs://bucket/registry"

@@ -262,3 +262,13 @@ def test_ranks_converting_at_once_share_one_cache_file(sharded_version: Path, tm
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     expected = sum(len(ids) for ids in parquet_rows(sharded_version, "train")["input_ids"])
     assert int(outputs[0][0].split()[1]) == expected
+
+
+def test_start_batch_resumes_the_first_epoch_only() -> None:
+    full = epoch_batches(2, 1, epoch=3)
+    sampler = ShardedBatchSampler(LENGTHS, 8, 1, 2, 1, True, mega_chunk_steps=4, start_batch=5)
+    sampler.set_epoch(3)
+    assert list(sampler) == full[5:]  # the batches an uninterrupted epoch would still draw
+    assert len(sampler) == len(full)  # the epoch's length is unchanged
+    assert list(sampler) == full  # the next iteration is a whole epoch again
+

@@ -67,3 +67,61 @@ def test_inference_precision_resolves_the_trained_setting_on_this_machine(tmp_pa
     train_params = {} if trained_with is None else {"train": {"precision": trained_with}}
     config = {"metadata": {"train_params": train_params}}
     assert inference_precision(config, "cpu").precision == expected
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 2 MiB tmpfs mounted for the test (needs root); skips where mounting is not allowed."""
+    import shutil
+    import subprocess
+
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
+                             capture_output=True, text=True) if shutil.which("mount") else None
+    if mounted is None or mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip() if mounted else 'no mount command'}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def fill(disk, leave_bytes):
+    """Fill `disk` with one file until `leave_bytes` are free."""
+    import os
+
+    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+    with open(disk / "filler", "wb") as filler:
+        filler.write(b"\0" * max(0, free - leave_bytes))
+
+
+def test_a_full_disk_leaves_the_previous_model_whole(tmp_path, tiny_disk):
+    from cybulde.models.checkpoint import ModelExportError
+
+    data_dir = tiny_data.make_data_dir(tmp_path / "data")
+    model = tiny_model(data_dir)
+    exported = save_model(model, tiny_disk / "model", {"run": 1}, data_dir / "tokenizer")
+    before = {path.relative_to(exported): path.read_bytes() for path in exported.rglob("*") if path.is_file()}
+    weights_size = (exported / "model.safetensors").stat().st_size
+
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(1.0)
+    fill(tiny_disk, leave_bytes=weights_size // 2)  # room for half of the new weights
+    with pytest.raises(ModelExportError, match="No space left on device.*left as it was"):
+        save_model(model, tiny_disk / "model", {"run": 2}, data_dir / "tokenizer")
+
+    after = {path.relative_to(exported): path.read_bytes() for path in exported.rglob("*") if path.is_file()}
+    assert after == before  # the previous export, whole
+    assert sorted(path.name for path in tiny_disk.iterdir()) == ["filler", "model"]  # no staging folder left
+    assert load_model(exported).config["metadata"] == {"run": 1}
+
+
+def test_leftovers_of_a_killed_export_are_removed_by_the_next(tmp_path):
+    data_dir = tiny_data.make_data_dir(tmp_path / "data")
+    for leftover in (".model.partial-x1", ".model.old-x2"):
+        (tmp_path / leftover).mkdir()
+        (tmp_path / leftover / "model.safetensors").write_bytes(b"half")
+    save_model(tiny_model(data_dir), tmp_path / "model", {}, data_dir / "tokenizer")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["data", "model"]

@@ -4,7 +4,7 @@ import pytest
 
 from cybulde.config.schema import Config
 from cybulde.tracking.lineage import data_lock_hash, model_digest
-from cybulde.tracking.run import MODEL_TAG, PipelineRun, TrackingError, _redact, tracking_uri
+from cybulde.tracking.run import CLOSED_TAG, MODEL_TAG, PipelineRun, TrackingError, _redact, tracking_uri
 
 LOCK = """schema: '2.0'
 stages:
@@ -104,3 +104,79 @@ def test_lock_hash_missing_before_fetch_is_locked(tmp_path: Path) -> None:
 
 def test_credentials_are_redacted() -> None:
     assert _redact("postgresql://bob:secret@db:5432/mlflow") == "postgresql://bob:***@db:5432/mlflow"
+
+
+# -- runs whose stage is gone ------------------------------------------------------------------------
+STAGE_SCRIPT = """
+import sys, time
+from cybulde.config.schema import Config
+from cybulde.entrypoint import exit_on_sigterm
+from cybulde.tracking.run import PipelineRun
+
+exit_on_sigterm()
+config = Config()
+config.mlflow.tracking_uri = sys.argv[1]
+run = PipelineRun.start_training(config)
+with run.stage("train"):
+    print(run.run_id, flush=True)
+    time.sleep(600)
+"""
+
+
+def _stage_in_a_process(project: Path, store: str) -> tuple:
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", STAGE_SCRIPT, store], cwd=project, stdout=subprocess.PIPE,
+                               text=True)
+    return process, process.stdout.readline().strip()
+
+
+def _status(store: str, run_id: str):
+    from mlflow import MlflowClient
+
+    run = MlflowClient(store).get_run(run_id)
+    return run.info.status, run.data.tags.get(CLOSED_TAG, "")
+
+
+@pytest.mark.slow
+def test_runs_of_killed_stages_are_closed_by_the_next_stage(project: Config, tmp_path: Path) -> None:
+    import signal
+
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    project.mlflow.tracking_uri = store
+    with PipelineRun.start_training(project).stage("validate"):
+        pass  # creates the store; this run now waits between stages, owned by no process
+    between = PipelineRun.start_training(project)
+    with between.stage("train"):
+        pass
+    killed, killed_id = _stage_in_a_process(tmp_path, store)
+    terminated, terminated_id = _stage_in_a_process(tmp_path, store)
+    try:
+        with PipelineRun.start_training(project).stage("train"):
+            pass
+        assert _status(store, killed_id) == ("RUNNING", "")  # its stage is still alive
+        killed.send_signal(signal.SIGKILL)
+        terminated.send_signal(signal.SIGTERM)
+        assert killed.wait(timeout=30) == -signal.SIGKILL and terminated.wait(timeout=30) == 128 + signal.SIGTERM
+    finally:
+        for process in (killed, terminated):
+            if process.poll() is None:
+                process.kill()
+    assert _status(store, terminated_id) == ("KILLED", "")  # the stage said so itself on the way out
+    assert _status(store, killed_id)[0] == "RUNNING"  # SIGKILL: nobody could say so yet
+
+    with PipelineRun.for_model(project, _model(tmp_path / "model", b"w")).stage("validate"):
+        pass
+    status, reason = _status(store, killed_id)
+    assert status == "KILLED" and "stage 'train'" in reason and "ended without closing the run" in reason
+    assert f"pid {killed.pid}" in reason and "closed by stage 'validate'" in reason
+    assert _status(store, between.run_id) == ("RUNNING", "")  # between stages: left for the next stage
+
+
+def test_an_owner_on_another_host_is_gone_once_its_heartbeat_is_old() -> None:
+    from cybulde.tracking.run import STALE_AFTER_S, owner_is_gone
+
+    elsewhere = {"host": "another-host", "boot": "b", "pid": 1, "started": "1", "stage": "train"}
+    assert owner_is_gone(elsewhere, heartbeat=1000.0, now=1000.0 + STALE_AFTER_S - 1) == ""
+    assert "no heartbeat for" in owner_is_gone(elsewhere, heartbeat=1000.0, now=1000.0 + STALE_AFTER_S + 1)

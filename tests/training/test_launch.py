@@ -49,3 +49,44 @@ def test_threads_share_the_cores_between_local_ranks(monkeypatch):
     assert threads_per_rank(config(), read_launch_env(torchrun_env(2))) == 4
     assert threads_per_rank(config(), read_launch_env(torchrun_env(16))) == 1
     assert threads_per_rank(config(threads_per_rank=3), read_launch_env(torchrun_env(2))) == 3
+
+
+RESTARTED_WORKER = """
+import os, signal, sys, time
+import torch, torch.distributed as dist
+from cybulde.config.schema import Config
+from cybulde.training.launch import init_distributed, read_launch_env
+
+env, attempt = read_launch_env(), os.environ["TORCHELASTIC_RESTART_COUNT"]
+if attempt == "1" and env.rank == 1:
+    time.sleep(5)  # after the restart, rank 1 is slow to start (imports on a busy machine)
+init_distributed(Config(), env)
+total = torch.ones(1)
+dist.all_reduce(total)
+print(f"attempt {attempt} rank {env.rank} sum {int(total)}", flush=True)
+if attempt == "0" and env.rank == 1:
+    os.kill(os.getpid(), signal.SIGKILL)
+dist.barrier()
+"""
+
+
+@pytest.mark.slow
+def test_restarted_workers_meet_again_when_one_starts_late(tmp_path):
+    """torch's own env:// rendezvous lets the early rank read the dead rank's address after a restart."""
+    import re
+    import socket
+    import subprocess
+    import sys
+
+    script = tmp_path / "worker.py"
+    script.write_text(RESTARTED_WORKER)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
+                             "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--max-restarts=1",
+                             "--monitor-interval=0.5", str(script)], capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = sorted(re.findall(r"attempt \d rank \d sum \d", result.stdout))  # the ranks share stdout
+    assert lines == ["attempt 0 rank 0 sum 2", "attempt 0 rank 1 sum 2", "attempt 1 rank 0 sum 2",
+                     "attempt 1 rank 1 sum 2"]

@@ -26,9 +26,31 @@ def run_in_process(project, monkeypatch, overrides=()):
     return train_module.train(tiny_train.load(project, overrides))
 
 
+def weights_at_each_validation(monkeypatch) -> list[dict[str, torch.Tensor]]:
+    """Copies of the classifier's weights after each validation epoch of the next `train` call."""
+    import lightning.pytorch as pl
+
+    snapshots: list[dict[str, torch.Tensor]] = []
+
+    class Snapshot(pl.Callback):
+        def on_validation_end(self, trainer, pl_module):
+            snapshots.append({name: tensor.clone() for name, tensor in pl_module.model.state_dict().items()})
+
+    build_trainer = train_module.build_trainer
+
+    def with_snapshots(*args, **kwargs):
+        trainer, *rest = build_trainer(*args, **kwargs)
+        trainer.callbacks.append(Snapshot())
+        return (trainer, *rest)
+
+    monkeypatch.setattr(train_module, "build_trainer", with_snapshots)
+    return snapshots
+
+
 @pytest.mark.parametrize("head", ["softmax", "sigmoid"])
 def test_train_exports_the_best_checkpoint_and_metrics(tmp_path, monkeypatch, head):
     project = tiny_train.make_project(tmp_path / "project", {"model.head": head, "train.class_weights": True})
+    snapshots = weights_at_each_validation(monkeypatch)
     result = run_in_process(project, monkeypatch)
 
     metrics = json.loads((project / "metrics" / "train.json").read_text())
@@ -40,9 +62,11 @@ def test_train_exports_the_best_checkpoint_and_metrics(tmp_path, monkeypatch, he
     assert loaded.model.head.num_outputs == (1 if head == "sigmoid" else 2)
     assert loaded.config["metadata"]["dataset"] == "tiny"
     assert loaded.config["metadata"]["train_metrics"] == metrics
-    best = torch.load(project / ".cybulde/checkpoints/train/best.ckpt", weights_only=True)["state_dict"]
+    assert len(snapshots) == metrics["epochs_run"] == 2
+    best = snapshots[metrics["best_epoch"] - 1]
     for name, tensor in loaded.model.state_dict().items():
-        assert torch.equal(tensor, best[f"model.{name}"]), name  # the best checkpoint, not the last
+        assert torch.equal(tensor, best[name]), name  # the best epoch's weights, not the last
+    assert not any((project / ".cybulde/resume/train").iterdir())  # the resume state goes after the export
 
 
 def test_tokenizer_mismatch_stops_before_training(tmp_path, monkeypatch):
@@ -224,17 +248,18 @@ def test_explicit_bf16_on_a_cpu_without_it_is_kept_with_a_warning(tmp_path, monk
 def test_max_steps_is_a_quick_run_that_validates_at_the_stop_and_exports_the_best(tmp_path, monkeypatch,
                                                                                    max_steps, validated_at):
     project = tiny_train.make_project(tmp_path / "project", {"train.max_steps": max_steps})  # 6 steps an epoch
+    snapshots = weights_at_each_validation(monkeypatch)
     builds = record_builds(monkeypatch)
     result = run_in_process(project, monkeypatch)
 
     history = builds[0][2]
     assert [record["global_step"] for record in history.epochs] == validated_at
     assert result.metrics["global_steps"] == max_steps and result.metrics["epochs_run"] == len(validated_at)
-    best = max(history.epochs, key=lambda record: record["val_macro_f1"])
+    best = max(history.epochs, key=lambda record: record["val_macro_f1"])  # the first maximum
     assert result.metrics["best_val_macro_f1"] == pytest.approx(best["val_macro_f1"])
-    saved = torch.load(project / ".cybulde/checkpoints/train/best.ckpt", weights_only=True)["state_dict"]
+    best_weights = snapshots[history.epochs.index(best)]
     for name, tensor in load_model(project / "model").model.state_dict().items():
-        assert torch.equal(tensor, saved[f"model.{name}"]), name
+        assert torch.equal(tensor, best_weights[name]), name
 
 
 def test_selection_on_validation_loss_exports_the_lowest_loss(tmp_path, monkeypatch):
@@ -288,3 +313,102 @@ def test_a_time_budget_stops_training_with_a_validation_and_an_export(tmp_path, 
     assert [record["global_step"] for record in builds[0][2].epochs] == [1]
     assert result.metrics["global_steps"] == 1 and result.model_dir == project / "model"
     assert result.train_seconds > 0 and result.samples_per_s > 0
+
+
+# -- resuming ------------------------------------------------------------------------------------
+class Crash(Exception):
+    """Stands in for a killed process: raised in the middle of training, after some checkpoints."""
+
+
+def crash_at_step(monkeypatch, step: int) -> None:
+    """Make the next `train` call fail at the end of the batch that reaches optimizer step `step`."""
+    import lightning.pytorch as pl
+
+    class CrashAt(pl.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == step:
+                raise Crash(step)
+
+    build_trainer = train_module.build_trainer
+
+    def crashing(*args, **kwargs):
+        trainer, *rest = build_trainer(*args, **kwargs)
+        trainer.callbacks.insert(0, CrashAt())  # before the checkpoint callbacks, which Lightning runs last
+        return (trainer, *rest)
+
+    monkeypatch.setattr(train_module, "build_trainer", crashing)
+
+
+RESUME_CASES = {
+    # 6 batches = 6 steps per epoch, checkpoints at steps 2, 4 and each epoch end: resume at step 4 of epoch 1
+    "mid-epoch": ({"train.checkpoint_every_n_steps": 2, "train.epochs": 3}, 11, 10),
+    # no step checkpoints: the epoch-end checkpoint of epoch 2 (step 12) is the latest
+    "epoch boundary": ({"train.checkpoint_every_n_steps": 0, "train.epochs": 3}, 15, 12),
+    # 2 micro-batches per step, 3 steps per epoch: the step-4 checkpoint lies 2 batches into epoch 2
+    "mid-epoch, gradient accumulation": ({"train.checkpoint_every_n_steps": 2, "train.epochs": 3,
+                                          "train.global_batch_size": 16}, 5, 4),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(RESUME_CASES))
+def test_resumed_training_is_bit_identical_to_an_uninterrupted_one(tmp_path, monkeypatch, caplog, case):
+    overrides, crash_step, resume_step = RESUME_CASES[case]
+    uninterrupted = tiny_train.make_project(tmp_path / "uninterrupted", overrides)
+    interrupted = copy_project(uninterrupted, tmp_path / "interrupted")
+    run_in_process(uninterrupted, monkeypatch)
+
+    with monkeypatch.context() as patch:
+        crash_at_step(patch, crash_step)
+        with pytest.raises(Crash):
+            run_in_process(interrupted, patch)
+    assert not (interrupted / "model").exists()
+    with caplog.at_level("INFO", logger="cybulde.training"):
+        run_in_process(interrupted, monkeypatch)
+
+    assert f"resuming training from step {resume_step} " in caplog.text
+    assert (interrupted / "model/model.safetensors").read_bytes() == (
+        uninterrupted / "model/model.safetensors").read_bytes()
+    assert (interrupted / "metrics/train.json").read_text() == (uninterrupted / "metrics/train.json").read_text()
+
+
+@pytest.mark.slow
+def test_changed_params_start_over_and_the_stale_state_goes(tmp_path, monkeypatch, caplog):
+    project = tiny_train.make_project(tmp_path / "project", {"train.checkpoint_every_n_steps": 2})
+    with monkeypatch.context() as patch:
+        crash_at_step(patch, 5)
+        with pytest.raises(Crash):
+            run_in_process(project, patch)
+    [stale] = list((project / ".cybulde/resume/train").iterdir())
+    assert (stale / "last.ckpt").is_file()
+    with caplog.at_level("INFO", logger="cybulde.training"):
+        run_in_process(project, monkeypatch, ["train.lr=0.002"])
+    assert "resuming training" not in caplog.text
+    assert not stale.exists() and not any((project / ".cybulde/resume/train").iterdir())
+
+
+@pytest.mark.slow
+def test_a_resumed_training_continues_its_mlflow_run(tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    from cybulde.training.train import RESUMED_TAG
+
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    project = tiny_train.make_project(tmp_path / "project", {"mlflow.tracking_uri": store,
+                                                             "train.checkpoint_every_n_steps": 2})
+    monkeypatch.chdir(project)
+    tiny_train.use_test_doubles(train_module, monkeypatch)
+    monkeypatch.setattr(train_module, "start_tracking", train_module.start_tracking.__wrapped__)
+    with monkeypatch.context() as patch:
+        crash_at_step(patch, 3)
+        with pytest.raises(Crash):
+            train_module.train(tiny_train.load(project))
+    result = train_module.train(tiny_train.load(project))
+
+    client = MlflowClient(store)
+    [run] = client.search_runs([client.get_experiment_by_name("cybulde").experiment_id])
+    assert run.info.run_id == result.run_id and run.info.status == "RUNNING"  # the test stage finishes it
+    assert run.data.tags[RESUMED_TAG] == "2"
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "train/resumed_at_step")] == [2.0]
+    losses = client.get_metric_history(run.info.run_id, "train/loss")
+    assert {m.step for m in losses} == set(range(12))  # steps logged before the crash and after the resume

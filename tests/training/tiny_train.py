@@ -78,7 +78,7 @@ def use_test_doubles(train_module, monkeypatch=None) -> None:
         else:
             setattr(train_module, name, value)
 
-    def no_tracking(cfg):
+    def no_tracking(cfg, state):
         return None
 
     no_tracking.__wrapped__ = train_module.start_tracking  # the real one, for tests that want MLflow

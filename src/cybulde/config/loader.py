@@ -36,6 +36,9 @@ def load_config(params_path: str | Path = PARAMS_FILE, overrides: Sequence[str] 
     raw = _compose(params_path, list(overrides))
     config = _to_schema(raw)
     validate_config(config)
+    from cybulde.config.paths import check_path_params  # paths imports this module
+
+    check_path_params(config, params_path.parent)
     return record_reads_if_asked(config)  # only under the dependency check ($CYBULDE_RECORD_PARAMS)
 
 
@@ -99,15 +102,20 @@ def validate_config(config: Config) -> None:
     _require(train.max_time_s >= 0, "train.max_time_s", f"must be >= 0 (0 = no limit), got {train.max_time_s}")
     _require(train.num_workers >= 0, "train.num_workers", "must be >= 0")
     _require(train.log_every_n_steps >= 1, "train.log_every_n_steps", "must be >= 1")
+    _require(train.checkpoint_every_n_steps >= 0, "train.checkpoint_every_n_steps",
+             "must be >= 0 (0: checkpoints at epoch ends only)")
     _require(launch.nnodes >= 1, "launch.nnodes", "must be >= 1")
     _require(launch.nproc_per_node >= 1, "launch.nproc_per_node", "must be >= 1")
     _require(launch.threads_per_rank >= 0, "launch.threads_per_rank", "must be >= 0 (0 = auto)")
+    _require(launch.max_restarts >= 0, "launch.max_restarts", "must be >= 0")
     world_size = launch.nnodes * launch.nproc_per_node
     per_step = train.batch_size * world_size
     _require(train.global_batch_size % per_step == 0, "train.global_batch_size",
              f"must be a multiple of train.batch_size * world size = {train.batch_size} * "
              f"{world_size} = {per_step}, got {train.global_batch_size}")
     _require(config.evaluation.batch_size >= 1, "evaluation.batch_size", "must be >= 1")
+    _require(config.mlflow.http_timeout_s >= 1, "mlflow.http_timeout_s", "must be >= 1")
+    _require(config.mlflow.http_max_retries >= 0, "mlflow.http_max_retries", "must be >= 0")
     threshold = config.evaluation.threshold
     _require(threshold == "tune" or _is_probability(threshold), "evaluation.threshold",
              f"must be 'tune' or a number in (0, 1), got {threshold!r}")

@@ -4,6 +4,15 @@
 holding only the tracked files. Relative locations of shared state (the local data registry, the
 MLflow store) are therefore resolved against the *workspace* root, so an experiment run in a
 temporary copy reads the same registry and logs into the same store as one run in place.
+
+Path params are checked when the config is loaded (`check_path_params`): `fetch` replaces the whole
+`data.fetched_dir` folder, so it must be a folder of its own. A relative path must stay inside the
+project and may not be the project itself nor lie in one of the project's own folders (`src/`,
+`.git/`, `model/`...). A path outside the project must be written as an absolute path, the explicit
+choice of a scratch location (e.g. `/scratch/cybulde/fetched`); it may not be a parent of the
+project, the filesystem root or the home folder. The local data registry may live anywhere
+(`../registry`, `/shared/registry`) except at the project folder or one of its parents, and it may
+not overlap `data.fetched_dir`.
 """
 
 from __future__ import annotations
@@ -12,7 +21,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cybulde.config.loader import PARAMS_FILE
+from cybulde.config.loader import PARAMS_FILE, ConfigError
 
 if TYPE_CHECKING:
     from cybulde.config.schema import Config
@@ -52,3 +61,74 @@ def resolve_location(location: str, start: str | Path | None = None) -> str:
     if not path.is_absolute():
         path = workspace_root(start) / path
     return str(path)
+
+
+# Folders the project itself owns (code, git/DVC state, scratch state, other stages' outputs).
+PROJECT_OWNED = (".git", ".dvc", ".cybulde", "src", "stages", "tests", "model", "metrics", "plots",
+                 "predictions")
+
+
+def check_path_params(config: Config, root: Path) -> None:
+    """Raise `ConfigError` naming the key when a path param points where writing would harm the project."""
+    root = Path(os.path.normpath(Path(root).resolve()))
+    fetched = _checked_fetched_dir(config.data.fetched_dir, root)
+    _check_registry(config.data.registry, root, fetched)
+
+
+def _path_error(key: str, value: str, message: str) -> ConfigError:
+    return ConfigError(f"invalid parameter '{key}': {value!r} {message}")
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _checked_fetched_dir(value: str, root: Path) -> Path:
+    key = "data.fetched_dir"
+    if not value.strip():
+        raise _path_error(key, value, "must name a folder inside the project, e.g. data/fetched")
+    given = Path(value).expanduser()
+    if not given.is_absolute():
+        relative = Path(os.path.normpath(given))
+        if relative == Path("."):
+            raise _path_error(key, value, "is the project folder itself; fetch replaces this folder, "
+                                          "so it must be a folder of its own, e.g. data/fetched")
+        if relative.parts[0] == "..":
+            raise _path_error(key, value, "leaves the project; a relative path must stay inside it (a folder "
+                                          "outside the project must be given as an absolute path)")
+        return _checked_inside(key, value, root / relative, root)
+    path = Path(os.path.normpath(given))
+    if _is_within(root, path):
+        raise _path_error(key, value, f"is the project folder {root} or one of its parents; fetch replaces "
+                                      "this folder, so it must be a folder of its own")
+    if _is_within(path, root):
+        return _checked_inside(key, value, path, root)
+    home = Path(os.path.normpath(Path.home()))
+    if _is_within(home, path):
+        raise _path_error(key, value, "is the home folder or one of its parents; fetch replaces this folder, "
+                                      "so it must be a folder of its own")
+    return path
+
+
+def _checked_inside(key: str, value: str, path: Path, root: Path) -> Path:
+    top = path.relative_to(root).parts[0]
+    if top in PROJECT_OWNED:
+        raise _path_error(key, value, f"lies in the project's own folder '{top}/'; use a folder of its own "
+                                      "such as data/fetched")
+    return path
+
+
+def _check_registry(value: str, root: Path, fetched: Path) -> None:
+    key = "data.registry"
+    location = resolve_location(value, root)
+    if location.startswith("file://"):
+        location = location[len("file://"):]
+    elif "://" in location:
+        return  # a bucket or a remote filesystem
+    path = Path(os.path.normpath(Path(location).expanduser()))
+    for project in {root, workspace_root(root)}:
+        if _is_within(project, path):
+            raise _path_error(key, value, f"is the project folder {project} or one of its parents; the "
+                                          "registry needs a folder of its own, e.g. registry")
+    if _is_within(path, fetched) or _is_within(fetched, path):
+        raise _path_error(key, value, f"overlaps data.fetched_dir ({fetched}), which fetch replaces")

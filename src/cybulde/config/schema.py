@@ -134,6 +134,9 @@ class TrainConfig:
     group_by_length: bool = True
     num_workers: int = 0
     log_every_n_steps: int = 20
+    # Full training state (weights, optimizer, loop position, RNG) is saved under .cybulde/ every this
+    # many optimizer steps and at each epoch end, so a killed run resumes (0: at epoch ends only).
+    checkpoint_every_n_steps: int = 200
 
 
 @dataclass
@@ -146,6 +149,8 @@ class LaunchConfig:
     accelerator: Accelerator = Accelerator.cpu
     # Intra-op threads per rank; 0 = the machine's cores divided by the ranks on this node.
     threads_per_rank: int = 0
+    # torchrun --max-restarts: a failed or killed rank restarts all local workers, which resume.
+    max_restarts: int = 3
 
 
 @dataclass
@@ -163,6 +168,9 @@ class MlflowConfig:
     experiment: str = "cybulde"
     # Log into this existing run instead of creating one (e.g. one run for several nodes).
     run_id: str = ""
+    # HTTP tracking servers: seconds to wait for each request, and retries of a failed one.
+    http_timeout_s: int = 20
+    http_max_retries: int = 3
 
 
 @dataclass

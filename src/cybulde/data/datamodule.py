@@ -21,7 +21,8 @@ Training batches are made by `ShardedBatchSampler`:
 
 The shard of a rank is therefore a function of (seed, epoch, world_size, rank) only. The Trainer
 must be created with `use_distributed_sampler=False`; Lightning calls `set_epoch` on the
-sampler each epoch.
+sampler each epoch. Training resumed mid-epoch passes `start_batch`: the first epoch iterated
+skips the batches it had already trained on.
 
 Validation during training (`val_dataloader`) is sharded by `EvalShardSampler`: rank r scores rows
 r, r + world_size, r + 2 * world_size, ... (longest first, to pad little), so every row is scored
@@ -205,18 +206,22 @@ class ShardedBatchSampler:
     """Per-rank batches of row positions for one epoch; see the module docstring."""
 
     def __init__(self, lengths: np.ndarray, batch_size: int, seed: int, world_size: int = 1, rank: int = 0,
-                 group_by_length: bool = False, mega_chunk_steps: int = MEGA_CHUNK_STEPS) -> None:
+                 group_by_length: bool = False, mega_chunk_steps: int = MEGA_CHUNK_STEPS,
+                 start_batch: int = 0) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if len(lengths) == 0:
             raise ValueError("cannot batch an empty split")
+        if start_batch < 0:
+            raise ValueError(f"start_batch must be >= 0, got {start_batch}")
         self.lengths = np.asarray(lengths)
         self.batch_size, self.seed = batch_size, seed
         self.world_size, self.rank = world_size, rank
         self.group_by_length, self.mega_chunk_steps = group_by_length, mega_chunk_steps
         self.sampler = _EpochCounter()
+        self._start_batch = start_batch  # consumed by the first iteration (a resumed epoch)
 
     @property
     def epoch(self) -> int:
@@ -248,7 +253,8 @@ class ShardedBatchSampler:
         return [steps[position] for position in rng.permutation(len(steps))]
 
     def __iter__(self) -> Iterator[list[int]]:
-        for step in self.global_steps():
+        start, self._start_batch = self._start_batch, 0
+        for step in self.global_steps()[start:]:
             yield np.split(step, self.world_size)[self.rank].tolist()
 
 
@@ -293,7 +299,8 @@ class TextDataModule(_lightning_base()):  # type: ignore[misc]
 
     def __init__(self, data_dir: str | Path, batch_size: int, seed: int, group_by_length: bool = True,
                  num_workers: int = 0, world_size: int = 1, rank: int = 0,
-                 eval_batch_size: int | None = None, cache_dir: str | Path | None = None) -> None:
+                 eval_batch_size: int | None = None, cache_dir: str | Path | None = None,
+                 start_batch: int = 0) -> None:
         super().__init__()
         self.data_dir = Path(data_dir)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
@@ -305,6 +312,7 @@ class TextDataModule(_lightning_base()):  # type: ignore[misc]
         self.num_workers = num_workers
         self.world_size, self.rank = world_size, rank
         self.eval_batch_size = eval_batch_size or batch_size
+        self.start_batch = start_batch  # batches of the first training epoch already trained on
         self._splits: dict[str, MappedSplit] = {}
 
     # ---- data ---------------------------------------------------------------------------------
@@ -338,7 +346,7 @@ class TextDataModule(_lightning_base()):  # type: ignore[misc]
 
     def train_batch_sampler(self) -> ShardedBatchSampler:
         return ShardedBatchSampler(self.split("train").lengths, self.batch_size, self.seed, self.world_size,
-                                   self.rank, self.group_by_length)
+                                   self.rank, self.group_by_length, start_batch=self.start_batch)
 
     def train_dataloader(self):  # noqa: ANN201 - torch DataLoader
         from torch.utils.data import DataLoader

@@ -7,12 +7,20 @@ Layout of a model directory:
                        max_length), "metadata": {dataset, version, manifest_sha256, tokenizer_sha256,
                        train_params, ...}}
   tokenizer/          a copy of the data's tokenizer directory
+
+`save_model` is atomic: the files are written and fsync'ed in a staging folder beside the target
+(`.model.partial-*`) and renamed into place, so a model directory is complete or absent, never
+partial, whether the export is killed or runs out of disk; leftovers of a killed export are
+removed by the next one.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +42,10 @@ class ModelFormatError(CybuldeError, ValueError):
     """A model directory is incomplete or was written by an unknown format version."""
 
 
+class ModelExportError(CybuldeError, OSError):
+    """The model could not be written (e.g. the disk is full); the target directory is unchanged."""
+
+
 @dataclass
 class LoadedModel:
     model: TextClassifier
@@ -43,19 +55,74 @@ class LoadedModel:
 
 def save_model(model: TextClassifier, out_dir: str | Path, metadata: dict[str, Any],
                tokenizer_dir: str | Path) -> Path:
-    """Write `model` into `out_dir` (replacing what was there) and return the directory."""
+    """Write `model` into `out_dir`, replacing what was there all at once, and return the directory."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_export_leftovers(out_dir)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        write_model_files(model, staging, metadata, tokenizer_dir)
+        _fsync_tree(staging)
+        _put_in_place(staging, out_dir)
+    except BaseException as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        if _disk_full(error):
+            unchanged = "left as it was" if out_dir.exists() else "not created"
+            raise ModelExportError(f"cannot write the model to {out_dir}: {os.strerror(errno.ENOSPC)}; "
+                                   f"{out_dir} was {unchanged}") from error
+        raise
+    return out_dir
+
+
+def _disk_full(error: BaseException) -> bool:
+    """An OSError for a full disk or quota, or safetensors' error wrapping one (it is no OSError)."""
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    return f"os error {errno.ENOSPC})" in str(error) or f"os error {errno.EDQUOT})" in str(error)
+
+
+def write_model_files(model: TextClassifier, folder: Path, metadata: dict[str, Any],
+                      tokenizer_dir: str | Path) -> None:
     from safetensors.torch import save_model as save_safetensors
 
-    out_dir = Path(out_dir)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True)
-    save_safetensors(model, str(out_dir / WEIGHTS_FILE), metadata={"format": "pt"})
+    folder.chmod(0o755)  # mkdtemp makes it private; an exported model is ordinary project data
+    save_safetensors(model, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
     config = {"format_version": FORMAT_VERSION, **model.architecture(), "metadata": metadata}
-    (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n",
-                                       encoding="utf-8")
-    shutil.copytree(tokenizer_dir, out_dir / TOKENIZER_DIR)
-    return out_dir
+    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n",
+                                      encoding="utf-8")
+    shutil.copytree(tokenizer_dir, folder / TOKENIZER_DIR)
+
+
+def remove_export_leftovers(out_dir: Path) -> None:
+    """Staging and retired folders of exports that were killed before they could clean up."""
+    for pattern in (f".{out_dir.name}.partial-*", f".{out_dir.name}.old-*"):
+        for leftover in out_dir.parent.glob(pattern):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in [*folder.rglob("*"), folder]:
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+def _put_in_place(staging: Path, out_dir: Path) -> None:
+    """Rename `staging` to `out_dir`; an existing `out_dir` is renamed aside first and removed after."""
+    if not (out_dir.exists() or out_dir.is_symlink()):
+        staging.rename(out_dir)
+        return
+    retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+    retired.rmdir()
+    out_dir.rename(retired)
+    try:
+        staging.rename(out_dir)
+    except BaseException:
+        retired.rename(out_dir)
+        raise
+    shutil.rmtree(retired, ignore_errors=True)
 
 
 def read_model_config(model_dir: str | Path) -> dict[str, Any]:

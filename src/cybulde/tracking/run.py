@@ -6,16 +6,30 @@ find the run by that tag: a model always reports into the run that produced it, 
 nothing changed runs no stage and so creates no run, and an experiment in a temporary copy of the
 repo finds its run in the shared store. Only rank 0 of a distributed job opens a `PipelineRun`.
 
-Status is truthful: a failing stage marks the run FAILED; only the final stage (`test`) marks it
-FINISHED; earlier stages leave it RUNNING for the next one.
+Status is truthful: a failing stage marks the run FAILED, an interrupted one (SIGINT, SIGTERM)
+KILLED; only the final stage (`test`) marks it FINISHED; earlier stages leave it RUNNING for the
+next one. A stage that is killed outright (SIGKILL, OOM killer, a lost node) cannot say so itself:
+while a stage runs, the run carries an owner tag (host, boot, pid and start time of the process)
+and a heartbeat, and every stage that opens a run closes the experiment's runs left RUNNING by an
+owner that is gone (KILLED, with a tag saying why). An owner on another host counts as gone once
+its heartbeat is `STALE_AFTER_S` old. Between stages a run has no owner and is left alone.
+
+Tracking servers get bounded HTTP timeouts and retries (`mlflow.http_timeout_s`,
+`mlflow.http_max_retries`); an unreachable server is a one-line `TrackingError` before a stage
+starts its work. During training, metrics go through a `MetricBuffer` (`PipelineRun.buffered`),
+so an outage never stops training.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import socket
 import subprocess
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,8 +47,15 @@ log = logging.getLogger(__name__)
 
 MODEL_TAG = "cybulde.model_sha256"
 STAGE_TAG = "cybulde.stage"
+OWNER_TAG = "cybulde.owner"  # JSON: the process running a stage in the run; '' between stages
+HEARTBEAT_TAG = "cybulde.heartbeat"  # unix time, renewed every HEARTBEAT_S while a stage runs
+CLOSED_TAG = "cybulde.closed_reason"  # why another stage closed this run
 DEFAULT_STORE = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
+HEARTBEAT_S = 60.0
+STALE_AFTER_S = 900.0
+FINAL_FLUSH_S = 60.0  # how long the end of training waits for buffered metrics to reach the server
+HTTP_BACKOFF_FACTOR = 1  # retries after 0 s, 2 s, 4 s...
 
 
 class TrackingError(CybuldeError, RuntimeError):
@@ -49,11 +70,47 @@ def tracking_uri(config: Config) -> str:
     return f"sqlite:///{workspace_root() / DEFAULT_STORE}"
 
 
-def _client(uri: str) -> MlflowClient:
+def configure_http(config: Config) -> None:
+    """Bounded timeouts and retries for every request MLflow makes (read from the environment per request)."""
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(config.mlflow.http_timeout_s)
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(config.mlflow.http_max_retries)
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(HTTP_BACKOFF_FACTOR)
+    # MLflow draws its jitter from the global `random` module, which training seeds.
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_JITTER"] = "0"
+
+
+def check_reachable(uri: str, timeout_s: float) -> None:
+    """For an HTTP tracking server: one request within `timeout_s`, else a one-line `TrackingError`.
+
+    Any HTTP answer counts (a proxy may well refuse /health); only no answer at all is an error.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=timeout_s).close()
+    except requests.Timeout as error:
+        raise TrackingError(f"cannot reach the MLflow tracking server at {_redact(uri)}: no answer within "
+                            f"{timeout_s:g} s (mlflow.http_timeout_s)") from error
+    except requests.RequestException as error:
+        reason = "connection refused" if "refused" in str(error).lower() else _first_line(error)[:200]
+        raise TrackingError(f"cannot reach the MLflow tracking server at {_redact(uri)}: {reason}") from error
+
+
+def _client(uri: str, config: Config) -> MlflowClient:
     os.environ.setdefault("MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD", "false")
+    configure_http(config)
+    check_reachable(uri, config.mlflow.http_timeout_s)
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
+
+
+def check_tracking(config: Config) -> str:
+    """Before a stage starts work: the tracking store answers and has the experiment; returns its id."""
+    uri = tracking_uri(config)
+    return _experiment_id(_client(uri, config), config, uri)
 
 
 def _experiment_id(client: MlflowClient, config: Config, uri: str) -> str:
@@ -90,24 +147,29 @@ def _first_line(error: BaseException) -> str:
 class PipelineRun:
     """A handle on the pipeline's MLflow run; all writes go through the client with an explicit id."""
 
-    def __init__(self, client: MlflowClient, run_id: str, uri: str) -> None:
+    def __init__(self, client: MlflowClient, run_id: str, uri: str, experiment_id: str = "") -> None:
         self.client = client
         self.run_id = run_id
         self.tracking_uri = uri
+        self.experiment_id = experiment_id
+        self._buffer: Any = None  # a MetricBuffer while `buffered()` is active
 
     # -- opening -----------------------------------------------------------------------------
     @classmethod
-    def start_training(cls, config: Config) -> PipelineRun:
-        """The run for a new training: `mlflow.run_id` if given, else a fresh run."""
+    def start_training(cls, config: Config, continue_run_id: str = "") -> PipelineRun:
+        """The run for a training: `mlflow.run_id` if given, else `continue_run_id` (the run of the training
+        being resumed) if it still exists, else a fresh run."""
         uri = tracking_uri(config)
-        client = _client(uri)
+        client = _client(uri, config)
         experiment_id = _experiment_id(client, config, uri)
         if config.mlflow.run_id:
             run_id = _existing_run(client, config.mlflow.run_id, uri)
+        elif continue_run_id and _run_exists(client, continue_run_id):
+            run_id = continue_run_id
         else:
             run_name = os.environ.get("DVC_EXP_NAME") or None
             run_id = client.create_run(experiment_id, run_name=run_name).info.run_id
-        run = cls(client, run_id, uri)
+        run = cls(client, run_id, uri, experiment_id)
         run._record_context(config)
         return run
 
@@ -115,20 +177,20 @@ class PipelineRun:
     def for_model(cls, config: Config, model_dir: str | Path) -> PipelineRun:
         """The run that trained the model in `model_dir` (newest first if several did)."""
         uri = tracking_uri(config)
-        client = _client(uri)
-        if config.mlflow.run_id:
-            return cls(client, _existing_run(client, config.mlflow.run_id, uri), uri)
+        client = _client(uri, config)
         experiment_id = _experiment_id(client, config, uri)
+        if config.mlflow.run_id:
+            return cls(client, _existing_run(client, config.mlflow.run_id, uri), uri, experiment_id)
         digest = model_digest(model_dir)
         runs = client.search_runs(
             [experiment_id], filter_string=f"tags.`{MODEL_TAG}` = '{digest}'",
             order_by=["attributes.start_time DESC"], max_results=1,
         )
         if runs:
-            return cls(client, runs[0].info.run_id, uri)
+            return cls(client, runs[0].info.run_id, uri, experiment_id)
         log.warning("no MLflow run trained the model in %s (sha256 %s); starting a new run",
                     model_dir, digest[:12])
-        run = cls(client, client.create_run(experiment_id).info.run_id, uri)
+        run = cls(client, client.create_run(experiment_id).info.run_id, uri, experiment_id)
         run._record_context(config)
         run.set_tags({MODEL_TAG: digest})
         return run
@@ -136,19 +198,53 @@ class PipelineRun:
     # -- lifecycle -----------------------------------------------------------------------------
     @contextlib.contextmanager
     def stage(self, name: str, final: bool = False) -> Iterator[PipelineRun]:
-        """Run one stage inside the run: RUNNING meanwhile, FAILED on error, FINISHED if `final`."""
+        """Run one stage inside the run: RUNNING and owned by this process meanwhile; then FAILED on an
+        error, KILLED when interrupted, FINISHED if `final`, else RUNNING with no owner for the next stage.
+
+        Runs of the experiment left RUNNING by a stage that was killed are closed on the way in.
+        """
         self.client.update_run(self.run_id, status="RUNNING")
-        self.set_tags({STAGE_TAG: name})
+        self.client.log_batch(self.run_id, tags=_tags({STAGE_TAG: name, OWNER_TAG: json.dumps(_this_process(name)),
+                                                       HEARTBEAT_TAG: int(time.time())}))
+        with contextlib.suppress(Exception):
+            self.client.delete_tag(self.run_id, CLOSED_TAG)  # a resumed run is open again
+        close_stale_runs(self.client, self.experiment_id, closer=name, keep=self.run_id)
         monitor = _start_system_metrics(self.run_id, self.tracking_uri, name)
+        heartbeat = _Heartbeat(self.client, self.run_id)
         try:
             yield self
-        except BaseException:
+        except BaseException as error:
+            heartbeat.stop()
             _stop(monitor)
-            self.client.set_terminated(self.run_id, status="FAILED")
+            interrupted = isinstance(error, (KeyboardInterrupt, SystemExit))
+            self._end_stage(name, "KILLED" if interrupted else "FAILED")
             raise
+        heartbeat.stop()
         _stop(monitor)
-        if final:
-            self.client.set_terminated(self.run_id, status="FINISHED")
+        self._end_stage(name, "FINISHED" if final else None)
+
+    def _end_stage(self, name: str, status: str | None) -> None:
+        """Give up ownership and set `status` (None: stay RUNNING); a server that is down only gets a warning."""
+        try:
+            self.client.log_batch(self.run_id, tags=_tags({OWNER_TAG: ""}))
+            if status is not None:
+                self.client.set_terminated(self.run_id, status=status)
+        except Exception as error:  # the stage's own outcome matters more than its bookkeeping
+            log.warning("could not record the end of stage %s in MLflow run %s (%s); the next stage that "
+                        "finds the run will close it", name, self.run_id, _first_line(error)[:200])
+
+    @contextlib.contextmanager
+    def buffered(self, flush_timeout_s: float = FINAL_FLUSH_S) -> Iterator[PipelineRun]:
+        """Within the block, metrics and tags are queued and sent by a background thread (see
+        `cybulde.tracking.buffer`); at its end they are flushed for up to `flush_timeout_s`."""
+        from cybulde.tracking.buffer import MetricBuffer
+
+        self._buffer = MetricBuffer(self.client, self.run_id)
+        try:
+            yield self
+        finally:
+            buffer, self._buffer = self._buffer, None
+            buffer.close(flush_timeout_s)
 
     def mark_model(self, model_dir: str | Path) -> None:
         """Tag the run with the weights' digest, so later stages find it from the model alone."""
@@ -165,18 +261,20 @@ class PipelineRun:
             self.client.log_batch(self.run_id, params=fresh)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        import time
-
         from mlflow.entities import Metric
 
+        if self._buffer is not None:
+            self._buffer.log_metrics(metrics, step or 0)
+            return
         now = int(time.time() * 1000)
         batch = [Metric(key, float(value), now, step or 0) for key, value in metrics.items()]
         self.client.log_batch(self.run_id, metrics=batch)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        from mlflow.entities import RunTag
-
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        if self._buffer is not None:
+            self._buffer.set_tags(tags)
+            return
+        self.client.log_batch(self.run_id, tags=_tags(tags))
 
     def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
         path = Path(local_path)
@@ -192,10 +290,12 @@ class PipelineRun:
         self.client.log_dict(self.run_id, dict(dictionary), name)
 
     def lightning_logger(self) -> Any:
-        """Lightning's MLFlowLogger writing into this run, leaving its status to `stage`."""
-        from cybulde.tracking.lightning import RunBoundMLFlowLogger
+        """A Lightning logger queueing into this run's buffer (use inside `buffered()`)."""
+        from cybulde.tracking.lightning import RunLogger
 
-        return RunBoundMLFlowLogger(run_id=self.run_id, tracking_uri=self.tracking_uri)
+        if self._buffer is None:
+            raise RuntimeError("PipelineRun.lightning_logger() needs an active buffered() block")
+        return RunLogger(self._buffer)
 
     # -- context -------------------------------------------------------------------------------
     def _record_context(self, config: Config) -> None:
@@ -235,6 +335,19 @@ class PipelineRun:
         self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, tags=[context])])
 
 
+def _tags(tags: Mapping[str, Any]) -> list[Any]:
+    from mlflow.entities import RunTag
+
+    return [RunTag(key, str(value)) for key, value in tags.items()]
+
+
+def _run_exists(client: MlflowClient, run_id: str) -> bool:
+    try:
+        return client.get_run(run_id).info.lifecycle_stage == "active"
+    except Exception:
+        return False
+
+
 def _existing_run(client: MlflowClient, run_id: str, uri: str) -> str:
     try:
         return client.get_run(run_id).info.run_id
@@ -270,3 +383,94 @@ def _stop(monitor: Any) -> None:
     if monitor is not None:
         with contextlib.suppress(Exception):
             monitor.finish()
+
+
+# -- who runs a stage, and runs whose stage is gone ---------------------------------------------------
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _process_start(pid: int) -> str:
+    """The start time of process `pid` (clock ticks since boot), '' if there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22; the command name may contain spaces
+
+
+def _this_process(stage: str) -> dict[str, Any]:
+    return {"host": socket.gethostname(), "boot": _boot_id(), "pid": os.getpid(),
+            "started": _process_start(os.getpid()), "stage": stage}
+
+
+def owner_is_gone(owner: Mapping[str, Any], heartbeat: float, now: float | None = None) -> str:
+    """Why the owner of a RUNNING run is gone, or '' if it may still be running."""
+    here = _this_process("")
+    now = time.time() if now is None else now
+    description = f"stage '{owner.get('stage', '?')}' (pid {owner.get('pid')} on host {owner.get('host')})"
+    if owner.get("host") == here["host"] and owner.get("boot") == here["boot"] and here["boot"]:
+        if _process_start(int(owner.get("pid", 0))) != str(owner.get("started")):
+            return f"{description} ended without closing the run"
+        return ""
+    if owner.get("host") == here["host"] and here["boot"] and owner.get("boot") != here["boot"]:
+        return f"{description} did not survive a restart of its host"
+    if now - heartbeat > STALE_AFTER_S:
+        return f"{description} has sent no heartbeat for {now - heartbeat:.0f} s"
+    return ""
+
+
+def close_stale_runs(client: MlflowClient, experiment_id: str, closer: str, keep: str) -> list[str]:
+    """Mark KILLED (with a `CLOSED_TAG` saying why) the experiment's RUNNING runs whose stage is gone."""
+    if not experiment_id:
+        return []
+    try:
+        running = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'",
+                                     max_results=200)
+    except Exception as error:
+        log.warning("could not look for runs left RUNNING: %s", _first_line(error)[:200])
+        return []
+    closed = []
+    for candidate in running:
+        tags = candidate.data.tags
+        if candidate.info.run_id == keep or not tags.get(OWNER_TAG):
+            continue
+        try:
+            owner = json.loads(tags[OWNER_TAG])
+            heartbeat = float(tags.get(HEARTBEAT_TAG, 0))
+        except (ValueError, TypeError):
+            continue
+        reason = owner_is_gone(owner, heartbeat)
+        if not reason:
+            continue
+        reason += f"; closed by stage '{closer}' (pid {os.getpid()} on host {socket.gethostname()})"
+        try:
+            client.log_batch(candidate.info.run_id, tags=_tags({CLOSED_TAG: reason, OWNER_TAG: ""}))
+            client.set_terminated(candidate.info.run_id, status="KILLED")
+        except Exception as error:
+            log.warning("could not close run %s: %s", candidate.info.run_id, _first_line(error)[:200])
+            continue
+        log.warning("closed MLflow run %s as KILLED: %s", candidate.info.run_id, reason)
+        closed.append(candidate.info.run_id)
+    return closed
+
+
+class _Heartbeat:
+    """Renews the run's `HEARTBEAT_TAG` every `HEARTBEAT_S` seconds from a daemon thread."""
+
+    def __init__(self, client: MlflowClient, run_id: str, period_s: float = HEARTBEAT_S) -> None:
+        self._stopped = threading.Event()
+
+        def beat() -> None:
+            while not self._stopped.wait(period_s):
+                with contextlib.suppress(Exception):  # a missed beat only ages the heartbeat
+                    client.set_tag(run_id, HEARTBEAT_TAG, str(int(time.time())))
+
+        self._thread = threading.Thread(target=beat, name="cybulde-mlflow-heartbeat", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()

@@ -108,6 +108,12 @@ class ValidationHistory(pl.Callback):
                             "val_macro_f1": float(metrics["val/macro_f1"]),
                             "val_loss": float(metrics["val/loss"])})
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"epochs": [dict(record) for record in self.epochs]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.epochs = [dict(record) for record in state_dict["epochs"]]
+
     def best(self) -> dict[str, Any] | None:
         best = None
         sign = 1.0 if self.mode == "max" else -1.0

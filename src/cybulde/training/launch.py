@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -11,6 +16,11 @@ from cybulde.errors import CybuldeError
 
 if TYPE_CHECKING:
     from cybulde.config.schema import Config
+
+
+log = logging.getLogger("cybulde.training")
+
+LAUNCHER_POLL_S = 1.0
 
 
 class LaunchError(CybuldeError, RuntimeError):
@@ -85,3 +95,58 @@ def configure_threads(threads: int) -> None:
         torch.set_num_interop_threads(1)
     except RuntimeError:
         pass  # already set, or parallel work has started in this process
+
+
+def stop_with_launcher(env: LaunchEnv, poll_s: float = LAUNCHER_POLL_S) -> None:
+    """Under torchrun, stop this worker as soon as the agent that started it is gone.
+
+    torchrun starts each worker in a session of its own, so nothing else ends a worker whose agent
+    was killed (SIGKILL, an OOM killer, a killed `dvc repro`): it would train on as an orphan and
+    write outputs after its stage is gone. A daemon thread checks every `poll_s` seconds whether this
+    process has been handed to another parent, and then kills it. (A parent-death signal would fire
+    when the agent's *thread* that forked exits, not the agent.)
+    """
+    if not env.under_torchrun:
+        return
+    agent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == agent:
+            time.sleep(poll_s)
+        print(f"rank {env.rank}: the torchrun agent (pid {agent}) is gone; stopping this worker",
+              file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="cybulde-agent-watch", daemon=True).start()
+
+
+def init_distributed(config: Config, env: LaunchEnv, environ: Mapping[str, str] | None = None) -> None:
+    """Start torch.distributed for a multi-process world (Lightning's DDP then uses this process group).
+
+    Started before the Trainer so the ranks can agree on a checkpoint to resume from; CPU tensors always
+    travel through gloo, CUDA tensors through NCCL. The rendezvous keys are prefixed with torchrun's
+    restart count: after a restart the agent's store still holds the previous workers' addresses, and a
+    rank that reads one of those before its peer has overwritten it waits forever for a dead process.
+    """
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    if env.world_size == 1 or dist.is_initialized():
+        return
+    environ = os.environ if environ is None else environ
+    timeout = timedelta(minutes=30)  # torch's default for gloo
+    agent_hosts_store = environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(environ["MASTER_ADDR"], int(environ["MASTER_PORT"]), env.world_size,
+                          is_master=not agent_hosts_store and env.rank == 0, timeout=timeout)
+    attempt = environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    backend = "cpu:gloo,cuda:nccl" if config.launch.accelerator.value == "gpu" else "gloo"
+    dist.init_process_group(backend=backend, store=dist.PrefixStore(f"cybulde/attempt-{attempt}", store),
+                            rank=env.rank, world_size=env.world_size, timeout=timeout)
+
+
+def barrier(env: LaunchEnv) -> None:
+    import torch.distributed as dist
+
+    if env.world_size > 1 and dist.is_initialized():
+        dist.barrier()

@@ -1,16 +1,21 @@
 """The `train` stage: fit the classifier under torchrun DDP and export the best checkpoint.
 
 Every rank builds the same model and data module; only global rank 0 writes outputs (`model/`,
-`metrics/train.json`, the Lightning checkpoint) and talks to MLflow.
+`metrics/train.json`) and talks to MLflow. Training is resumable: the full state is checkpointed
+under `.cybulde/resume/train/<key>/` (see `cybulde.training.resume`) every
+`train.checkpoint_every_n_steps` steps and at each epoch end, and a training started with the same
+params, code and data continues from the latest checkpoint, bit-identical to an uninterrupted run,
+in the same MLflow run. The resume state is removed once `model/` has been exported.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
 import sys
-from contextlib import nullcontext
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,9 +32,7 @@ log = logging.getLogger("cybulde.training")
 
 MODEL_DIR = "model"
 METRICS_FILE = "metrics/train.json"
-# Lightning's checkpoints: scratch space outside the DVC outs, only the best one is kept.
-CHECKPOINT_DIR = ".cybulde/checkpoints/train"
-BEST_CHECKPOINT = "best"
+RESUMED_TAG = "cybulde.resumed_at_step"
 
 
 class TrainingError(CybuldeError, RuntimeError):
@@ -52,11 +55,20 @@ def train(cfg: Config) -> TrainResult:
     from cybulde.config.paths import fetched_path, project_root
     from cybulde.models.backbone import set_offline
     from cybulde.training.determinism import seed_everything
-    from cybulde.training.launch import check_world_size, configure_threads, read_launch_env, threads_per_rank
+    from cybulde.training.launch import (
+        barrier,
+        check_world_size,
+        configure_threads,
+        init_distributed,
+        read_launch_env,
+        stop_with_launcher,
+        threads_per_rank,
+    )
 
     set_offline()
     env = read_launch_env()
     check_world_size(cfg, env)
+    stop_with_launcher(env)
     configure_threads(threads_per_rank(cfg, env))
     seed_everything(cfg.train.seed)
 
@@ -66,14 +78,19 @@ def train(cfg: Config) -> TrainResult:
     data_dir = fetched_path(cfg)
     manifest = load_manifest(data_dir)
     module = build_module(cfg, manifest, data_dir)  # raises on a tokenizer mismatch, before any training
-    datamodule = make_datamodule(cfg, data_dir, env)
+    init_distributed(cfg, env)
+    state, resume_step, start_batch = find_resume_point(cfg, env, root, manifest.sha256)
+    datamodule = make_datamodule(cfg, data_dir, env, start_batch)
 
-    run = start_tracking(cfg) if env.is_rank_zero else None
-    with run.stage("train") if run is not None else nullcontext():
+    run = start_tracking(cfg, state) if env.is_rank_zero else None
+    with tracked(run):
         if env.is_rank_zero:
             log_precision(cfg, run)
-        trainer, throughput, history = build_trainer(cfg, env, root, logger=_lightning_logger(run))
-        trainer.fit(module, datamodule=datamodule)
+        if run is not None and resume_step is not None:
+            announce_resume(run, resume_step)
+        trainer, throughput, history = build_trainer(cfg, env, state.folder, logger=_lightning_logger(run))
+        trainer.fit(module, datamodule=datamodule, weights_only=True,
+                    ckpt_path=str(state.last_checkpoint) if resume_step is not None else None)
         result = TrainResult(rank=env.rank, model_dir=None, samples_per_s=throughput.global_samples_per_s,
                              tokens_per_s=throughput.global_tokens_per_s,
                              train_seconds=throughput.train_seconds, run_id=getattr(run, "run_id", None))
@@ -84,7 +101,34 @@ def train(cfg: Config) -> TrainResult:
                 run.log_metrics({"train/samples_per_s": result.samples_per_s or 0.0,
                                  "train/tokens_per_s": result.tokens_per_s or 0.0},
                                 step=trainer.global_step)
+        barrier(env)  # the model is exported: no rank needs the resume state any more
+        if env.local_rank == 0:
+            state.remove()
     return result
+
+
+def find_resume_point(cfg: Config, env: LaunchEnv, root: Path, data_sha256: str) -> tuple[Any, int | None, int]:
+    """This training's resume state, the step all ranks can resume from (None: start over), and how many
+    batches of that step's epoch were done."""
+    from cybulde.training.checkpoints import epoch_batches_done
+    from cybulde.training.resume import agreed_step, open_resume_state, resume_key
+
+    state = open_resume_state(root, resume_key(cfg, data_sha256), node_leader=env.local_rank == 0)
+    saved = state.load_summary()
+    step = agreed_step(None if saved is None else int(saved["global_step"]), env.world_size)
+    start_batch = epoch_batches_done(saved) if step is not None and saved is not None else 0
+    if step is not None and saved is not None and env.is_rank_zero:
+        epoch = int(saved["epoch"]) + 1
+        where = f"{start_batch} batches into epoch {epoch}" if start_batch else f"after epoch {epoch}"
+        log.info("resuming training from step %d (%s) from %s", step, where, state.last_checkpoint)
+    elif saved is not None and env.is_rank_zero:
+        log.warning("the ranks found different checkpoints in %s; training starts over", state.folder)
+    return state, step, start_batch
+
+
+def announce_resume(run: Any, step: int) -> None:
+    run.set_tags({RESUMED_TAG: step})
+    run.log_metrics({"train/resumed_at_step": float(step)}, step=step)
 
 
 def warn_if_slow_precision(cfg: Config) -> None:
@@ -115,11 +159,24 @@ def log_precision(cfg: Config, run: Any) -> None:
         run.set_tags({PRECISION_TAG: resolved.reason})
 
 
-def start_tracking(cfg: Config) -> Any:
-    """The MLflow run of this training (rank 0 only): `cybulde.tracking.run.PipelineRun`."""
+def start_tracking(cfg: Config, state: Any) -> Any:
+    """The MLflow run of this training (rank 0 only): `cybulde.tracking.run.PipelineRun`, the one recorded
+    in the resume state if this training resumes, recorded there otherwise."""
     from cybulde.tracking.run import PipelineRun
 
-    return PipelineRun.start_training(cfg)
+    run = PipelineRun.start_training(cfg, continue_run_id=state.run_id())
+    state.record_run(run.run_id)
+    return run
+
+
+@contextmanager
+def tracked(run: Any) -> Iterator[None]:
+    """The train stage inside its MLflow run (rank 0), with metrics buffered so an outage never stops training."""
+    if run is None:
+        yield
+        return
+    with run.stage("train"), run.buffered():
+        yield
 
 
 def _lightning_logger(run: Any) -> Any:
@@ -152,25 +209,29 @@ def build_module(cfg: Config, manifest: Any, data_dir: Path) -> pl.LightningModu
                             focal_gamma=focal_gamma(cfg), lr_schedule=cfg.train.lr_schedule.value)
 
 
-def make_datamodule(cfg: Config, data_dir: Path, env: LaunchEnv) -> pl.LightningDataModule:
+def make_datamodule(cfg: Config, data_dir: Path, env: LaunchEnv, start_batch: int = 0) -> pl.LightningDataModule:
     from cybulde.data.datamodule import TextDataModule
 
     return TextDataModule(data_dir, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
                           group_by_length=cfg.train.group_by_length, num_workers=cfg.train.num_workers,
-                          world_size=env.world_size, rank=env.rank)
+                          world_size=env.world_size, rank=env.rank, start_batch=start_batch)
 
 
-def build_trainer(cfg: Config, env: LaunchEnv, root: Path, logger: Any) -> tuple[pl.Trainer, Any, Any]:
+def build_trainer(cfg: Config, env: LaunchEnv, checkpoint_dir: Path, logger: Any) -> tuple[pl.Trainer, Any, Any]:
+    """The Trainer and its callbacks; checkpoints (best weights, full resume state) go to `checkpoint_dir`."""
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
     from cybulde.config.loader import gradient_accumulation
     from cybulde.training.callbacks import PlainProgress, Throughput, ValidationHistory, selection_monitor
+    from cybulde.training.checkpoints import AtomicCheckpointIO, ResumeCheckpoint
     from cybulde.training.recipe import recipe_callbacks
+    from cybulde.training.resume import BEST_CHECKPOINT, LAST_CHECKPOINT
 
-    checkpoint_dir = root / CHECKPOINT_DIR
-    if env.is_rank_zero and checkpoint_dir.exists():
-        shutil.rmtree(checkpoint_dir)  # a stale "best" from an earlier run must never be exported
+    # A resumed training finds its own checkpoints there, and its data loader starts at the batch it had
+    # reached (TextDataModule(start_batch=...)), which Lightning cannot see.
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch")
     throughput, history = Throughput(), ValidationHistory(cfg.train.select_on.value)
     selection = selection_monitor(cfg.train.select_on.value)
     interactive = sys.stdout.isatty()
@@ -179,6 +240,8 @@ def build_trainer(cfg: Config, env: LaunchEnv, root: Path, logger: Any) -> tuple
                         save_top_k=1, save_weights_only=True, enable_version_counter=False),
         EarlyStopping(**selection, patience=cfg.train.early_stopping_patience),
         throughput, history, *recipe_callbacks(cfg),
+        # After ModelCheckpoint (checkpoint callbacks keep their order, last): its state includes the best.
+        ResumeCheckpoint(checkpoint_dir / LAST_CHECKPOINT, cfg.train.checkpoint_every_n_steps),
     ]
     if logger:  # rank 0 only; LearningRateMonitor needs a logger and keeps no state
         callbacks.append(LearningRateMonitor(logging_interval="step"))
@@ -194,17 +257,17 @@ def build_trainer(cfg: Config, env: LaunchEnv, root: Path, logger: Any) -> tuple
         deterministic=True, use_distributed_sampler=False,  # gradient clipping: ClassifierModule
         callbacks=callbacks, logger=logger, log_every_n_steps=cfg.train.log_every_n_steps,
         enable_progress_bar=interactive, enable_model_summary=env.is_rank_zero, num_sanity_val_steps=0,
-        default_root_dir=str(checkpoint_dir))
+        default_root_dir=str(checkpoint_dir), plugins=[AtomicCheckpointIO()])
     return trainer, throughput, history
 
 
 def _strategy(accelerator: str, world_size: int) -> Any:
     if world_size == 1:
         return "auto"
-    from lightning.pytorch.strategies import DDPStrategy
+    from cybulde.training.checkpoints import NodeLocalDDPStrategy
 
-    return DDPStrategy(process_group_backend="nccl" if accelerator == "gpu" else "gloo",
-                       find_unused_parameters=False, gradient_as_bucket_view=True)
+    return NodeLocalDDPStrategy(process_group_backend="nccl" if accelerator == "gpu" else "gloo",
+                                find_unused_parameters=False, gradient_as_bucket_view=True)
 
 
 def _export(cfg: Config, trainer: pl.Trainer, module: Any, manifest: Any, data_dir: Path, root: Path,
