@@ -5,12 +5,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cybulde.cli import build_parser
+from cybulde.cli import build_parser, main
 from cybulde.data.errors import DataError, VersionExistsError
 from cybulde.data.labels import LabelMappingError
 from cybulde.data.manifest import Manifest
 from cybulde.data.publish import add_publish_arguments, publish, run_publish
 from cybulde.data.tokenizer import load_tokenizer
+from cybulde.errors import UsageError
 
 SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("label", pa.int64()),
                     ("input_ids", pa.list_(pa.int32()))])
@@ -86,16 +87,18 @@ def test_cli_arguments_and_errors(tweeteval_dir: Path, tmp_path: Path, capsys: p
             str(tmp_path / "reg"), "--version", "v1", "--max-length", "32", "--max-rows-per-split", "5"]
     args = parser.parse_args(argv)
     assert args.handler is run_publish and args.max_length == 32 and args.tokenizer == "pretrained"
-    assert args.handler(args) == 0
-    assert args.handler(args) == 1
-    args.if_missing = True
-    assert args.handler(args) == 0  # the first-run setup accepts an existing version
+    assert main(argv) == 0
+    assert main(argv) == 1
+    assert main([*argv, "--if-missing"]) == 0  # the first-run setup accepts an existing version
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "already exists" in err
+    assert err.count("\n") == 1 and err.startswith("cybulde publish: error:") and "already exists" in err
     standalone = add_publish_arguments(argparse.ArgumentParser()).parse_args(
         ["--source", "csv", "--version", "v1", "--registry", str(tmp_path / "reg")])
-    assert run_publish(standalone) == 2
-    assert "--raw-dir is required" in capsys.readouterr().err
+    with pytest.raises(UsageError, match="--raw-dir is required"):
+        run_publish(standalone)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["publish", "--source", "csv", "--version", "v1", "--registry", str(tmp_path / "reg")])
+    assert exit_info.value.code == 2 and "--raw-dir is required" in capsys.readouterr().err
 
 
 def test_extra_training_data_joins_the_train_split_only(tweeteval_dir: Path, davidson_dir: Path,

@@ -91,7 +91,10 @@ def test_cli_prints_json_and_reports_errors(binary_model: Path, three_label_data
     assert run_cross(args) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads(saved.read_text())
-    args = parser.parse_args(["--model", str(binary_model), "--data", str(three_label_data),
-                              "--map", "hate=offensive"])
-    assert run_cross(args) == 1
-    assert "evaluate-cross: error:" in capsys.readouterr().err
+    from cybulde.cli import main
+
+    assert main(["evaluate-cross", "--model", str(binary_model), "--data", str(three_label_data),
+                 "--map", "hate=offensive"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("cybulde evaluate-cross: error: data labels ['neither'] are not mapped")
+    assert err.count("\n") == 1

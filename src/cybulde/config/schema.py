@@ -114,12 +114,26 @@ class EvaluationConfig:
 
 
 @dataclass
+class ServingConfig:
+    """The served model (logged by the `test` stage): its request limits and how it computes."""
+
+    # A request with more rows than this is refused (HTTP 400).
+    max_rows: int = 1000
+    # A text longer than this many characters is refused (HTTP 400).
+    max_chars: int = 10000
+    # One of PRECISIONS, resolved where the model is served ("auto": bf16 where native).
+    precision: str = "auto"
+
+
+@dataclass
 class MlflowConfig:
     # Empty: $MLFLOW_TRACKING_URI if set, else a SQLite store in the project root.
     tracking_uri: str = ""
     experiment: str = "cybulde"
     # Log into this existing run instead of creating one (e.g. one run for several nodes).
     run_id: str = ""
+    # The `test` stage registers the model under this name with the alias `candidate` ('' : not registered).
+    registered_model: str = "cybulde-classifier"
 
 
 @dataclass
@@ -129,4 +143,5 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)

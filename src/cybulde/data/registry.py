@@ -12,6 +12,7 @@ from pathlib import Path
 
 from cybulde.data.errors import (
     ChecksumMismatchError,
+    InvalidNameError,
     MissingFileError,
     RegistryUnreachableError,
     UnexpectedFileError,
@@ -30,7 +31,7 @@ _UNREACHABLE_ERRORS: tuple[type[BaseException], ...] = (OSError, ConnectionError
 
 def check_name(kind: str, name: str) -> str:
     if not NAME_PATTERN.match(name):
-        raise ValueError(f"invalid {kind} name {name!r}: use letters, digits, '.', '_' or '-' "
+        raise InvalidNameError(f"invalid {kind} name {name!r}: use letters, digits, '.', '_' or '-' "
                          "(starting with a letter or digit)")
     return name
 

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cybulde.config.loader import to_flat_dict
-from cybulde.config.paths import project_root, workspace_root
+from cybulde.config.paths import project_root, tracking_uri, workspace_root
+from cybulde.config.paths import redact_uri as _redact
 from cybulde.config.schema import Config
 from cybulde.errors import CybuldeError
 from cybulde.tracking.lineage import data_lock_hash, model_digest
@@ -33,20 +34,11 @@ log = logging.getLogger(__name__)
 
 MODEL_TAG = "cybulde.model_sha256"
 STAGE_TAG = "cybulde.stage"
-DEFAULT_STORE = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
 
 
 class TrackingError(CybuldeError, RuntimeError):
     """The tracking server cannot be reached, or the run to log into cannot be found."""
-
-
-def tracking_uri(config: Config) -> str:
-    """`mlflow.tracking_uri`, else $MLFLOW_TRACKING_URI, else a SQLite store in the workspace root."""
-    uri = config.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
-    if uri:
-        return uri
-    return f"sqlite:///{workspace_root() / DEFAULT_STORE}"
 
 
 def _client(uri: str) -> MlflowClient:
@@ -70,16 +62,6 @@ def _experiment_id(client: MlflowClient, config: Config, uri: str) -> str:
         # Pin artifacts beside the store, not beside whichever folder the first run started in.
         artifact_location = (workspace_root() / DEFAULT_ARTIFACTS).as_uri()
     return client.create_experiment(name, artifact_location=artifact_location)
-
-
-def _redact(uri: str) -> str:
-    """A URI without the password part of `user:password@host`."""
-    if "@" not in uri or "://" not in uri:
-        return uri
-    scheme, rest = uri.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
 
 
 def _first_line(error: BaseException) -> str:
