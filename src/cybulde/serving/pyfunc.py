@@ -12,8 +12,9 @@ the run. The model's settings are its `model_config`:
   non-blank string, is refused with an `MlflowException(INVALID_PARAMETER_VALUE)`, which MLflow's
   scoring server answers with HTTP 400 and the message.
 
-Input: a DataFrame with a `text` column (or a single column), or a list of strings. Output: a
-DataFrame with `label` (the predicted label name) and one `prob_<label name>` column per label.
+Input: a `text` column (the signature names it, so MLflow refuses a request without one and ignores
+other columns); over REST `{"inputs": [...]}`, `{"dataframe_split": ...}` or `{"dataframe_records":
+...}`. Output: `label` (the predicted label name) and one `prob_<label name>` column per label.
 """
 
 from __future__ import annotations
@@ -79,8 +80,11 @@ class TextClassifierModel(mlflow.pyfunc.PythonModel):
 def model_signature(label_names: list[str]) -> Any:
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, DataType, Schema
+    from mlflow.types.schema import AnyType
 
-    inputs = Schema([ColSpec(DataType.string)])
+    # Named, so other columns are ignored rather than scored; of any type, so MLflow hands numbers and
+    # nulls over as they are (a string type would cast them to text) and the model refuses them.
+    inputs = Schema([ColSpec(AnyType(), TEXT_COLUMN)])
     outputs = Schema([ColSpec(DataType.string, LABEL_COLUMN)]
                      + [ColSpec(DataType.double, probability_column(name)) for name in label_names])
     return ModelSignature(inputs=inputs, outputs=outputs)

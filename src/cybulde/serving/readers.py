@@ -164,7 +164,7 @@ def _read_jsonl(content: str, origin: str, limits: Limits) -> pd.DataFrame:
             raise MalformedInputError(f"{origin} line {number} is not a JSON object (got "
                                       f"{type(record).__name__}); expected one object per line")
         records.append(record)
-    return pd.DataFrame.from_records(records)
+    return pd.DataFrame(records, dtype=object)  # values keep their JSON types (no int -> float)
 
 
 def texts_from_frame(frame: pd.DataFrame, text_column: str, origin: str) -> InputTexts:
@@ -204,6 +204,9 @@ def texts_from_request(model_input: Any, limits: Limits) -> list[str]:
             values = model_input.iloc[:, 0].tolist()
         else:
             raise MissingColumnError(f"the input has no {TEXT_COLUMN!r} column; columns: {columns}")
+        if len(values) == 1 and (isinstance(values[0], (list, tuple)) or _is_array(values[0])):
+            # MLflow hands `{"inputs": [...]}` and `{"inputs": {"text": [...]}}` over as one row holding the list.
+            values = list(values[0].tolist() if _is_array(values[0]) else values[0])
     elif isinstance(model_input, pd.Series):
         values = model_input.tolist()
     elif isinstance(model_input, str):
@@ -238,6 +241,10 @@ def checked_texts(values: Sequence[Any], origin: str) -> list[str]:
         raise EmptyTextError(f"{origin}: {_rows(blank)} blank (empty or whitespace only): nothing to "
                              f"score; remove them")
     return list(values)
+
+
+def _is_array(value: Any) -> bool:
+    return type(value).__name__ == "ndarray"
 
 
 def _kind(value: Any) -> str:
