@@ -14,7 +14,9 @@ the model logged the first time and its version instead of registering a duplica
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,7 +64,21 @@ def publish_served_model(cfg: Config, run: Any, model_dir: str | Path, test_metr
     if not name:
         return None
     tags = version_tags(run, cfg, model_dir, float(test_metrics["macro_f1"]))
-    return register_candidate(run.client, name, logged.model_id, run.run_id, tags)
+    with global_tracking_uri(run.tracking_uri):
+        return register_candidate(run.client, name, logged.model_id, run.run_id, tags)
+
+
+@contextlib.contextmanager
+def global_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's SQL registry store looks a logged model up through the *global* tracking URI."""
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
 
 
 def version_tags(run: Any, cfg: Config, model_dir: str | Path, macro_f1: float) -> dict[str, str]:
