@@ -65,7 +65,7 @@ def shared_inputs(tmp_path_factory):
 @pytest.fixture
 def make_project(tmp_path, shared_inputs, monkeypatch):
     logged_models = []
-    monkeypatch.setattr("cybulde.tracking.registry.publish_served_model",
+    monkeypatch.setattr("cybulde.tracking.model_registry.publish_served_model",
                         lambda cfg, run, model_dir, metrics, **kw: logged_models.append((model_dir, metrics)))
 
     def build(num_labels=2, head="softmax"):

@@ -11,7 +11,7 @@ A binary sigmoid head decides by threshold: `validate` tunes it (or takes the fi
 `evaluation.threshold`) and records it in metrics/validation.json; `test` applies that recorded
 value unchanged. Both stages log into the MLflow run that trained the model; `test` is the final
 stage, marks the run FINISHED, logs the servable pyfunc model and registers it
-(`cybulde.tracking.registry`). The model runs at `resolve_precision(train.precision)`, the rule
+(`cybulde.tracking.model_registry`). The model runs at `resolve_precision(train.precision)`, the rule
 `predict` follows too.
 """
 
@@ -78,7 +78,7 @@ def evaluate_split(cfg: Config, split: str, *, root: str | Path | None = None,
         result = evaluate_to_files(cfg, split, root, Path(scratch))
         log_evaluation(run, result)
         if split == "test":
-            from cybulde.tracking.registry import publish_served_model
+            from cybulde.tracking.model_registry import publish_served_model
 
             publish_served_model(cfg, run, model_dir, result.metrics, batch_size=cfg.evaluation.batch_size)
     return result.metrics

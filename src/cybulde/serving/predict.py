@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import tempfile
 import time
@@ -170,6 +171,8 @@ def download_logged_model(uri: str, scratch: Path, tracking_uri: str | None) -> 
         from cybulde.config.schema import Config
 
         tracking_uri = default_tracking_uri(Config())
+    if not sys.stderr.isatty():  # MLflow's download bar would print a line per file
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     previous_uri = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(tracking_uri)  # runs:/ URIs of logged models resolve through the global one
     try:
