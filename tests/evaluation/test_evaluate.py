@@ -277,6 +277,7 @@ def test_stages_log_into_the_training_run_and_finish_it(make_project, monkeypatc
     shutil.copy(REPO_PARAMS, root / "params.yaml")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     cfg.mlflow.tracking_uri = uri
+    cfg.serving.precision = cfg.train.precision  # the served model computes as the evaluation did
     training = PipelineRun.start_training(cfg)
     training.mark_model(root / "model")
     client = MlflowClient(uri)
