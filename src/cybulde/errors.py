@@ -7,3 +7,8 @@ and keeps its traceback.
 
 class CybuldeError(Exception):
     """Bad input, a missing or tampered file, a mismatch, an unreachable service."""
+
+
+class UsageError(CybuldeError):
+    """The command line itself is wrong (a missing or contradictory option): `cybulde` shows the
+    usage and exits 2, as for the errors argparse finds."""

@@ -100,8 +100,12 @@ def test_invalid_specs_are_refused(change: dict, message: str) -> None:
 
 
 def test_cli_reports_invalid_accelerator_without_writing(tmp_path: Path, capsys) -> None:
+    from cybulde.cli import main
+
     argv = [*UP_ARGS, "--accelerator", "l4", "--dry-run", "--workdir", str(tmp_path / "out")]
-    assert run_gcp(_parse(argv)) == 2
+    with pytest.raises(SystemExit) as exit_info:  # a usage error: usage line, message, status 2
+        main(["gcp", *argv])
+    assert exit_info.value.code == 2
     assert "type=nvidia-l4,count=1" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 

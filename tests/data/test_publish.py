@@ -6,13 +6,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cybulde.cli import build_parser
+from cybulde.cli import build_parser, main
 from cybulde.data.errors import DataError, VersionExistsError
 from cybulde.data.labels import LabelMappingError
 from cybulde.data.manifest import Manifest, files_dir
 from cybulde.data.publish import add_publish_arguments, publish, run_publish
 from cybulde.data.splits import read_split_columns
 from cybulde.data.tokenizer import load_tokenizer
+from cybulde.errors import UsageError
 from tests.data.conftest import write_generic_csv
 
 SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("label", pa.int64()),
@@ -184,24 +185,25 @@ def test_cli_arguments_and_errors(tweeteval_dir: Path, tmp_path: Path, capsys: p
     args = parser.parse_args(argv)
     assert args.handler is run_publish and args.max_length == 32 and args.tokenizer == "pretrained"
     assert args.engine == "local" and args.rows_per_shard == 3
-    assert args.handler(args) == 0
+    assert main(argv) == 0
     assert len(Manifest.load(tmp_path / "reg" / "tweeteval_offensive" / "v1").split_shards("train")) == 2
-    assert args.handler(args) == 1
-    args.if_missing = True
-    assert args.handler(args) == 0  # the first-run setup accepts an existing version
+    assert main(argv) == 1
+    assert main([*argv, "--if-missing"]) == 0  # the first-run setup accepts an existing version
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "already exists" in err
+    assert err.count("\n") == 1 and err.startswith("cybulde publish: error:") and "already exists" in err
     standalone = add_publish_arguments(argparse.ArgumentParser()).parse_args(
         ["--source", "csv", "--version", "v1", "--registry", str(tmp_path / "reg")])
-    assert run_publish(standalone) == 2
-    assert "--raw-dir is required" in capsys.readouterr().err
+    with pytest.raises(UsageError, match="--raw-dir is required"):
+        run_publish(standalone)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["publish", "--source", "csv", "--version", "v1", "--registry", str(tmp_path / "reg")])
+    assert exit_info.value.code == 2 and "--raw-dir is required" in capsys.readouterr().err
     for extra, message in ((["--engine", "dask"], "--engine dask needs --scheduler"),
                            (["--scheduler", "tcp://127.0.0.1:1"], "--scheduler is an option of --engine dask"),
                            (["--rows-per-shard", "0"], "rows_per_shard must be >= 1")):
-        args = parser.parse_args([*argv[:8], "v2", *argv[9:], *extra])
-        assert args.handler(args) == 1
-        err = capsys.readouterr().err
-        assert err.count("\n") == 1 and message in err
+        with pytest.raises(SystemExit) as exit_info:  # option errors are usage errors: usage, exit 2
+            main([*argv[:8], "v2", *argv[9:], *extra])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "reg" / "tweeteval_offensive" / "v2").exists()
 
 

@@ -1,6 +1,6 @@
 """Tiny fetched datasets and tiny exported models for evaluation, pyfunc and predict tests.
 
-Imported by tests/evaluation, tests/tracking/test_pyfunc.py and tests/test_predict.py.
+Imported by tests/evaluation and tests/serving.
 """
 
 from __future__ import annotations
@@ -43,5 +43,6 @@ def make_model_dir(model_dir: Path, data_dir: Path, head: str = "softmax", seed:
         model.output.weight.mul_(20.0)
     metadata = {"dataset": manifest["dataset"], "version": manifest["version"],
                 "manifest_sha256": sha256_file(data_dir / "manifest.json"),
-                "tokenizer_sha256": manifest["tokenizer"]["sha256"], "train_params": {}}
+                "tokenizer_sha256": manifest["tokenizer"]["sha256"],
+                "cleaning": manifest["publish_params"]["cleaning"], "train_params": {}}
     return save_model(model, model_dir, metadata, data_dir / "tokenizer")

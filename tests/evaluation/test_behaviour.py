@@ -147,7 +147,7 @@ def test_a_stub_scorer_gives_the_hand_computed_report(tmp_path, tiny_model, monk
 
 
 def test_texts_are_cleaned_like_predict_before_scoring(tiny_model):
-    from cybulde.evaluation.inference import TextScorer
+    from cybulde.serving.scorer import TextScorer
 
     raw = ["you   stupid &amp; ugly\nloser", "a day in the park"]
     cleaned = ["you stupid & ugly loser", "a day in the park"]
@@ -173,11 +173,13 @@ def test_the_command_prints_and_saves_the_report(tiny_model, tmp_path, capsys):
     assert table[-1].startswith("| **total** | 177 |")
 
 
-def test_the_command_without_a_mapping_for_the_model_raises_a_clear_error(tiny_model):
+def test_the_command_without_a_mapping_for_the_model_is_a_one_line_error(tiny_model, capsys):
     from cybulde.cli import main
 
-    with pytest.raises(BehaviourError, match="no positive labels for a model trained on 'tiny'"):
-        main(["evaluate-behaviour", "--model", str(tiny_model)])
+    assert main(["evaluate-behaviour", "--model", str(tiny_model)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("cybulde evaluate-behaviour: error: no positive labels for a model trained on 'tiny'")
 
 
 class RecordingRun:

@@ -91,7 +91,29 @@ def test_cli_prints_json_and_reports_errors(binary_model: Path, three_label_data
     assert run_cross(args) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads(saved.read_text())
-    args = parser.parse_args(["--model", str(binary_model), "--data", str(three_label_data),
-                              "--map", "hate=offensive"])
-    assert run_cross(args) == 1
-    assert "evaluate-cross: error:" in capsys.readouterr().err
+    from cybulde.cli import main
+
+    assert main(["evaluate-cross", "--model", str(binary_model), "--data", str(three_label_data),
+                 "--map", "hate=offensive"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("cybulde evaluate-cross: error: data labels ['neither'] are not mapped")
+    assert err.count("\n") == 1
+
+
+def test_raw_texts_go_through_the_models_cleaning(binary_model: Path, three_label_data: Path, tmp_path: Path) -> None:
+    """Texts written with HTML entities and tabs score exactly as their clean versions do."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    dirty = tmp_path / "dirty"
+    shutil.copytree(three_label_data, dirty)
+    table = pq.read_table(dirty / "test.parquet")
+    texts = [text.replace(" ", "&#32;\t", 1).replace("a", "&#97;") for text in table.column("text").to_pylist()]
+    assert texts != table.column("text").to_pylist()
+    pq.write_table(table.set_column(table.column_names.index("text"), "text", pa.array(texts, pa.string())),
+                   dirty / "test.parquet")
+    clean = evaluate_cross(binary_model, three_label_data, TO_BINARY)
+    assert {key: value for key, value in evaluate_cross(binary_model, dirty, TO_BINARY).items() if key != "data"} == {
+        key: value for key, value in clean.items() if key != "data"}

@@ -65,8 +65,8 @@ def shared_inputs(tmp_path_factory):
 @pytest.fixture
 def make_project(tmp_path, shared_inputs, monkeypatch):
     logged_models = []
-    monkeypatch.setattr("cybulde.tracking.pyfunc.log_pyfunc_model",
-                        lambda run, model_dir, **kw: logged_models.append((model_dir, kw)))
+    monkeypatch.setattr("cybulde.tracking.model_registry.publish_served_model",
+                        lambda cfg, run, model_dir, metrics, **kw: logged_models.append((model_dir, metrics)))
 
     def build(num_labels=2, head="softmax"):
         data_dir, model_dir = shared_inputs[(num_labels, head)]

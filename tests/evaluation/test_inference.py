@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from cybulde.data.datamodule import TextDataModule
-from cybulde.evaluation.inference import TextScorer, collect_outputs
+from cybulde.evaluation.inference import collect_outputs
 from cybulde.models.checkpoint import load_model
+from cybulde.serving.scorer import TextScorer
 from tests.evaluation.eval_fixtures import make_data_dir, make_model_dir
 
 WITH_BF16 = "model name\t: Test CPU\nflags\t\t: fpu avx512f avx512_bf16\n"

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import os
 import subprocess
@@ -27,7 +26,7 @@ from cybulde.config.schema import Config
 from cybulde.data.errors import RegistryUnreachableError
 from cybulde.data.fetch import fetch
 from cybulde.data.manifest import Manifest
-from cybulde.data.publish import add_publish_arguments, publish, run_publish
+from cybulde.data.publish import publish
 from cybulde.data.registry import Registry
 from cybulde.data.storage import RetryPolicy, open_location, with_retries
 from tests.conftest import _free_port, _wait_for_port, make_gcs_bucket
@@ -168,14 +167,14 @@ def test_a_lost_reply_to_the_manifest_create_still_publishes(raw: Path, tmp_path
 
 def check_always_failing_storage_is_one_line(registry: str, raw: Path, tmp_path: Path, flaky,  # noqa: ANN001
                                              capsys: pytest.CaptureFixture, error, cause: str) -> None:  # noqa: ANN001
-    args = add_publish_arguments(argparse.ArgumentParser()).parse_args(
-        ["--source", "tweeteval_offensive", "--raw-dir", str(raw), "--registry", registry, "--version", "v1",
-         "--workers", "1"])
+    from cybulde.cli import main
+
     flaky(None, error)
-    assert run_publish(args) == 1
+    assert main(["publish", "--source", "tweeteval_offensive", "--raw-dir", str(raw), "--registry", registry,
+                 "--version", "v1", "--workers", "1"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
-    assert err.startswith("publish: error: cannot check ") and f"in registry {registry}: {cause}" in err
+    assert err.startswith("cybulde publish: error: cannot check ") and f"in registry {registry}: {cause}" in err
     assert "(after 4 tries)" in err
 
     (tmp_path / "params.yaml").write_text(f"data:\n  registry: {registry}\n  dataset: tweeteval_offensive\n"

@@ -56,6 +56,7 @@ def make_data_dir(data_dir: Path, rows: dict[str, int] | None = None, num_labels
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from cybulde.data.cleaning import CLEANING_ID
     from cybulde.data.manifest import Manifest, SplitSummary, TokenizerInfo
 
     rows = rows or {"train": 48, "validation": 16, "test": 16}
@@ -85,7 +86,8 @@ def make_data_dir(data_dir: Path, rows: dict[str, int] | None = None, num_labels
                          vocab_size=len(vocab), pad_token_id=vocab["[PAD]"], cls_token_id=vocab["[CLS]"],
                          sep_token_id=vocab["[SEP]"])
     manifest = Manifest(dataset="tiny", version="v1", label_names=label_names, splits=splits, tokenizer=info,
-                        max_length=max_length, sources=[], publish_params={"seed": 0}, files=files)
+                        max_length=max_length, sources=[], files=files,
+                        publish_params={"seed": 0, "cleaning": CLEANING_ID})  # its texts need no cleaning
     manifest.write(data_dir)
     return data_dir
 

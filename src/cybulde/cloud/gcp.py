@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from cybulde.errors import CybuldeError
+from cybulde.errors import CybuldeError, UsageError
 
 DEFAULT_MACHINE_TYPE = "g2-standard-8"
 DEFAULT_ACCELERATOR = "type=nvidia-l4,count=1"
@@ -39,6 +39,10 @@ NAME_PATTERN = re.compile(r"^[a-z]([-a-z0-9]{0,40}[a-z0-9])?$")
 
 class GcpError(CybuldeError, RuntimeError):
     """The cluster cannot be described or created as asked."""
+
+
+class GcpOptionError(GcpError, UsageError):
+    """An option of `cybulde gcp` is malformed or out of range (a usage error: exit 2)."""
 
 
 class GcloudNotFound(GcpError):
@@ -88,19 +92,19 @@ class ClusterSpec:
 def _parse_accelerator(accelerator: str) -> dict[str, str]:
     match = ACCELERATOR_PATTERN.match(accelerator)
     if match is None:
-        raise GcpError(f"--accelerator {accelerator!r} must look like type=nvidia-l4,count=1")
+        raise GcpOptionError(f"--accelerator {accelerator!r} must look like type=nvidia-l4,count=1")
     return match.groupdict()
 
 
 def validate(spec: ClusterSpec) -> None:
     if not NAME_PATTERN.match(spec.name):
-        raise GcpError(f"--name {spec.name!r} must be lowercase letters, digits and dashes, "
+        raise GcpOptionError(f"--name {spec.name!r} must be lowercase letters, digits and dashes, "
                        "starting with a letter (at most 42 characters)")
     if spec.nodes < 1:
-        raise GcpError(f"--nodes must be at least 1 (got {spec.nodes})")
+        raise GcpOptionError(f"--nodes must be at least 1 (got {spec.nodes})")
     _parse_accelerator(spec.accelerator)
     if "@" in spec.tracking_uri.split("://", 1)[-1].split("/", 1)[0]:
-        raise GcpError("--tracking-uri must not carry credentials; give the VMs' service account access "
+        raise GcpOptionError("--tracking-uri must not carry credentials; give the VMs' service account access "
                        "to the server instead")
 
 
@@ -249,15 +253,12 @@ def spec_from_args(args: argparse.Namespace) -> ClusterSpec:
 
 
 def run_gcp(args: argparse.Namespace) -> int:
-    try:
-        if args.gcp_action == "up":
-            spec = spec_from_args(args)
-            validate(spec)
-            commands = up_commands(spec, write_startup_script(spec, args.workdir))
-        else:
-            commands = down_commands(args.project, args.zone, args.name)
-        execute(commands, args.dry_run)
-    except GcpError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    """The `cybulde gcp` command (errors are reported by `cybulde.cli`)."""
+    if args.gcp_action == "up":
+        spec = spec_from_args(args)
+        validate(spec)
+        commands = up_commands(spec, write_startup_script(spec, args.workdir))
+    else:
+        commands = down_commands(args.project, args.zone, args.name)
+    execute(commands, args.dry_run)
     return 0

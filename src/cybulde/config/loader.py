@@ -119,6 +119,14 @@ def validate_config(config: Config) -> None:
     threshold = config.evaluation.threshold
     _require(threshold == "tune" or _is_probability(threshold), "evaluation.threshold",
              f"must be 'tune' or a number in (0, 1), got {threshold!r}")
+    serving = config.serving
+    _require(serving.max_rows >= 1, "serving.max_rows", f"must be >= 1, got {serving.max_rows}")
+    _require(serving.max_chars >= 1, "serving.max_chars", f"must be >= 1, got {serving.max_chars}")
+    _require(serving.precision in ("", *PRECISIONS), "serving.precision",
+             f"expected '' (the model's own train.precision) or one of {list(PRECISIONS)}, got {serving.precision!r}")
+    name = config.mlflow.registered_model
+    _require(name == name.strip() and not set(name) & set("/@'\"`"), "mlflow.registered_model",
+             f"must be a model name without /, @, quotes or surrounding spaces ('' disables registering), got {name!r}")
     check_combinations(config)
 
 

@@ -1,4 +1,5 @@
-"""Where the project lives, also when DVC runs an experiment in a temporary copy of it.
+"""Where the project lives (also when DVC runs an experiment in a temporary copy of it), and where
+its MLflow store is.
 
 `dvc exp run --queue` / `--temp` run the pipeline in `<workspace>/.dvc/tmp/exps/<tmp>/...`, a copy
 holding only the tracked files. Relative locations of shared state (the local data registry, the
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cybulde.config.loader import PARAMS_FILE, ConfigError
+
+DEFAULT_STORE = "mlflow.db"  # the SQLite MLflow store in the workspace root, when nothing else is set
 
 if TYPE_CHECKING:
     from cybulde.config.schema import Config
@@ -132,3 +135,19 @@ def _check_registry(value: str, root: Path, fetched: Path) -> None:
                                           "registry needs a folder of its own, e.g. registry")
     if _is_within(path, fetched) or _is_within(fetched, path):
         raise _path_error(key, value, f"overlaps data.fetched_dir ({fetched}), which fetch replaces")
+def tracking_uri(config: Config) -> str:
+    """`mlflow.tracking_uri`, else $MLFLOW_TRACKING_URI, else a SQLite store in the workspace root."""
+    uri = config.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    if uri:
+        return uri
+    return f"sqlite:///{workspace_root() / DEFAULT_STORE}"
+
+
+def redact_uri(uri: str) -> str:
+    """A URI without the password part of `user:password@host`, for messages and logs."""
+    if "@" not in uri or "://" not in uri:
+        return uri
+    scheme, rest = uri.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"

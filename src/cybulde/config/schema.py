@@ -162,6 +162,19 @@ class EvaluationConfig:
 
 
 @dataclass
+class ServingConfig:
+    """The served model (logged by the `test` stage): its request limits and how it computes."""
+
+    # A request with more rows than this is refused (HTTP 400).
+    max_rows: int = 1000
+    # A text longer than this many characters is refused (HTTP 400).
+    max_chars: int = 10000
+    # '': the model's own train.precision, resolved where it is served (as validate/test do); or one of
+    # PRECISIONS to override it ("auto": bf16 where native).
+    precision: str = ""
+
+
+@dataclass
 class MlflowConfig:
     # Empty: $MLFLOW_TRACKING_URI if set, else a SQLite store in the project root.
     tracking_uri: str = ""
@@ -171,6 +184,8 @@ class MlflowConfig:
     # HTTP tracking servers: seconds to wait for each request, and retries of a failed one.
     http_timeout_s: int = 20
     http_max_retries: int = 3
+    # The `test` stage registers the model under this name with the alias `candidate` ('' : not registered).
+    registered_model: str = "cybulde-classifier"
 
 
 @dataclass
@@ -180,4 +195,5 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
-from cybulde.data.errors import DataError
+from cybulde.data.errors import DataError, PublishOptionError
 
 ENGINES = ("local", "dask")
 
@@ -91,11 +91,11 @@ def open_engine(name: str, workers: int | None = None, scheduler: str | None = N
     """The engine `name` ("local" or "dask"); checks its options before any work is done."""
     if name == "local":
         if scheduler:
-            raise DataError("--scheduler is an option of --engine dask")
+            raise PublishOptionError("--scheduler is an option of --engine dask")
         return LocalEngine(workers or default_workers())
     if name == "dask":
         if not scheduler:
-            raise DataError("--engine dask needs --scheduler ADDRESS (e.g. tcp://10.0.0.5:8786)")
+            raise PublishOptionError("--engine dask needs --scheduler ADDRESS (e.g. tcp://10.0.0.5:8786)")
         from cybulde.data.dask_engine import DaskEngine
 
         return DaskEngine(scheduler)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from cybulde.errors import CybuldeError
+from cybulde.errors import CybuldeError, UsageError
 
 
 class DataError(CybuldeError):
     """Base class of every error raised by `cybulde.data`."""
+
+
+class PublishOptionError(DataError, UsageError, ValueError):
+    """An option of `publish` is out of range or unknown (a usage error of `cybulde publish`)."""
 
 
 class RawDataError(DataError):
@@ -19,6 +23,10 @@ class RegistryError(DataError):
 
 class RegistryUnreachableError(RegistryError):
     """The registry location cannot be read (missing folder, bucket, network or credentials)."""
+
+
+class InvalidNameError(RegistryError, ValueError):
+    """A dataset or version name has characters a registry path cannot hold."""
 
 
 class UnknownDatasetError(RegistryError):

@@ -31,6 +31,7 @@ from cybulde.data.cleaning import clean_text
 from cybulde.data.manifest import SPLITS, ShardInfo, SplitSummary, shard_name
 from cybulde.data.sources import BY_HASH, RawBatch
 from cybulde.data.storage import sha256_file
+from cybulde.data.tokenizer import backend_tokenizer, encode
 
 HASH_SPLIT = "seeded-sha256/v1"
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
@@ -176,12 +177,8 @@ def prepare_batch(batch: RawBatch, plan: PartPlan, tokenizer_json: str, max_leng
     for split in plan.keep_splits:
         in_split = splits == split
         rows = np.flatnonzero(in_split & nonempty)
-        encoded = tokenizer.encode_batch([cleaned[i] for i in rows.tolist()], add_special_tokens=True)
-        ids_per_row = [encoding.ids for encoding in encoded]
-        lengths = np.fromiter((len(ids) for ids in ids_per_row), dtype=np.int64, count=len(ids_per_row))
-        sep_id = tokenizer.token_to_id("[SEP]")
-        # [CLS] text [SEP]: truncating the text keeps the closing [SEP], like HF truncation
-        truncated = [ids if len(ids) <= max_length else ids[: max_length - 1] + [sep_id] for ids in ids_per_row]
+        truncated, full_lengths = encode(tokenizer, [cleaned[i] for i in rows.tolist()], max_length)
+        lengths = np.asarray(full_lengths, dtype=np.int64)
         picked = rows.tolist()
         tables[split] = pa.RecordBatch.from_arrays([
             pa.array([plan.id_prefix + batch.ids[i] for i in picked], pa.string()),
@@ -198,13 +195,8 @@ def _tokenizer(tokenizer_json: str) -> Any:
     """The tokenizer saved as `tokenizer_json`, parsed once per process."""
     key = hashlib.sha256(tokenizer_json.encode()).hexdigest()
     if key not in _TOKENIZERS:
-        from tokenizers import Tokenizer
-
-        tokenizer = Tokenizer.from_str(tokenizer_json)
-        tokenizer.no_truncation()  # full lengths are wanted (truncation is done here), no padding
-        tokenizer.no_padding()
         _TOKENIZERS.clear()
-        _TOKENIZERS[key] = tokenizer
+        _TOKENIZERS[key] = backend_tokenizer(tokenizer_json)
     return _TOKENIZERS[key]
 
 

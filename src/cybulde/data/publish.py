@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ import numpy as np
 
 from cybulde.data.cleaning import CLEANING_ID
 from cybulde.data.engine import ENGINES, Engine, open_engine
-from cybulde.data.errors import DataError
+from cybulde.data.errors import PublishOptionError
 from cybulde.data.labels import resolve_label_map
 from cybulde.data.manifest import (
     SPLITS,
@@ -51,6 +50,7 @@ from cybulde.data.registry import Registry, check_name
 from cybulde.data.sources import SOURCES, ExtraTraining, RawBatch, Source, load_source
 from cybulde.data.storage import quiet_storage_logs, sha256_file
 from cybulde.data.tokenizer import DEFAULT_VOCAB_SIZE, TOKENIZER_KINDS
+from cybulde.errors import UsageError
 
 DEFAULT_MAX_LENGTH = 128
 DEFAULT_SEED = 1234
@@ -134,17 +134,17 @@ def ensure_published(source: str, raw_dir: str | Path, registry: str, version: s
 def _check_options(source: str, tokenizer: str, vocab_size: int, max_length: int,
                    max_rows_per_split: int | None, rows_per_shard: int) -> None:
     if source not in SOURCES:
-        raise ValueError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")
+        raise PublishOptionError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")
     if tokenizer not in TOKENIZER_KINDS:
-        raise ValueError(f"unknown tokenizer {tokenizer!r}; expected one of {', '.join(TOKENIZER_KINDS)}")
+        raise PublishOptionError(f"unknown tokenizer {tokenizer!r}; expected one of {', '.join(TOKENIZER_KINDS)}")
     if vocab_size < 100:
-        raise ValueError(f"vocab_size must be >= 100, got {vocab_size}")
+        raise PublishOptionError(f"vocab_size must be >= 100, got {vocab_size}")
     if max_length < 8:
-        raise ValueError(f"max_length must be >= 8, got {max_length}")
+        raise PublishOptionError(f"max_length must be >= 8, got {max_length}")
     if max_rows_per_split is not None and max_rows_per_split < 1:
-        raise ValueError(f"max_rows_per_split must be >= 1, got {max_rows_per_split}")
+        raise PublishOptionError(f"max_rows_per_split must be >= 1, got {max_rows_per_split}")
     if rows_per_shard < 1:
-        raise ValueError(f"rows_per_shard must be >= 1, got {rows_per_shard}")
+        raise PublishOptionError(f"rows_per_shard must be >= 1, got {rows_per_shard}")
 
 
 def plan_parts(source: str, raw_dir: str | Path, seed: int, text_column: str | None, label_column: str | None,
@@ -344,24 +344,19 @@ def add_publish_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
 
 
 def run_publish(args: argparse.Namespace) -> int:
-    """Run `publish` from parsed arguments; known errors become one line on stderr and exit status 1."""
+    """Run `publish` from parsed arguments (errors are reported by `cybulde.cli`)."""
     if args.raw_dir:
         raw_dir = Path(args.raw_dir)
     elif args.source in ("csv", "parquet"):
-        print(f"publish: error: --raw-dir is required for --source {args.source}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--raw-dir is required for --source {args.source}")
     else:
         raw_dir = default_datasets_dir() / args.source
     quiet_storage_logs()
     publish_or_reuse = ensure_published if args.if_missing else publish
-    try:
-        extra_training = [ExtraTraining.parse(text, default_datasets_dir()) for text in args.add_train]
-        publish_or_reuse(args.source, raw_dir, args.registry, args.version, dataset=args.dataset,
-                         tokenizer=args.tokenizer, vocab_size=args.vocab_size, max_length=args.max_length,
-                         seed=args.seed, max_rows_per_split=args.max_rows_per_split, text_column=args.text_column,
-                         label_column=args.label_column, extra_training=extra_training, engine=args.engine,
-                         workers=args.workers, scheduler=args.scheduler, rows_per_shard=args.rows_per_shard)
-    except (DataError, ValueError) as error:
-        print(f"publish: error: {error}", file=sys.stderr)
-        return 1
+    extra_training = [ExtraTraining.parse(text, default_datasets_dir()) for text in args.add_train]
+    publish_or_reuse(args.source, raw_dir, args.registry, args.version, dataset=args.dataset,
+                     tokenizer=args.tokenizer, vocab_size=args.vocab_size, max_length=args.max_length,
+                     seed=args.seed, max_rows_per_split=args.max_rows_per_split, text_column=args.text_column,
+                     label_column=args.label_column, extra_training=extra_training, engine=args.engine,
+                     workers=args.workers, scheduler=args.scheduler, rows_per_shard=args.rows_per_shard)
     return 0

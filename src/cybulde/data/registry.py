@@ -31,6 +31,7 @@ from typing import TypeVar
 
 from cybulde.data.errors import (
     ChecksumMismatchError,
+    InvalidNameError,
     ManifestError,
     MissingFileError,
     RegistryUnreachableError,
@@ -62,7 +63,7 @@ T = TypeVar("T")
 
 def check_name(kind: str, name: str) -> str:
     if not NAME_PATTERN.match(name):
-        raise ValueError(f"invalid {kind} name {name!r}: use letters, digits, '.', '_' or '-' "
+        raise InvalidNameError(f"invalid {kind} name {name!r}: use letters, digits, '.', '_' or '-' "
                          "(starting with a letter or digit)")
     return name
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from cybulde.data.manifest import MANIFEST_FILE, TOKENIZER_DIR, files_dir
 
 if TYPE_CHECKING:
+    from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
 TOKENIZER_KINDS = ("pretrained", "wordpiece", "bpe")
@@ -155,3 +156,28 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     if not (folder / "tokenizer.json").is_file():
         raise FileNotFoundError(f"no tokenizer.json in {folder} (nor in {path})")
     return PreTrainedTokenizerFast.from_pretrained(str(folder), local_files_only=True)
+
+
+def backend_tokenizer(tokenizer_json: str | Path) -> Tokenizer:
+    """The `tokenizers.Tokenizer` saved in `tokenizer_json` (a tokenizer.json file, or its text), set to
+    neither truncate nor pad: `encode` cuts the ids itself. One instance must not be shared by threads."""
+    from tokenizers import Tokenizer
+
+    path = Path(tokenizer_json) if not str(tokenizer_json).lstrip().startswith("{") else None
+    tokenizer = Tokenizer.from_file(str(path)) if path is not None else Tokenizer.from_str(str(tokenizer_json))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer
+
+
+def encode(tokenizer: Tokenizer, texts: list[str], max_length: int) -> tuple[list[list[int]], list[int]]:
+    """The token ids of each (cleaned) text as publish stores them, and each text's length before the cut.
+
+    `[CLS] text [SEP]`; a longer text is cut to `max_length` ids keeping the closing `[SEP]`, as HF
+    truncation does. Publish and every scoring path (`cybulde.serving.scorer`) tokenize with this one
+    function, so a served model sees exactly the ids it was trained and tested on.
+    """
+    ids_per_text = [encoding.ids for encoding in tokenizer.encode_batch(texts, add_special_tokens=True)]
+    sep_id = tokenizer.token_to_id(SPECIAL_TOKENS["sep_token"])
+    lengths = [len(ids) for ids in ids_per_text]
+    return [ids if len(ids) <= max_length else ids[: max_length - 1] + [sep_id] for ids in ids_per_text], lengths

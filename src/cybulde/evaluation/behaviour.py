@@ -119,12 +119,12 @@ def positive_labels_for(suite: Suite, dataset: str | None, label_names: Sequence
 
 def score_texts(model_dir: str | Path, texts: Sequence[str], threshold: float | None = None,
                 batch_size: int = 64) -> list[str]:
-    """The predicted label of each text, through the same text path as `cybulde predict`."""
-    from cybulde.data.cleaning import clean_texts
-    from cybulde.evaluation.inference import TextScorer
+    """The predicted label of each raw text, through the text path `cybulde predict` uses (the model's
+    own cleaning and tokenizer)."""
+    from cybulde.serving.scorer import TextScorer
 
     scorer = TextScorer.from_dir(model_dir, threshold=threshold, batch_size=batch_size)
-    predicted = scorer.score(clean_texts(list(texts)))
+    predicted = scorer.score(list(texts))
     return [str(label) for label in predicted["label"]]
 
 

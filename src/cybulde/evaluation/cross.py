@@ -4,9 +4,10 @@ The target dataset's labels are mapped onto the model's label names by an explic
 (`--map hate_speech=offensive`, see `cybulde.data.labels`).
 
 The target version may have been tokenized with another tokenizer, so its stored `input_ids` are
-ignored: the raw `text` is cleaned with `clean_text` (as at publish time) and tokenized with the
-model's own tokenizer. The data is either a fetched/published version folder or a registry
-version `<registry>/<dataset>/<version>`, downloaded into a temporary folder and verified.
+ignored: the raw `text` goes through the model's own text path (`cybulde.serving.scorer`: the
+cleaning and tokenizer the model was trained with), as in `predict`. The data is either a
+fetched/published version folder or a registry version `<registry>/<dataset>/<version>`,
+downloaded into a temporary folder and verified.
 
 Metrics are the project's `compute_metrics` over the model's labels, plus `source_confusion`:
 how the rows of each original target label were predicted (e.g. how much of Davidson's
@@ -28,6 +29,7 @@ from cybulde.data.labels import parse_label_map, resolve_label_map
 from cybulde.data.manifest import SPLITS
 from cybulde.errors import CybuldeError
 from cybulde.evaluation.metrics import round_floats
+from cybulde.hardware import PRECISIONS
 
 DIGITS = 6
 OUTPUT_FORMATS = ("text", "json")
@@ -88,28 +90,27 @@ def source_confusion(source_labels: Sequence[int], predicted: Sequence[int], dat
 
 def evaluate_cross(model_dir: str | Path, data_dir: str | Path, label_map: Mapping[str, str],
                    split: str = "test", threshold: float | None = None,
-                   batch_size: int = 64) -> dict[str, Any]:
+                   batch_size: int = 64, precision: str | None = None) -> dict[str, Any]:
     """Metrics of the model in `model_dir` on `split` of another dataset version.
 
     `label_map` maps the data's label names onto the model's (see module docstring); `threshold`
-    is the decision threshold of a binary sigmoid head (None: argmax).
+    is the decision threshold of a binary sigmoid head (None: argmax); `precision` as for `predict`.
     """
     import torch
 
-    from cybulde.data.cleaning import clean_texts
     from cybulde.data.manifest import Manifest
-    from cybulde.evaluation.inference import TextScorer
     from cybulde.evaluation.metrics import compute_metrics
+    from cybulde.serving.scorer import TextScorer
 
     with opened_data_dir(data_dir) as local_dir:
         manifest = Manifest.load(local_dir)
         texts, source_labels = read_texts_and_labels(local_dir, split)
-    scorer = TextScorer.from_dir(model_dir, threshold=threshold, batch_size=batch_size)
+    scorer = TextScorer.from_dir(model_dir, threshold=threshold, batch_size=batch_size, precision=precision)
     model_labels = scorer.label_names
     data_labels = [str(name) for name in manifest.label_names]
     mapping = resolve_label_map(data_labels, model_labels, label_map)
     labels = torch.tensor([model_labels.index(mapping[data_labels[i]]) for i in source_labels])
-    probabilities = scorer.probabilities(clean_texts(texts))
+    probabilities = scorer.probabilities(texts)
     predicted = scorer.model.head.predict(probabilities, threshold)
     metrics = compute_metrics(probabilities, predicted, labels,
                               negative_log_likelihood(probabilities, labels), model_labels)
@@ -140,6 +141,8 @@ def add_cross_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--threshold", type=float, default=None,
                         help="decision threshold of a binary sigmoid head (default: argmax)")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
+                        help="default: the model's own train.precision, resolved on this machine (as predict)")
     parser.add_argument("--output", default="text", choices=OUTPUT_FORMATS,
                         help="print a summary (text) or the full result (json)")
     parser.add_argument("--save", default=None, metavar="PATH",
@@ -148,12 +151,9 @@ def add_cross_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 
 
 def run_cross(args: argparse.Namespace) -> int:
-    try:
-        result = evaluate_cross(args.model, args.data, parse_label_map(args.label_map), args.split,
-                                threshold=args.threshold, batch_size=args.batch_size)
-    except CybuldeError as error:
-        print(f"evaluate-cross: error: {error}", file=sys.stderr)
-        return 1
+    """The `cybulde evaluate-cross` command (errors are reported by `cybulde.cli`)."""
+    result = evaluate_cross(args.model, args.data, parse_label_map(args.label_map), args.split,
+                            threshold=args.threshold, batch_size=args.batch_size, precision=args.precision)
     text = json.dumps(result, indent=2, sort_keys=True) + "\n"
     if args.save:
         path = Path(args.save)
@@ -169,13 +169,3 @@ def summary_line(result: Mapping[str, Any]) -> str:
     return (f"{model['dataset']}/{model['version']} model on {data['dataset']}/{data['version']} "
             f"{result['split']} ({result['num_examples']} examples): macro_f1={result['macro_f1']} "
             f"accuracy={result['accuracy']} roc_auc={result['roc_auc']}")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = add_cross_arguments(argparse.ArgumentParser(prog="cybulde evaluate-cross",
-                                                         description=__doc__))
-    return run_cross(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

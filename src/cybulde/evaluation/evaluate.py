@@ -12,8 +12,11 @@ Outputs (paths relative to the project root, i.e. the stage's working directory)
 A binary sigmoid head decides by threshold: `validate` tunes it (or takes the fixed
 `evaluation.threshold`) and records it in metrics/validation.json; `test` applies that recorded
 value unchanged. Both stages log into the MLflow run that trained the model; `test` is the final
-stage, marks the run FINISHED, logs the servable pyfunc model and the behavioural suite's table
-(`cybulde.evaluation.behaviour`).
+stage, marks the run FINISHED, logs the servable pyfunc model and registers it
+(`cybulde.tracking.model_registry`), and logs the behavioural suite's table
+(`cybulde.evaluation.behaviour`). The model runs at the precision its training's `train.precision`
+resolves to on this machine (`cybulde.models.checkpoint.inference_precision`), the rule `predict` and
+the served model follow too.
 """
 
 from __future__ import annotations
@@ -100,10 +103,9 @@ def evaluate_split(cfg: Config, split: str, *, root: str | Path | None = None,
         log_evaluation(run, result)
         if split == "test":
             from cybulde.evaluation.behaviour import log_behaviour
-            from cybulde.tracking.pyfunc import log_pyfunc_model
+            from cybulde.tracking.model_registry import publish_served_model
 
-            log_pyfunc_model(run, model_dir, threshold=result.metrics["threshold"],
-                             batch_size=cfg.evaluation.batch_size)
+            publish_served_model(cfg, run, model_dir, result.metrics, batch_size=cfg.evaluation.batch_size)
             log_behaviour(run, model_dir, threshold=result.metrics["threshold"])
     return result.metrics
 
@@ -152,15 +154,16 @@ def evaluate_to_files(cfg: Config, split: str, root: Path, scratch: Path) -> Spl
 def _run_model(cfg: Config, model: Any, data_dir: Path, split: str, num_rows: int,
                label_names: list[str], model_config: dict[str, Any]) -> Any:
     from cybulde.data.datamodule import TextDataModule
-    from cybulde.evaluation.inference import collect_outputs, pick_device
+    from cybulde.evaluation.inference import collect_outputs
     from cybulde.models.checkpoint import inference_precision
+    from cybulde.serving.scorer import accelerator_of, pick_device
 
     datamodule = TextDataModule(data_dir, batch_size=cfg.evaluation.batch_size,
                                 seed=cfg.train.seed, group_by_length=False)
     _check_data_fits_model(datamodule, label_names, model_config, data_dir)
     loader = datamodule.eval_dataloader(split, cfg.evaluation.batch_size)
     device = pick_device(prefer_gpu=getattr(cfg.launch.accelerator, "value", "") == "gpu")
-    precision = inference_precision(model_config, "gpu" if device.type == "cuda" else "cpu")
+    precision = inference_precision(model_config, accelerator_of(device))
     log.info("%s: inference in %s (%s)", split, precision.precision, precision.reason)
     return collect_outputs(model, loader, num_rows, device, precision=precision.precision)
 
@@ -215,7 +218,7 @@ def write_predictions(path: Path, rows: dict[str, list[Any]], probabilities: tor
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from cybulde.evaluation.inference import probability_column
+    from cybulde.serving.scorer import probability_column
 
     columns: dict[str, Any] = {
         "id": pa.array([str(value) for value in rows["id"]], pa.string()),

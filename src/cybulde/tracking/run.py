@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cybulde.config.loader import to_flat_dict
-from cybulde.config.paths import project_root, workspace_root
+from cybulde.config.paths import project_root, tracking_uri, workspace_root
+from cybulde.config.paths import redact_uri as _redact
 from cybulde.config.schema import Config
 from cybulde.errors import CybuldeError
 from cybulde.tracking.lineage import data_lock_hash, model_digest
@@ -50,7 +51,6 @@ STAGE_TAG = "cybulde.stage"
 OWNER_TAG = "cybulde.owner"  # JSON: the process running a stage in the run; '' between stages
 HEARTBEAT_TAG = "cybulde.heartbeat"  # unix time, renewed every HEARTBEAT_S while a stage runs
 CLOSED_TAG = "cybulde.closed_reason"  # why another stage closed this run
-DEFAULT_STORE = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
 HEARTBEAT_S = 60.0
 STALE_AFTER_S = 900.0
@@ -60,14 +60,6 @@ HTTP_BACKOFF_FACTOR = 1  # retries after 0 s, 2 s, 4 s...
 
 class TrackingError(CybuldeError, RuntimeError):
     """The tracking server cannot be reached, or the run to log into cannot be found."""
-
-
-def tracking_uri(config: Config) -> str:
-    """`mlflow.tracking_uri`, else $MLFLOW_TRACKING_URI, else a SQLite store in the workspace root."""
-    uri = config.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
-    if uri:
-        return uri
-    return f"sqlite:///{workspace_root() / DEFAULT_STORE}"
 
 
 def configure_http(config: Config) -> None:
@@ -127,16 +119,6 @@ def _experiment_id(client: MlflowClient, config: Config, uri: str) -> str:
         # Pin artifacts beside the store, not beside whichever folder the first run started in.
         artifact_location = (workspace_root() / DEFAULT_ARTIFACTS).as_uri()
     return client.create_experiment(name, artifact_location=artifact_location)
-
-
-def _redact(uri: str) -> str:
-    """A URI without the password part of `user:password@host`."""
-    if "@" not in uri or "://" not in uri:
-        return uri
-    scheme, rest = uri.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
 
 
 def _first_line(error: BaseException) -> str:

@@ -292,6 +292,8 @@ def _export(cfg: Config, trainer: pl.Trainer, module: Any, manifest: Any, data_d
     metadata = {"dataset": manifest.dataset, "version": manifest.version,
                 "manifest_sha256": manifest.sha256, "tokenizer_sha256": manifest.tokenizer.sha256,
                 "tokenizer_name": manifest.tokenizer.name,
+                # The text path the model owns: raw text -> this cleaning -> the tokenizer (max_length).
+                "cleaning": manifest.publish_params.get("cleaning"),
                 # Only the sections the stage declares: model/config.json is an output of `train`.
                 "train_params": {key: to_dict(getattr(cfg, key)) for key in ("model", "train", "launch")},
                 "train_metrics": metrics}

@@ -1,0 +1,30 @@
+"""Padding token-id rows into batches; kept free of Lightning so scoring raw text imports it cheaply."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+class PadCollator:
+    """Pads a list of rows to the longest one: input_ids, attention_mask, labels, index tensors."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        width = max(len(row["input_ids"]) for row in rows)
+        input_ids = np.full((len(rows), width), self.pad_token_id, dtype=np.int64)
+        attention_mask = np.zeros((len(rows), width), dtype=np.int64)
+        for position, row in enumerate(rows):
+            input_ids[position, : len(row["input_ids"])] = row["input_ids"]
+            attention_mask[position, : len(row["input_ids"])] = 1
+        return {
+            "input_ids": torch.from_numpy(input_ids),
+            "attention_mask": torch.from_numpy(attention_mask),
+            "labels": torch.tensor([int(row["label"]) for row in rows], dtype=torch.long),
+            "index": torch.tensor([int(row["index"]) for row in rows], dtype=torch.long),
+        }

@@ -1,0 +1,233 @@
+"""`cybulde predict`: score texts with a trained model and write labels with probabilities.
+
+    cybulde predict --model model/ comments.csv --output scored.parquet
+    cybulde predict --model runs:/<run id>/model comments.jsonl --text-column body
+    echo "some text" | cybulde predict --model models:/cybulde-classifier@candidate
+
+Input: a .csv, .parquet or .jsonl/.ndjson file with a text column, a .txt file, or standard input
+(one text per line, blank lines skipped); see `cybulde.serving.readers` for what is refused. The
+model: an exported model folder (`model/` of the pipeline) or an MLflow model URI (runs:/...,
+models:/NAME/VERSION, models:/NAME@ALIAS); a URI's files are downloaded and read as data
+(safetensors weights, JSON config, the tokenizer): nothing of the model is unpickled or run. Texts
+go through the model's own text path (`cybulde.serving.scorer`). Output rows follow the input rows:
+the input's `id` column if it has one, `text`, `label` and `prob_<label name>` per label; written
+as .csv/.parquet/.jsonl by the --output extension, or as JSON lines on standard output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from cybulde.hardware import PRECISIONS
+from cybulde.serving.errors import ModelSourceError, ServingError
+from cybulde.serving.readers import STDIN, TEXT_COLUMN, Limits, read_input
+from cybulde.serving.writers import output_format_of, output_table, write_output
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from cybulde.serving.scorer import TextScorer
+
+DEFAULT_BATCH_SIZE = 64
+DEFAULT_MAX_ROWS = 100_000
+DEFAULT_MAX_CHARS = 10_000
+# Inputs with more texts than this report their progress on standard error.
+LONG_INPUT = 1000
+PROGRESS_EVERY_S = 10.0  # plain progress lines when standard error is not a terminal
+
+
+def add_predict_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("input", nargs="?", default=STDIN,
+                        help="a .csv, .parquet, .jsonl, .ndjson or .txt file; '-' or nothing: "
+                             "standard input, one text per line")
+    parser.add_argument("-m", "--model", required=True,
+                        help="an exported model folder (e.g. model/) or an MLflow model URI "
+                             "(runs:/<run id>/model, models:/<name>/<version>, models:/<name>@<alias>)")
+    parser.add_argument("--text-column", default=TEXT_COLUMN,
+                        help="column holding the texts in a table input (default: text)")
+    parser.add_argument("-o", "--output", default=None,
+                        help="output file, .csv, .parquet or .jsonl (default: JSON lines on standard output)")
+    parser.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE,
+                        help=f"texts scored per forward pass (default: {DEFAULT_BATCH_SIZE})")
+    parser.add_argument("--threshold", type=_probability, default=None,
+                        help="decision threshold of a binary sigmoid head for a model folder "
+                             "(default: argmax); an MLflow model applies the threshold it was logged with")
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
+                        help="default: the model's own train.precision, resolved on this machine as in the "
+                             "validate and test stages (auto: bf16 where the hardware runs it natively)")
+    parser.add_argument("--max-rows", type=_positive_int, default=DEFAULT_MAX_ROWS,
+                        help=f"refuse an input with more texts than this (default: {DEFAULT_MAX_ROWS:,})")
+    parser.add_argument("--max-chars", type=_positive_int, default=DEFAULT_MAX_CHARS,
+                        help=f"refuse a text longer than this many characters (default: {DEFAULT_MAX_CHARS:,})")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow tracking URI to resolve runs:/ and models:/ URIs (default: "
+                             "$MLFLOW_TRACKING_URI, else the project's SQLite store)")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from error
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1), got {text!r}") from error
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {value}")
+    return value
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """The `cybulde predict` command (errors are reported by `cybulde.cli`)."""
+    predict(input_path=args.input, model=args.model, text_column=args.text_column, output=args.output,
+            batch_size=args.batch_size, threshold=args.threshold, precision=args.precision,
+            limits=Limits(args.max_rows, args.max_chars), tracking_uri=args.tracking_uri)
+    return 0
+
+
+def predict(input_path: str, model: str, text_column: str = TEXT_COLUMN, output: str | None = None,
+            batch_size: int = DEFAULT_BATCH_SIZE, threshold: float | None = None, precision: str | None = None,
+            limits: Limits | None = None, tracking_uri: str | None = None, stdin: BinaryIO | None = None,
+            stdout: Any = None) -> pd.DataFrame:
+    """Read and check the input, score it, write the output; returns the output table.
+
+    Every check on the destination and the input runs before the model is loaded.
+    """
+    output_format = output_format_of(output)
+    inputs = read_input(input_path, limits or Limits(DEFAULT_MAX_ROWS, DEFAULT_MAX_CHARS), text_column,
+                        stdin=stdin)
+    with loaded_scorer(model, batch_size=batch_size, threshold=threshold, precision=precision,
+                       tracking_uri=tracking_uri) as scorer, progress(len(inputs.texts)) as advance:
+        scored = scorer.score(inputs.texts, advance)
+    table = output_table(inputs, scored)
+    write_output(table, output, output_format, stdout=stdout)
+    return table
+
+
+# ---- model -----------------------------------------------------------------------------------
+
+def is_model_uri(model: str) -> bool:
+    return "://" in model or model.startswith(("runs:/", "models:/"))
+
+
+@contextlib.contextmanager
+def loaded_scorer(model: str, batch_size: int = DEFAULT_BATCH_SIZE, threshold: float | None = None,
+                  precision: str | None = None, tracking_uri: str | None = None) -> Iterator[TextScorer]:
+    """The scorer of a model folder, or of an MLflow model URI's files (downloaded for the duration)."""
+    if not (is_model_uri(model) and not Path(model).is_dir()):
+        yield folder_scorer(Path(model), batch_size, threshold, precision)
+        return
+    if threshold is not None:
+        raise ServingError("--threshold applies to a model folder only; an MLflow model applies the "
+                           "threshold it was logged with")
+    with tempfile.TemporaryDirectory(prefix="cybulde-predict-") as scratch:
+        model_dir, config = download_logged_model(model, Path(scratch), tracking_uri)
+        logged_threshold = config.get("threshold")
+        yield folder_scorer(model_dir, batch_size, None if logged_threshold is None else float(logged_threshold),
+                            precision)
+
+
+def folder_scorer(model_dir: Path, batch_size: int, threshold: float | None, precision: str | None) -> TextScorer:
+    from cybulde.models.checkpoint import ModelFormatError
+    from cybulde.serving.scorer import TextScorer
+
+    if not model_dir.is_dir():
+        raise ModelSourceError(f"model {str(model_dir)!r} is neither a folder nor an MLflow model URI "
+                               f"(runs:/<run id>/model, models:/<name>/<version>)")
+    try:
+        scorer = TextScorer.from_dir(model_dir, threshold=threshold, batch_size=batch_size, precision=precision)
+    except (ModelFormatError, OSError) as error:
+        raise ModelSourceError(f"cannot load the model in {model_dir}: {error}") from error
+    if threshold is not None and not scorer.decides_by_threshold:
+        raise ServingError(f"--threshold applies to a binary sigmoid head; this model has a "
+                           f"{scorer.head_kind} head over {len(scorer.label_names)} labels")
+    return scorer
+
+
+def download_logged_model(uri: str, scratch: Path, tracking_uri: str | None) -> tuple[Path, dict[str, Any]]:
+    """(the exported model folder inside the logged model, its model_config) of an MLflow model URI."""
+    import mlflow
+
+    from cybulde.config.paths import redact_uri
+    from cybulde.config.paths import tracking_uri as default_tracking_uri
+    from cybulde.serving.pyfunc import logged_model_parts
+
+    if tracking_uri is None:
+        from cybulde.config.schema import Config
+
+        tracking_uri = default_tracking_uri(Config())
+    if not sys.stderr.isatty():  # MLflow's download bar would print a line per file
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    previous_uri = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(tracking_uri)  # runs:/ URIs of logged models resolve through the global one
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(scratch),
+                                                    tracking_uri=tracking_uri)
+    except Exception as error:  # MlflowException, OSError... for a bad URI or an unreachable store
+        raise ModelSourceError(f"cannot load MLflow model {uri!r} from {redact_uri(tracking_uri)}: "
+                               f"{_first_line(error)}") from error
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
+    return logged_model_parts(Path(local), uri)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+# ---- progress --------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def progress(total: int) -> Iterator[Callable[[int], None]]:
+    """A callback counting scored texts: a tqdm bar on a terminal, plain lines every
+    PROGRESS_EVERY_S seconds otherwise; silent for inputs of LONG_INPUT texts or fewer."""
+    if total <= LONG_INPUT:
+        yield lambda count: None
+        return
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        with tqdm(total=total, unit="text", file=sys.stderr, desc="scoring") as bar:
+            yield bar.update
+        return
+    reporter = _ProgressLines(total)
+    yield reporter.advance
+    reporter.finish()
+
+
+class _ProgressLines:
+    def __init__(self, total: int) -> None:
+        self.total, self.done = total, 0
+        self.started = self.last = time.monotonic()
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_EVERY_S:
+            self.last = now
+            self._line(now)
+
+    def finish(self) -> None:
+        self._line(time.monotonic())
+
+    def _line(self, now: float) -> None:
+        elapsed = max(now - self.started, 1e-9)
+        print(f"scoring: {self.done:,}/{self.total:,} texts ({100 * self.done / self.total:.0f}%), "
+              f"{self.done / elapsed:.0f} texts/s", file=sys.stderr, flush=True)

@@ -1,0 +1,83 @@
+"""What `predict` writes: one row per input text, in input order.
+
+Columns: the input's `id` (when it has one), `text`, `label` (the predicted label name) and
+`prob_<label name>` per label. The format follows the output file's extension (.csv, .parquet,
+.jsonl/.ndjson); without an output file, JSON lines go to standard output. A file is written
+under a temporary name beside its destination and renamed when complete, so a failed run never
+leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cybulde.serving.errors import OutputError, UnsupportedFormatError
+from cybulde.serving.readers import ID_COLUMN, STDIN, TEXT_COLUMN, InputTexts
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl",
+                  ".ndjson": "jsonl"}
+
+
+def output_format_of(output: str | None) -> str:
+    """The format `output` will be written in; raises before any work for a bad destination."""
+    if output is None or output == STDIN:
+        return "jsonl"
+    path = Path(output)
+    suffix = path.suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise UnsupportedFormatError(f"cannot write {output}: unknown extension {suffix!r}; "
+                                     f"expected one of {sorted(OUTPUT_FORMATS)}")
+    if not path.parent.is_dir():
+        raise OutputError(f"cannot write {path}: folder {path.parent} does not exist")
+    return OUTPUT_FORMATS[suffix]
+
+
+def output_table(inputs: InputTexts, scored: pd.DataFrame) -> pd.DataFrame:
+    import pandas as pd
+
+    columns: dict[str, Any] = {}
+    if inputs.ids is not None:
+        columns[ID_COLUMN] = inputs.ids
+    columns[TEXT_COLUMN] = inputs.texts
+    return pd.concat([pd.DataFrame(columns), scored.reset_index(drop=True)], axis=1)
+
+
+def write_output(table: pd.DataFrame, output: str | None, output_format: str, stdout: Any = None) -> None:
+    if output is None or output == STDIN:
+        stream = stdout if stdout is not None else sys.stdout
+        _write_jsonl(table, stream)
+        stream.flush()
+        return
+    path = Path(output)
+    handle, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    os.close(handle)
+    try:
+        if output_format == "csv":
+            table.to_csv(partial, index=False)
+        elif output_format == "parquet":
+            table.to_parquet(partial, index=False)
+        else:
+            with open(partial, "w", encoding="utf-8") as stream:
+                _write_jsonl(table, stream)
+        os.replace(partial, path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+
+
+def _write_jsonl(table: pd.DataFrame, stream: Any) -> None:
+    for record in _records(table):
+        stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as JSON-ready dicts (numpy scalars to Python numbers)."""
+    return json.loads(table.to_json(orient="records", force_ascii=False, double_precision=15))
