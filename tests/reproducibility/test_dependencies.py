@@ -107,13 +107,13 @@ READER = """
 import sys
 
 from cybulde.config.loader import load_config
-from cybulde.tracking.run import tracking_uri
+from cybulde.tracking.run import configure_http
 from cybulde.training.launch import LaunchEnv, threads_per_rank
 
 cfg = load_config()
 print(cfg.train.lr, cfg.data.fetched_dir)                # read by the stage script
 threads_per_rank(cfg, LaunchEnv(1, 0, 0, 1, False))      # read by a project module it calls
-tracking_uri(cfg)                                         # read by MLflow logging: cannot change outputs
+configure_http(cfg)                                       # read by MLflow's client setup: cannot change outputs
 """
 
 
@@ -148,7 +148,7 @@ def test_an_undeclared_param_read_fails_and_declaring_it_passes(tmp_path: Path) 
     fixed["stages"]["read"]["params"] = ["train.lr", "data.fetched_dir", "launch"]
     (root / "dvc.yaml").write_text(yaml.safe_dump(fixed))
     report = check_dependencies(root, tmp_path / "reads")
-    assert report.problems == []  # mlflow.tracking_uri, read by cybulde.tracking, needs no declaration
+    assert report.problems == []  # mlflow.http_*, read by cybulde.tracking, need no declaration
     assert "cybulde.tracking" in HARMLESS_MODULES
 
 

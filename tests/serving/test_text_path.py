@@ -70,9 +70,10 @@ def test_the_test_split_is_raw_text_with_html_entities(davidson_project):
 
 
 def test_the_scorer_makes_the_token_ids_publish_stored(davidson_project):
+    from cybulde.data.splits import read_split_columns
     from cybulde.serving.scorer import TextScorer
 
-    stored = pq.read_table(davidson_project["project"] / "data" / "fetched" / "test.parquet").to_pydict()
+    stored = read_split_columns(davidson_project["project"] / "data" / "fetched", "test", ("text", "input_ids"))
     scorer = TextScorer.from_dir(davidson_project["project"] / "model")
     assert scorer.token_ids(stored["text"]) == stored["input_ids"]
     assert max(map(len, stored["input_ids"])) == 24  # some texts were truncated, and still agree

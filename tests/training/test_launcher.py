@@ -26,10 +26,14 @@ def test_torchrun_gets_every_launch_setting():
 
 
 def run_stage(project: Path, *overrides: str) -> tuple[subprocess.CompletedProcess, float]:
+    """`python stages/train.py` in `project`, its rendezvous on a free port (never another job's)."""
     from cybulde.repro_check import tool_env
 
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        endpoint = f"launch.rdzv_endpoint=127.0.0.1:{probe.getsockname()[1]}"
     started = time.monotonic()
-    result = subprocess.run([sys.executable, str(TRAIN_STAGE), *overrides], cwd=project, capture_output=True,
+    result = subprocess.run([sys.executable, str(TRAIN_STAGE), endpoint, *overrides], cwd=project, capture_output=True,
                             text=True, timeout=300, env={k: v for k, v in tool_env().items() if "MLFLOW" not in k})
     return result, time.monotonic() - started
 

@@ -289,6 +289,7 @@ def test_sharded_validation_under_two_ranks_equals_one_process_scoring_the_whole
         tmp_path / "project", {**DDP, "launch.nproc_per_node": 2, "train.precision": "auto", "train.ema_decay": 0.5,
                                "train.max_steps": 5, "train.layer_lr_decay": 1.0},
         rows={"train": 48, "validation": 17, "test": 16})
+    tiny_train.make_pretrained_backbone(project)
     [output] = wait_all([torchrun(project, 1, 2, free_port(), {"CYBULDE_CPUINFO": str(cpuinfo),
                                                                tiny_train.COUNT_VALIDATION_ENV: "1"})])
     assert "train.precision=auto runs as 32-true" in output
@@ -395,7 +396,8 @@ def test_a_resumed_training_continues_its_mlflow_run(tmp_path, monkeypatch):
 
     store = f"sqlite:///{tmp_path}/mlflow.db"
     project = tiny_train.make_project(tmp_path / "project", {"mlflow.tracking_uri": store,
-                                                             "train.checkpoint_every_n_steps": 2})
+                                                             "train.checkpoint_every_n_steps": 2,
+                                                             "train.log_every_n_steps": 1})
     monkeypatch.chdir(project)
     tiny_train.use_test_doubles(train_module, monkeypatch)
     monkeypatch.setattr(train_module, "start_tracking", train_module.start_tracking.__wrapped__)

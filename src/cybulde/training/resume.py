@@ -84,11 +84,13 @@ def code_digest(package_root: Path | None = None) -> str:
 
 
 def result_params(cfg: Config) -> dict[str, Any]:
-    """The params that decide the trained weights: `model.*`, `train.*`, `launch.*` less `NOT_IN_KEY`."""
+    """The params that decide the trained weights: `model.*`, `train.*`, `launch.*` less `NOT_IN_KEY`
+    (only those sections are read: they are the `train` stage's declared params)."""
     from cybulde.config.loader import to_flat_dict
 
-    return {key: value for key, value in sorted(to_flat_dict(cfg).items())
-            if key.split(".", 1)[0] in KEY_SECTIONS and key not in NOT_IN_KEY}
+    params = {f"{section}.{key}": value for section in KEY_SECTIONS
+              for key, value in to_flat_dict(getattr(cfg, section)).items()}
+    return {key: value for key, value in sorted(params.items()) if key not in NOT_IN_KEY}
 
 
 def resume_key(cfg: Config, data_sha256: str, code_sha256: str | None = None) -> str:
