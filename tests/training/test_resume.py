@@ -15,7 +15,6 @@ from cybulde.training.resume import (
     open_resume_state,
     result_params,
     resume_key,
-    write_atomically,
 )
 
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "cybulde"
@@ -88,19 +87,6 @@ def test_a_broken_checkpoint_counts_as_none(tmp_path):
     state = ResumeState(tmp_path)
     state.last_checkpoint.write_bytes(b"not a checkpoint")
     assert state.saved_step() is None
-
-
-def test_an_interrupted_atomic_write_leaves_the_old_file(tmp_path):
-    target = tmp_path / "file"
-    write_atomically(target, lambda handle: handle.write(b"first"))
-
-    def fail_halfway(handle):
-        handle.write(b"sec")
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        write_atomically(target, fail_halfway)
-    assert target.read_bytes() == b"first" and [path.name for path in tmp_path.iterdir()] == ["file"]
 
 
 def test_one_process_agrees_with_itself():

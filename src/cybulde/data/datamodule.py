@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from cybulde.data.batching import PadCollator
 from cybulde.data.errors import DataError
 from cybulde.data.manifest import SPLITS, Manifest
 from cybulde.data.splits import read_split_columns, split_paths
+from cybulde.files import write_file_atomically
 
 MEGA_CHUNK_STEPS = 50
 TOKEN_CACHE_FORMAT = "input_ids+label/arrow-ipc/v2"
@@ -88,12 +88,7 @@ def ensure_token_cache(target: Path, parquet_paths: list[Path], id_type: str = "
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             if not target.is_file():
-                temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-                try:
-                    _write_token_file(temporary, parquet_paths, id_type)
-                    os.replace(temporary, target)
-                finally:
-                    temporary.unlink(missing_ok=True)
+                write_file_atomically(target, lambda temporary: _write_token_file(temporary, parquet_paths, id_type))
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return target

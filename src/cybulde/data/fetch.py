@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from cybulde.data.manifest import verify_files
 from cybulde.data.registry import Registry
+from cybulde.files import replace_folder
 
 if TYPE_CHECKING:
     from cybulde.config.schema import Config
@@ -34,24 +35,8 @@ def fetch(cfg: Config) -> Path:
     try:
         manifest = registry.download(cfg.data.dataset, cfg.data.version, staging)
         verify_files(staging, manifest)  # the folder as it will be used: exactly the manifest's files
-        _replace(destination, staging)
+        replace_folder(staging, destination)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return destination
-
-
-def _replace(destination: Path, staging: Path) -> None:
-    """Put `staging` at `destination`; an existing folder is moved aside first and removed after."""
-    if destination.exists() or destination.is_symlink():
-        retired = Path(tempfile.mkdtemp(prefix=f".{destination.name}.old-", dir=destination.parent))
-        retired.rmdir()
-        destination.rename(retired)
-        try:
-            staging.rename(destination)
-        except BaseException:
-            retired.rename(destination)
-            raise
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        staging.rename(destination)

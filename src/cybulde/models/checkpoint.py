@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cybulde.errors import CybuldeError
+from cybulde.files import fsync_tree, replace_folder
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -62,8 +63,8 @@ def save_model(model: TextClassifier, out_dir: str | Path, metadata: dict[str, A
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
         write_model_files(model, staging, metadata, tokenizer_dir)
-        _fsync_tree(staging)
-        _put_in_place(staging, out_dir)
+        fsync_tree(staging)
+        replace_folder(staging, out_dir)
     except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
         if _disk_full(error):
@@ -98,31 +99,6 @@ def remove_export_leftovers(out_dir: Path) -> None:
     for pattern in (f".{out_dir.name}.partial-*", f".{out_dir.name}.old-*"):
         for leftover in out_dir.parent.glob(pattern):
             shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _fsync_tree(folder: Path) -> None:
-    for path in [*folder.rglob("*"), folder]:
-        descriptor = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-
-
-def _put_in_place(staging: Path, out_dir: Path) -> None:
-    """Rename `staging` to `out_dir`; an existing `out_dir` is renamed aside first and removed after."""
-    if not (out_dir.exists() or out_dir.is_symlink()):
-        staging.rename(out_dir)
-        return
-    retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-    retired.rmdir()
-    out_dir.rename(retired)
-    try:
-        staging.rename(out_dir)
-    except BaseException:
-        retired.rename(out_dir)
-        raise
-    shutil.rmtree(retired, ignore_errors=True)
 
 
 def read_model_config(model_dir: str | Path) -> dict[str, Any]:

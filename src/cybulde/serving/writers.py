@@ -10,12 +10,11 @@ leaves a half-written file behind.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cybulde.files import write_file_atomically
 from cybulde.serving.errors import OutputError, UnsupportedFormatError
 from cybulde.serving.readers import ID_COLUMN, STDIN, TEXT_COLUMN, InputTexts
 
@@ -56,21 +55,16 @@ def write_output(table: pd.DataFrame, output: str | None, output_format: str, st
         _write_jsonl(table, stream)
         stream.flush()
         return
-    path = Path(output)
-    handle, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(handle)
-    try:
+    def write(temporary: Path) -> None:
         if output_format == "csv":
-            table.to_csv(partial, index=False)
+            table.to_csv(temporary, index=False)
         elif output_format == "parquet":
-            table.to_parquet(partial, index=False)
+            table.to_parquet(temporary, index=False)
         else:
-            with open(partial, "w", encoding="utf-8") as stream:
+            with open(temporary, "w", encoding="utf-8") as stream:
                 _write_jsonl(table, stream)
-        os.replace(partial, path)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
+
+    write_file_atomically(output, write)
 
 
 def _write_jsonl(table: pd.DataFrame, stream: Any) -> None:

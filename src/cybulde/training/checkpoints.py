@@ -29,18 +29,18 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.strategies import DDPStrategy
 
-from cybulde.training.resume import write_atomically
+from cybulde.files import write_file_atomically
 
 log = logging.getLogger("cybulde.training")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """`torch.save` into `<path>.tmp-<pid>` in the same folder, fsync, then rename over `path`."""
+    """`torch.save` into a temporary file beside `path`, fsync, then rename over `path` (`cybulde.files`)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(target, lambda handle: torch.save(checkpoint, handle))
+        write_file_atomically(target, lambda temporary: torch.save(checkpoint, temporary))
 
 
 class NodeLocalDDPStrategy(DDPStrategy):

@@ -16,12 +16,12 @@ others when training starts, and rank 0 removes this one after `model/` has been
 from __future__ import annotations
 
 import json
-import os
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
+
+from cybulde.files import remove_temporary_files, write_file_atomically
 
 if TYPE_CHECKING:
     from cybulde.config.schema import Config
@@ -36,34 +36,6 @@ NOT_IN_KEY = frozenset({"train.checkpoint_every_n_steps", "train.log_every_n_ste
                         "launch.rdzv_endpoint"})
 # The code the `train` stage depends on (dvc.yaml), relative to the cybulde package.
 TRAINING_CODE = ("training", "models", "data/datamodule.py")
-TEMP_MARKER = ".tmp-"
-
-
-def write_atomically(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """Write `path` through `write(handle)` into a temporary file beside it, fsync it, rename it over `path`.
-
-    A reader sees the old file or the complete new one; an interrupted write leaves no temporary file
-    behind (unless the process is killed outright: `remove_temporary_files` clears those).
-    """
-    temporary = path.with_name(f"{path.name}{TEMP_MARKER}{os.getpid()}")
-    try:
-        with open(temporary, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    _fsync_folder(path.parent)
-
-
-def _fsync_folder(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def code_digest(package_root: Path | None = None) -> str:
@@ -133,8 +105,8 @@ class ResumeState:
 
     def record_run(self, run_id: str) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        payload = (json.dumps({"run_id": run_id}) + "\n").encode()
-        write_atomically(self.folder / RUN_FILE, lambda handle: handle.write(payload))
+        payload = json.dumps({"run_id": run_id}) + "\n"
+        write_file_atomically(self.folder / RUN_FILE, lambda temporary: temporary.write_text(payload))
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -154,14 +126,6 @@ def open_resume_state(root: Path, key: str, node_leader: bool) -> ResumeState:
                 entry.unlink(missing_ok=True)
         remove_temporary_files(state.folder)
     return state
-
-
-def remove_temporary_files(folder: Path) -> None:
-    """Temporary files of writes whose process was killed (`write_atomically`)."""
-    if folder.is_dir():
-        for entry in folder.iterdir():
-            if TEMP_MARKER in entry.name:
-                entry.unlink(missing_ok=True)
 
 
 def agreed_step(local_step: int | None, world_size: int) -> int | None:
