@@ -89,7 +89,7 @@ rm -rf "$project"
 import sys
 from pathlib import Path
 
-from cybulde.repro_check import copy_project, set_params
+from cybulde.reproducibility.check import copy_project, set_params
 
 repo, project, registry, gpus, out = sys.argv[1:]
 copy_project(Path(repo), Path(project))

@@ -8,4 +8,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install.sh .venv
-exec .venv/bin/python -m cybulde.repro_check all --root .
+exec .venv/bin/python -m cybulde.reproducibility.check all --root .

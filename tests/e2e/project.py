@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cybulde.config.presets import TINY, as_overrides
 from cybulde.data.publish import publish
-from cybulde.repro_check import copy_project, free_port, set_params, tool_env
+from cybulde.reproducibility.check import copy_project, free_port, set_params, tool_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

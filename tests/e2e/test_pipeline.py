@@ -12,7 +12,7 @@ import yaml
 from mlflow import MlflowClient
 
 from cybulde.config.access import RECORD_ENV
-from cybulde.repro_check import tool_env
+from cybulde.reproducibility.check import tool_env
 from cybulde.reproducibility.dependencies import check_dependencies
 from tests.e2e.project import REPO_ROOT, git, make_tiny_project, run
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from cybulde.repro_check import copy_project, set_params, tool_env
+from cybulde.reproducibility.check import copy_project, set_params, tool_env
 from tests.e2e.project import free_port, make_tiny_project
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))

@@ -97,7 +97,7 @@ def _tool_env(extra: dict[str, str]) -> dict[str, str]:
 def _write_params(base: Path, project: Path, tracking_uri: str) -> None:
     from cybulde.config.loader import to_dict
     from cybulde.config.schema import Config
-    from cybulde.repro_check import set_params
+    from cybulde.reproducibility.check import set_params
 
     project.mkdir(parents=True)
     params = project / "params.yaml"

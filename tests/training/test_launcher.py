@@ -27,7 +27,7 @@ def test_torchrun_gets_every_launch_setting():
 
 def run_stage(project: Path, *overrides: str) -> tuple[subprocess.CompletedProcess, float]:
     """`python stages/train.py` in `project`, its rendezvous on a free port (never another job's)."""
-    from cybulde.repro_check import tool_env
+    from cybulde.reproducibility.check import tool_env
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

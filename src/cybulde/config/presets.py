@@ -5,7 +5,7 @@ A preset is applied on top of `params.yaml` like any override: `as_overrides(SCR
 `dvc exp run -S key=value` all accept, so a preset never needs a second config mechanism.
 
 `TINY` is the one tiny configuration of the project: the tests, the end-to-end runs and the
-reproducibility check (`cybulde.repro_check`) all start from it and add only where their data
+reproducibility check (`cybulde.reproducibility.check`) all start from it and add only where their data
 lives and, where a test needs it, the shape of the run (epochs, ranks).
 """
 

@@ -1,11 +1,11 @@
 """The reproducibility check: is the committed pipeline state true, and does the pipeline reproduce?
 
-    python -m cybulde.repro_check lock      the committed dvc.lock matches code, params and deps
-    python -m cybulde.repro_check metrics   the committed metrics and plots files are the ones dvc.lock pins
-    python -m cybulde.repro_check deps      each stage's deps cover the project modules it imports
-    python -m cybulde.repro_check rerun     a small pipeline run twice gives identical weights/metrics, and
-                                            each stage's params cover the params it read in the first run
-    python -m cybulde.repro_check all       all four
+    python -m cybulde.reproducibility.check lock      the committed dvc.lock matches code, params and deps
+    python -m cybulde.reproducibility.check metrics   the committed metrics and plots files are the ones dvc.lock pins
+    python -m cybulde.reproducibility.check deps      each stage's deps cover the project modules it imports
+    python -m cybulde.reproducibility.check rerun     a small pipeline run twice gives identical weights/metrics,
+                                                      and each stage's params cover the params it read
+    python -m cybulde.reproducibility.check all       all four
 
 `scripts/repro_check.sh` installs the pinned dependencies first; CI and the GitHub workflow run it.
 """

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cybulde.repro_check import ReproError, check_lock, check_metrics, copy_project, set_params
+from cybulde.reproducibility.check import ReproError, check_lock, check_metrics, copy_project, set_params
 from tests.e2e.project import REPO_ROOT
 
 pytestmark = pytest.mark.slow
@@ -46,7 +46,7 @@ def test_metrics_that_do_not_match_the_lock_fail(project: Path) -> None:
 
 
 def test_the_dependency_step_names_an_undeclared_module(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from cybulde.repro_check import main
+    from cybulde.reproducibility.check import main
 
     assert main(["deps", "--root", str(project)]) == 0
     dvc_yaml = project / "dvc.yaml"
