@@ -64,14 +64,15 @@ def test_peak_bf16_by_card_name(report, name, peak):
 
 
 def test_matmul_parameters_of_the_default_model_and_the_mfu(report, published):
-    # By hand, MiniLM-L6 (hidden 384, FFN 1536, 6 layers) with mean pooling and a 2-label linear output:
-    # per layer 4 * (384 * 384 + 384) + (384 * 1536 + 1536) + (1536 * 384 + 384) = 1,772,928; output 770.
+    # By hand, MiniLM-L6 (hidden 384, FFN 1536, 6 layers) with the pooler (dense 384 * 384 + 384) and a
+    # 2-label linear output: per layer 4 * (384 * 384 + 384) + (384 * 1536 + 1536) + (1536 * 384 + 384)
+    # = 1,772,928; pooler 147,840; output 770.
     params = report.default_model_params(published)
-    assert params == 6 * 1_772_928 + 770
+    assert params == 6 * 1_772_928 + 147_840 + 770
     rows = report.throughput_rows({"rows": {"ours-1proc": {"samples_per_s": 500.0, "tokens_per_s": 15_000.0}}},
                                   params, 989.5)
     assert rows[0]["tflops"] == pytest.approx(6 * params * 15_000 / 1e12)
-    assert rows[0]["mfu"] == pytest.approx(6 * 10_638_338 * 15_000 / 989.5e12)
+    assert rows[0]["mfu"] == pytest.approx(6 * 10_786_178 * 15_000 / 989.5e12)
 
 
 def test_report_prints_mfu_and_the_test_comparison(report, published, tmp_path, capsys):
@@ -86,5 +87,5 @@ def test_report_prints_mfu_and_the_test_comparison(report, published, tmp_path, 
     assert "NVIDIA H200: peak dense bf16 989.5 TFLOP/s" in printed
     assert "GPU 0.7925, CPU 0.8000 (difference -0.0075)" in printed
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["throughput"][0]["mfu"] == pytest.approx(6 * 10_638_338 * 1e5 / 989.5e12)
+    assert summary["throughput"][0]["mfu"] == pytest.approx(6 * 10_786_178 * 1e5 / 989.5e12)  # the default model
     assert summary["pipeline"]["difference"] == pytest.approx(-0.0075)

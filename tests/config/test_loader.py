@@ -70,7 +70,8 @@ def test_gradient_accumulation_and_flat_dict() -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["model.backbone=scratch"], "'train.freeze_embeddings'.*randomly initialised.*train.freeze_embeddings=false"),
+        (["model.backbone=scratch", "train.freeze_embeddings=true"],
+         "'train.freeze_embeddings'.*randomly initialised.*train.freeze_embeddings=false"),
         (["evaluation.threshold=0.3"], "'evaluation.threshold'.*0.3.*model.head=softmax.*model.head=sigmoid"),
     ],
 )
@@ -85,7 +86,8 @@ def test_the_fixes_the_errors_name_are_accepted() -> None:
     fixed = load_config(REPO_PARAMS, ["evaluation.threshold=0.3", "model.head=sigmoid"])
     assert fixed.evaluation.threshold == "0.3"
     # A pretrained backbone may freeze its embeddings; a sigmoid head may weight its classes.
-    assert load_config(REPO_PARAMS, ["model.head=sigmoid", "train.class_weights=true"]).train.freeze_embeddings
+    assert load_config(REPO_PARAMS, ["train.freeze_embeddings=true"]).train.freeze_embeddings
+    assert load_config(REPO_PARAMS, ["model.head=sigmoid", "train.class_weights=true"]).train.class_weights
 
 
 def test_recipe_defaults_keep_todays_behaviour_and_precision_is_auto() -> None:

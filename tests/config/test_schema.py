@@ -48,7 +48,7 @@ def test_a_drifted_value_or_a_missing_key_is_reported() -> None:
     assert drift(params) == [
         "evaluation.batch_size: params.yaml '<missing>', schema 64",
         "model.scratch.extra: params.yaml 1, schema '<missing>'",
-        f"train.freeze_embeddings: params.yaml {params['train']['freeze_embeddings']!r}, schema True",
+        f"train.freeze_embeddings: params.yaml {params['train']['freeze_embeddings']!r}, schema False",
     ]
 
 

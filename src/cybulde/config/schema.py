@@ -89,7 +89,7 @@ class ModelConfig:
     # (a string, not a `Backbone`, because of the last two).
     backbone: str = Backbone.minilm.value
     scratch: ScratchBackboneConfig = field(default_factory=ScratchBackboneConfig)
-    pooling: Pooling = Pooling.mean
+    pooling: Pooling = Pooling.pooler
     adapter: Adapter = Adapter.none
     adapter_hidden_size: int = 256
     dropout: float = 0.1
@@ -99,7 +99,7 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     seed: int = 1234
-    epochs: int = 1
+    epochs: int = 2
     # Stop after this many optimizer steps in total (-1: run all epochs). Used by tiny test configs.
     max_steps: int = -1
     batch_size: int = 16  # per device (per rank)
@@ -123,7 +123,7 @@ class TrainConfig:
     layer_lr_decay: float = 1.0
     # Keep the backbone's token-embedding table fixed (less optimizer work and DDP traffic); only for
     # a pretrained backbone: a scratch backbone must learn its embeddings (an error otherwise).
-    freeze_embeddings: bool = True
+    freeze_embeddings: bool = False
     early_stopping_patience: int = 2
     # Stop training after this many seconds (validation at the stop, the best checkpoint exported);
     # 0: no limit. Where it stops depends on the machine's speed, so a limited run is not reproducible.
