@@ -1,7 +1,8 @@
 """Copy finished DVC experiments' results into results/ (committed files the README table reads).
 
-    python scripts/collect_experiments.py sweep off-e1-lr1e-4 --note "what it tests and taught"
+    python scripts/collect_experiments.py sweep off-mean --note "what it tests and taught"
     python scripts/collect_experiments.py seeds default=HEAD off-seed1 off-seed2
+    python scripts/collect_experiments.py ensemble default=HEAD off-seed1 off-seed2
 
 Each name is a `dvc exp run --name` (see scripts/sweep.sh), or NAME=REV for a pipeline run committed
 to Git (REV: any revision whose dvc.lock and metrics come from a real run, e.g. the default
@@ -9,11 +10,15 @@ pipeline's). An experiment is a Git commit under refs/exps; params.yaml and metr
 from the commit, so nothing is re-run.
 
 - `sweep` writes results/sweep/<name>.json: the model and train params (complete: params.yaml
-  merged onto the schema's defaults, as the stages read it), the dataset and validation metrics
-  (the sweep is ranked on validation only).
+  merged onto the schema's defaults, as the stages read it), the dataset, and the validation and
+  test metrics (the sweep is ranked on validation only; test is shown, never used to choose).
 - `seeds` writes results/seeds/<dataset>-seed<seed>.json: validation and test metrics of one seed,
   and results/baselines/<dataset>.json: that run's TF-IDF baseline (metrics/baseline/ as one object),
   for datasets other than the default one (whose baseline is the committed metrics/baseline/).
+
+- `ensemble` writes results/ensembles/<dataset>.json: the metrics of the runs' averaged class
+  probabilities (their predictions/<split>.parquet, read from the DVC cache at each run's commit), an
+  ensemble of the seeds of one recipe; softmax heads only.
 
 A split's record is metrics/<split>.json with metrics/<split>_per_class.json under `per_class`.
 """
@@ -127,7 +132,7 @@ def write(path: Path, record: Mapping[str, Any]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("kind", choices=["sweep", "seeds"])
+    parser.add_argument("kind", choices=["sweep", "seeds", "ensemble"])
     parser.add_argument("names", nargs="+", help="experiment names (dvc exp show), or NAME=REV for a run committed to Git")
     parser.add_argument("--note", default="", help="sweep: what this experiment tests")
     parser.add_argument("--root", type=Path, default=PROJECT_ROOT, help=argparse.SUPPRESS)
@@ -147,8 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, commit in commits.items():
         record = experiment_record(root, name, commit)
         if args.kind == "sweep":
-            sweep = {key: record[key] for key in ("name", "dataset", "params", "validation")}
+            sweep = {key: record[key] for key in ("name", "dataset", "params", "validation", "test")}
             write(root / "results" / "sweep" / f"{name}.json", {**sweep, "note": args.note})
+        elif args.kind == "ensemble":
+            continue
         else:
             described = ("dataset", "version", "test_set", "extra_training")
             seed = {key: record[key] for key in (*described, "seed", "params", "validation", "test")}
@@ -156,7 +163,44 @@ def main(argv: Sequence[str] | None = None) -> int:
             if record["dataset"] != default:
                 baseline = {**record["baseline"], **{key: record[key] for key in described}}
                 write(root / "results" / "baselines" / f"{record['dataset']}.json", baseline)
+    if args.kind == "ensemble":
+        members = [experiment_record(root, name, commit) for name, commit in commits.items()]
+        ensemble = ensemble_record(root, commits, members)
+        write(root / "results" / "ensembles" / f"{ensemble['dataset']}.json", ensemble)
     return 0
+
+
+def run_predictions(root: Path, commit: str, split: str) -> Any:
+    """predictions/<split>.parquet of the run at `commit`, from the DVC cache."""
+    import dvc.api
+    import pandas as pd
+
+    with dvc.api.open(f"predictions/{split}.parquet", repo=str(root), rev=commit, mode="rb") as stream:
+        return pd.read_parquet(stream)
+
+
+def ensemble_record(root: Path, commits: Mapping[str, str], members: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The metrics of the members' mean class probabilities on validation and test (argmax decides)."""
+    from cybulde.evaluation.metrics import compute_metrics, round_floats
+
+    datasets = {(member["dataset"], member["version"]) for member in members}
+    heads = {member["params"]["model.head"] for member in members}
+    if len(datasets) != 1 or heads != {"softmax"}:
+        raise SystemExit(f"an ensemble needs runs of one dataset version with softmax heads, got {sorted(datasets)} "
+                         f"and heads {sorted(heads)}")
+    record: dict[str, Any] = {"dataset": members[0]["dataset"], "version": members[0]["version"],
+                              "test_set": members[0]["test_set"], "members": list(commits)}
+    for split in ("validation", "test"):
+        tables = [run_predictions(root, commit, split) for commit in commits.values()]
+        if any(not table["id"].equals(tables[0]["id"]) for table in tables):
+            raise SystemExit(f"the runs' {split} predictions do not list the same rows in the same order")
+        label_names = [column.removeprefix("prob_") for column in tables[0].columns if column.startswith("prob_")]
+        probabilities = sum(table[[f"prob_{name}" for name in label_names]].to_numpy() for table in tables) / len(tables)
+        labels = [label_names.index(label) for label in tables[0]["label"]]
+        metrics = compute_metrics(probabilities, probabilities.argmax(axis=1), labels,
+                                  loss=float("nan"), label_names=label_names)
+        record[split] = round_floats({key: metrics[key] for key in ("accuracy", "macro_f1", "roc_auc", "per_class")})
+    return record
 
 
 if __name__ == "__main__":

@@ -16,9 +16,12 @@ in the README changes. Inputs (paths relative to the project root; all but param
 - results/seeds/*.json: `{"dataset", "version", "seed", "validation": {...}, "test": {...}}`, the
   two inner objects being metrics/<split>.json of one seed's run with its per-class detail under
   `per_class`; shown as mean ± std per dataset;
-- results/sweep/*.json: `{"name", "dataset", "params": {...}, "validation": {...}, "note"}`, one
-  experiment of a sweep, ranked by validation macro-F1 (the test split plays no part in choosing);
-  the table shows the params whose values differ between the experiments;
+- results/sweep/*.json: `{"name", "dataset", "params": {...}, "validation": {...}, "test": {...}, "note"}`,
+  one experiment of a sweep, ranked by validation macro-F1 (the test split plays no part in choosing;
+  it is shown beside it); the table shows the params whose values differ between the experiments;
+- results/ensembles/*.json: `{"dataset", "members", "validation": {...}, "test": {...}}`, the seeds of
+  the default recipe with their class probabilities averaged (`collect_experiments.py ensemble`);
+- results/time_to_quality.json: the output of `benchmarks/time_to_quality.py --json`;
 - results/cross/*.json: the output of `cybulde evaluate-cross --save`.
 """
 
@@ -81,6 +84,8 @@ class Inputs:
     seeds: list[dict[str, Any]]
     sweep: list[dict[str, Any]]
     cross: list[dict[str, Any]]
+    ensembles: list[dict[str, Any]] = field(default_factory=list)
+    time_to_quality: dict[str, Any] | None = None
 
 
 class ResultsTableError(RuntimeError):
@@ -138,17 +143,19 @@ def load_inputs(root: Path) -> Inputs:
                   baselines=baselines,
                   seeds=read_folder(root / "results" / "seeds"),
                   sweep=read_folder(root / "results" / "sweep"),
-                  cross=read_folder(root / "results" / "cross"))
+                  cross=read_folder(root / "results" / "cross"),
+                  ensembles=read_folder(root / "results" / "ensembles"),
+                  time_to_quality=read_json(root / "results" / "time_to_quality.json"))
 
 
 def fmt(value: Any) -> str:
     return MISSING if value is None else f"{float(value):.3f}"
 
 
-def fmt_mean_std(values: Sequence[float]) -> str:
+def fmt_mean_std(values: Sequence[float], digits: int = 3) -> str:
     if len(values) == 1:
-        return fmt(values[0])
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+        return f"{float(values[0]):.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def macro_f1(metrics: Mapping[str, Any] | None) -> float | None:
@@ -196,6 +203,10 @@ def our_rows(inputs: Inputs) -> list[ResultRow]:
             by_test_set.setdefault(test_set(run), []).append(float(run["test"]["macro_f1"]))
         rows.append(ResultRow(f"**cybulde MiniLM-L6**{extra} (default recipe, mean ± std over n seeds)", {
             name: fmt_mean_std(scores) + f" (n={len(scores)})" for name, scores in by_test_set.items()}))
+    for ensemble in inputs.ensembles:
+        rows.append(ResultRow(f"**cybulde MiniLM-L6**{extra_training(ensemble)} (ensemble of the "
+                              f"{len(ensemble['members'])} seeds: mean class probabilities)",
+                              {test_set(ensemble): fmt(macro_f1(ensemble.get("test")))}))
     if inputs.test:
         rows.append(ResultRow("**cybulde MiniLM-L6** (default pipeline, `metrics/test.json`)",
                               {inputs.dataset: fmt(macro_f1(inputs.test))}))
@@ -249,6 +260,10 @@ def details_table(inputs: Inputs) -> list[str]:
         rows.append([f"TF-IDF + LR (C={report.get('C')}{weights})", str(report.get("dataset") or inputs.dataset),
                      fmt(macro_f1(report.get("validation"))), fmt(macro_f1(report.get("test"))),
                      fmt((report.get("test") or {}).get("accuracy")), per_class_f1(report.get("test"))])
+    for ensemble in inputs.ensembles:
+        rows.append([f"MiniLM-L6 (ensemble of {len(ensemble['members'])} seeds)", str(ensemble["dataset"]),
+                     fmt(macro_f1(ensemble.get("validation"))), fmt(macro_f1(ensemble.get("test"))),
+                     fmt((ensemble.get("test") or {}).get("accuracy")), per_class_f1(ensemble.get("test"))])
     for dataset, runs in seed_groups(inputs.seeds).items():
         rows.append([f"MiniLM-L6 ({len(runs)} seed{'' if len(runs) == 1 else 's'})", dataset,
                      fmt_mean_std([float(run["validation"]["macro_f1"]) for run in runs]),
@@ -271,10 +286,33 @@ def sweep_table(sweep: Sequence[Mapping[str, Any]]) -> list[str]:
         return []
     ranked = sorted(sweep, key=lambda run: -float(macro_f1(run.get("validation")) or 0.0))
     keys = varying_params(sweep)
-    return markdown_table(["Experiment", "Dataset", *(f"`{key}`" for key in keys), "Validation macro-F1", "Note"], [
+    return markdown_table(["Experiment", "Dataset", *(f"`{key}`" for key in keys), "Validation macro-F1",
+                           "Test macro-F1 (not used to choose)", "Note"], [
         [str(run.get("name", "")), str(run.get("dataset", "")),
          *(str((run.get("params") or {}).get(key, MISSING)) for key in keys),
-         fmt(macro_f1(run.get("validation"))), str(run.get("note", ""))] for run in ranked])
+         fmt(macro_f1(run.get("validation"))), fmt(macro_f1(run.get("test"))), str(run.get("note", ""))]
+        for run in ranked])
+
+
+def time_to_quality_table(report: Mapping[str, Any] | None) -> list[str]:
+    """Per system, mean ± std over the seeds of `benchmarks/time_to_quality.py --json`."""
+    if not report:
+        return []
+    machine = report["machine"]
+    names = {"ours": "cybulde (default params)", "hf": "Hugging Face `Trainer` (lr 5e-5, 2 epochs, linear decay)"}
+    rows = []
+    for system in dict.fromkeys(run["system"] for run in report["runs"]):
+        runs = [run for run in report["runs"] if run["system"] == system]
+        rows.append([names.get(system, system), str(len(runs)),
+                     *(fmt_mean_std([float(run[key]) for run in runs], digits)
+                       for key, digits in (("train_s", 0), ("samples_per_s", 1), ("val_macro_f1", 3),
+                                           ("test_macro_f1", 3)))])
+    lines = [f"{machine['device']} (native bf16: {'yes' if machine.get('native_bf16') else 'no'}), "
+             f"{machine.get('accelerator', 'cpu').upper()}; a budget of {float(machine['budget_s']):g} s of "
+             f"training per run; seeds {', '.join(map(str, machine['seeds']))}; global batch {machine['batch_size']}.",
+             ""]
+    return lines + markdown_table(["System", "Seeds", "Training s", "Samples/s", "Validation macro-F1",
+                                   "Test macro-F1"], rows)
 
 
 def cross_table(cross: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -304,17 +342,21 @@ def render_section(inputs: Inputs) -> str:
         "",
         *main_table(inputs),
     ]
-    for title, table in (("Details", details_table(inputs)), ("Sweep (ranked by validation macro-F1)",
-                                                              sweep_table(inputs.sweep)),
+    for title, table in (("Details", details_table(inputs)),
+                         ("Sweep (ranked by validation macro-F1)", sweep_table(inputs.sweep)),
+                         ("Time to quality: the same budget, data, backbone, batch size and seeds",
+                          time_to_quality_table(inputs.time_to_quality)),
                          ("Cross-dataset test macro-F1 (labels mapped explicitly)", cross_table(inputs.cross))):
         if table:
             lines += ["", f"**{title}**", "", *table]
     lines += [
         "",
         "Reproduce: `dvc repro` (the default pipeline: `metrics/validation.json`, `metrics/test.json`, "
-        "baseline `metrics/baseline/`); `scripts/sweep.sh recipe|seeds|datasets` (queued DVC experiments) "
-        "then `python scripts/collect_experiments.py sweep|seeds NAME...` (`results/sweep`, `results/seeds`, "
-        "`results/baselines`); `cybulde evaluate-cross --model model --data "
+        "baseline `metrics/baseline/`); `scripts/sweep.sh offensive|seeds|davidson|hate` (queued DVC "
+        "experiments) then `python scripts/collect_experiments.py sweep|seeds|ensemble NAME...` (`results/sweep`, "
+        "`results/seeds`, `results/baselines`, `results/ensembles`); `python benchmarks/time_to_quality.py "
+        "--data-dir data/fetched --seeds 3 --budget-s 600 --json results/time_to_quality.json`; "
+        "`cybulde evaluate-cross --model model --data "
         "<registry>/<dataset>/<version> --map DATA_LABEL=MODEL_LABEL ... --save results/cross/<name>.json` "
         "for a cross-dataset cell, then `python scripts/results_table.py`.",
         "",

@@ -67,7 +67,7 @@ def test_sweep_and_seed_records_come_from_the_experiment_commit(collect: ModuleT
     assert high["params"]["train.lr"] == pytest.approx(1e-4) and default["params"]["train.lr"] == pytest.approx(5e-5)
     assert high["params"]["train.freeze_embeddings"] is not None  # complete: schema defaults filled in
     assert high["validation"] == {"macro_f1": 0.7, "per_class": {"a": {"f1": 0.5}}}
-    assert high["note"] == "lr" and "test" not in high
+    assert high["note"] == "lr" and high["test"] == {"macro_f1": 0.82, "per_class": {"a": {"f1": pytest.approx(0.72)}}}
 
     assert collect.main(["seeds", "high-lr", "--root", str(repo)]) == 0
     seed = json.loads((repo / "results" / "seeds" / "tweeteval_offensive-seed7.json").read_text())
@@ -111,3 +111,27 @@ def test_a_multi_source_dataset_is_scored_on_its_own_source(collect: ModuleType,
     assert seed["test_set"] == "tweeteval_offensive" and seed["extra_training"] == [extra.describe()]
     baseline = json.loads((repo / "results" / "baselines" / "offensive_plus_davidson.json").read_text())
     assert baseline["test_set"] == "tweeteval_offensive" and baseline["dataset"] == "offensive_plus_davidson"
+
+
+def test_an_ensemble_averages_the_members_probabilities(collect: ModuleType, repo: Path, monkeypatch) -> None:
+    import pandas as pd
+
+    # Two runs over the same 4 rows; by hand, the mean probabilities of `b` are 0.55, 0.4, 0.6, 0.35, so the
+    # ensemble predicts b, a, b, a (labels b, a, a, a): 3 of 4 right; F1 of `a` 2*2/(2*2+0+1) = 0.8, of `b`
+    # 2*1/(2*1+1+0) = 0.667, macro 0.733. Alone, run 1 predicts b, a, b, b (F1 0.4 and 0.5) and run 2 a, a, a, a.
+    tables = {"r1": [0.9, 0.3, 0.7, 0.6], "r2": [0.2, 0.5, 0.5, 0.1]}
+
+    def predictions(root, commit, split):
+        positive = tables[commit]
+        return pd.DataFrame({"id": ["1", "2", "3", "4"], "label": ["b", "a", "a", "a"],
+                             "prob_a": [1 - p for p in positive], "prob_b": positive})
+
+    monkeypatch.setattr(collect, "run_predictions", predictions)
+    member = {"dataset": "d", "version": "v1", "test_set": "d", "params": {"model.head": "softmax"}}
+    record = collect.ensemble_record(repo, {"one": "r1", "two": "r2"}, [member, member])
+    assert record["members"] == ["one", "two"] and record["dataset"] == "d"
+    assert record["test"]["accuracy"] == 0.75
+    assert record["test"]["macro_f1"] == pytest.approx((0.8 + 2 / 3) / 2, abs=1e-6)
+    assert record["test"]["per_class"]["b"]["f1"] == pytest.approx(2 / 3, abs=1e-6)
+    with pytest.raises(SystemExit, match="softmax heads"):
+        collect.ensemble_record(repo, {"one": "r1"}, [{**member, "params": {"model.head": "sigmoid"}}])
