@@ -10,17 +10,19 @@
 #   2. on every node (node 0's address is the rendezvous endpoint; any free port on it):
 #        infra/multinode/launch-node.sh --nnodes 2 --node-addr 10.0.0.11 \
 #            --rdzv-endpoint 10.0.0.11:29400 --run-id RUN_ID [--nproc-per-node 1] [--iface eth0] \
-#            [--project-dir DIR] [--script PATH] [-- key=value ...]
+#            [--max-restarts 3] [--project-dir DIR] [--script PATH] [-- key=value ...]
 #
 # Every node needs the same checkout, params.yaml and fetched data (`dvc pull` or `python
 # stages/fetch.py`) and the same MLFLOW_TRACKING_URI (a server every node reaches, e.g.
 # infra/tracking-server). --iface names the network interface the collective traffic uses
 # (GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME) where a node has several. Extra key=value overrides go
 # to the training script after `--`; launch.* and mlflow.run_id are set from the options above.
+# --max-restarts (default 3): a killed or failed worker restarts the workers, which resume from the
+# latest checkpoint (every node keeps its own copy under .cybulde/resume/).
 set -euo pipefail
 
 usage() {
-  sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
   exit "${1:-2}"
 }
 
@@ -38,6 +40,7 @@ node_addr=""
 rdzv_endpoint=""
 run_id=""
 iface=""
+max_restarts=3
 create_run=false
 overrides=()
 
@@ -49,6 +52,7 @@ while [[ $# -gt 0 ]]; do
     --rdzv-endpoint) rdzv_endpoint="$2"; shift 2 ;;
     --run-id) run_id="$2"; shift 2 ;;
     --iface) iface="$2"; shift 2 ;;
+    --max-restarts) max_restarts="$2"; shift 2 ;;
     --project-dir) project_dir="$2"; shift 2 ;;
     --script) script="$2"; shift 2 ;;
     --create-run) create_run=true; shift ;;
@@ -63,12 +67,14 @@ cd "$project_dir" || fail "--project-dir '$project_dir' does not exist"
 
 [[ "$nnodes" =~ ^[1-9][0-9]*$ ]] || fail "--nnodes must be a positive integer (got '$nnodes')"
 [[ "$nproc_per_node" =~ ^[1-9][0-9]*$ ]] || fail "--nproc-per-node must be a positive integer (got '$nproc_per_node')"
+[[ "$max_restarts" =~ ^[0-9]+$ ]] || fail "--max-restarts must be a non-negative integer (got '$max_restarts')"
 [[ "$rdzv_endpoint" == *:* ]] || fail "--rdzv-endpoint must be HOST:PORT on the first node (got '$rdzv_endpoint')"
 # The run records the launch settings as params, so it is created with exactly those of the job.
 job_overrides=(
   "launch.nnodes=$nnodes"
   "launch.nproc_per_node=$nproc_per_node"
   "launch.rdzv_endpoint=$rdzv_endpoint"
+  "launch.max_restarts=$max_restarts"
   "${overrides[@]}"
 )
 
@@ -105,6 +111,7 @@ exec torchrun \
   --rdzv-backend=c10d \
   --rdzv-endpoint="$rdzv_endpoint" \
   --rdzv-id="cybulde-$run_id" \
+  --max-restarts="$max_restarts" \
   --local-addr="$node_addr" \
   "${rdzv_conf[@]}" \
   "$script" \
