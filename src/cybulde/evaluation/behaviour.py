@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import logging
 import string
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,10 +216,7 @@ def run_behaviour(args: argparse.Namespace) -> int:
     """The `cybulde evaluate-behaviour` handler; a bad input raises a `BehaviourError` (or another CybuldeError)."""
     report = evaluate_behaviour(args.model, threshold=args.threshold, positive=args.positive,
                                 cases_file=args.cases, batch_size=args.batch_size)
-    text = json.dumps(report, indent=2, sort_keys=True) + "\n"
-    if args.save:
-        path = Path(args.save)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    sys.stdout.write(text if args.output == "json" else format_table(report) + "\n")
+    from cybulde.evaluation.output import emit
+
+    emit(report, args.output, args.save, format_table)
     return 0

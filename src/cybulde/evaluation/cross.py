@@ -17,8 +17,6 @@ how the rows of each original target label were predicted (e.g. how much of Davi
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -154,12 +152,9 @@ def run_cross(args: argparse.Namespace) -> int:
     """The `cybulde evaluate-cross` command (errors are reported by `cybulde.cli`)."""
     result = evaluate_cross(args.model, args.data, parse_label_map(args.label_map), args.split,
                             threshold=args.threshold, batch_size=args.batch_size, precision=args.precision)
-    text = json.dumps(result, indent=2, sort_keys=True) + "\n"
-    if args.save:
-        path = Path(args.save)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    sys.stdout.write(text if args.output == "json" else summary_line(result) + "\n")
+    from cybulde.evaluation.output import emit
+
+    emit(result, args.output, args.save, summary_line)
     return 0
 
 
