@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from tests.script_module import REPO, load_script
 
@@ -90,8 +91,9 @@ def test_a_tiny_run_reports_both_systems_within_the_budget(published, tmp_path):
     result = json.loads(out.read_text())
     runs = {run["system"]: run for run in result["runs"]}
     assert set(runs) == {"ours", "hf"} and {run["seed"] for run in result["runs"]} == {0}
-    # Rows trained: ours 1 epoch (the default) of 40, hf 2 epochs of 40, unless the budget cut them short.
-    for system, rows_planned in (("ours", 40), ("hf", 80)):
+    # Rows trained: ours params.yaml's epochs of 40, hf 2 epochs of 40, unless the budget cut them short.
+    ours_epochs = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))["train"]["epochs"]
+    for system, rows_planned in (("ours", 40 * ours_epochs), ("hf", 80)):
         run = runs[system]
         assert 0 < run["train_s"] <= 20 + 10  # the budget, plus at most the step that crossed it
         assert 0 <= run["val_macro_f1"] <= 1 and 0 <= run["test_macro_f1"] <= 1

@@ -11,6 +11,7 @@ uninterrupted run of the same params and data.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import re
@@ -40,7 +41,7 @@ STEP = "cybulde.training.module:ClassifierModule.training_step"
 EXPORT = "cybulde.models.checkpoint:write_model_files"
 FETCH = "cybulde.data.fetch:verify_files"
 EVALUATE = "cybulde.evaluation.evaluate:log_evaluation"
-LOG_SERVABLE_MODEL = "cybulde.tracking.pyfunc:log_pyfunc_model"  # the test stage only
+LOG_SERVABLE_MODEL = "cybulde.serving.pyfunc:log_pyfunc_model"  # the test stage only
 RUN_TIMEOUT_S = 420
 RESUMED = re.compile(r"resuming training from step (\d+)")
 # Two DDP ranks on the tiny data: 48 rows / (8 per rank * 2 ranks) = 3 steps per epoch.
@@ -369,6 +370,16 @@ def interrupt(project: Path, log: Path, script: str, delays: dict[str, float], h
             os.killpg(dvc.pid, signal.SIGINT)
         assert finish(dvc, log, timeout_s=120) != 0
     wait_until(lambda: not is_alive(stage), f"end of {script}", 30, log)
+
+
+@pytest.mark.parametrize("target", [STEP, EXPORT, FETCH, EVALUATE, LOG_SERVABLE_MODEL])
+def test_every_slowdown_target_exists(target: str) -> None:
+    # A target that was renamed away would never be slowed down, and its fault test would race the stage.
+    module, attribute = target.split(":")
+    owner = importlib.import_module(module)
+    for part in attribute.split("."):
+        owner = getattr(owner, part)
+    assert callable(owner)
 
 
 def test_interrupted_stages_leave_nothing_that_breaks_the_next_repro(tmp_path: Path) -> None:

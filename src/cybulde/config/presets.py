@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from cybulde.config.schema import Backbone
+from cybulde.config.schema import Backbone, Pooling
 
 # What a randomly initialised backbone needs: its embeddings must be trained, so they are not frozen
 # (`validate_config` refuses scratch + frozen embeddings).
@@ -32,6 +32,9 @@ TINY: dict[str, Any] = {
     "model.scratch.num_attention_heads": 2,
     "model.scratch.intermediate_size": 64,
     "model.scratch.max_position_embeddings": 128,
+    # The default `pooler` is a pretrained layer in real backbones; a random one learns too slowly for
+    # the few dozen steps of a tiny run, while the mean over tokens learns at once.
+    "model.pooling": Pooling.mean.value,
     "train.epochs": 2,
     "train.batch_size": 8,
     "train.global_batch_size": 16,  # 8 per rank * 2 ranks, no gradient accumulation
