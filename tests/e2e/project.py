@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cybulde.config.presets import TINY, as_overrides
 from cybulde.data.publish import publish
-from cybulde.reproducibility.check import copy_project, free_port, set_params, tool_env
+from cybulde.reproducibility.check import copy_project, set_params, tool_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,7 +47,6 @@ def tiny_overrides(registry: Path, tracking_uri: str | None) -> list[str]:
         # 6 epochs: enough steps for the macro-F1 > 0.8 the end-to-end tests expect (with 4 the tiny model
         # ranks the classes perfectly but its argmax is not yet calibrated on every split draw).
         *as_overrides({**TINY, "train.epochs": 6}),
-        f"launch.rdzv_endpoint=127.0.0.1:{free_port()}",
     ]
     if tracking_uri is not None:
         overrides.append(f"mlflow.tracking_uri={tracking_uri}")

@@ -27,7 +27,8 @@ import pytest
 from mlflow import MlflowClient
 
 from cybulde.reproducibility.check import copy_project, set_params, tool_env
-from tests.e2e.project import free_port, make_tiny_project
+from tests.e2e.project import make_tiny_project
+from tests.integration.services import free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
 import tiny_train  # noqa: E402
@@ -198,7 +199,6 @@ def untracked(project: Path) -> list[str]:
 # -- a rank is killed -----------------------------------------------------------------------------
 def tiny_ddp_project(folder: Path, store: str, extra: dict | None = None) -> Path:
     return tiny_train.make_project(folder, {**DDP, "train.epochs": 3, "train.checkpoint_every_n_steps": 1,
-                                            "launch.rdzv_endpoint": f"127.0.0.1:{free_port()}",
                                             "mlflow.tracking_uri": store, **(extra or {})})
 
 
@@ -212,7 +212,7 @@ def test_a_killed_rank_restarts_in_place_and_resumes_to_the_same_weights(tmp_pat
     store = f"sqlite:///{tmp_path}/faulty.db"
     faulty = tiny_ddp_project(tmp_path / "faulty", store, {"launch.max_restarts": 1})
     baseline = same_data_copy(faulty, tmp_path / "baseline", {
-        "launch.max_restarts": 1, "launch.rdzv_endpoint": f"127.0.0.1:{free_port()}",
+        "launch.max_restarts": 1,
         "mlflow.tracking_uri": f"sqlite:///{tmp_path}/baseline.db"})
     run_to_end([sys.executable, str(TRAIN_STAGE)], baseline, tmp_path / "baseline.log")
 
@@ -264,8 +264,7 @@ def test_a_train_stage_killed_during_the_export_leaves_no_partial_model(tmp_path
     from cybulde.models.checkpoint import load_model
 
     project = tiny_train.make_project(tmp_path / "project", {
-        "train.checkpoint_every_n_steps": 2, "mlflow.tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
-        "launch.rdzv_endpoint": f"127.0.0.1:{free_port()}"})
+        "train.checkpoint_every_n_steps": 2, "mlflow.tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"})
     log = tmp_path / "train.log"
     with started([sys.executable, str(TRAIN_STAGE)], project, log, {EXPORT: 120}) as launcher:
         wait_until(lambda: f"slowdown: {EXPORT} returned" in tail(log), "model files in staging", 300, log,

@@ -25,17 +25,38 @@ def test_torchrun_gets_every_launch_setting():
     assert argv[-2:] == ["stages/train.py", "train.lr=0.1"]
 
 
-def run_stage(project: Path, *overrides: str) -> tuple[subprocess.CompletedProcess, float]:
-    """`python stages/train.py` in `project`, its rendezvous on a free port (never another job's)."""
+def stage_env() -> dict[str, str]:
     from cybulde.reproducibility.check import tool_env
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        endpoint = f"launch.rdzv_endpoint=127.0.0.1:{probe.getsockname()[1]}"
+    return {k: v for k, v in tool_env().items() if "MLFLOW" not in k}
+
+
+def run_stage(project: Path, *overrides: str) -> tuple[subprocess.CompletedProcess, float]:
+    """`python stages/train.py` in `project`, and how long it took."""
     started = time.monotonic()
-    result = subprocess.run([sys.executable, str(TRAIN_STAGE), endpoint, *overrides], cwd=project, capture_output=True,
-                            text=True, timeout=300, env={k: v for k, v in tool_env().items() if "MLFLOW" not in k})
+    result = subprocess.run([sys.executable, str(TRAIN_STAGE), *overrides], cwd=project, capture_output=True,
+                            text=True, timeout=300, env=stage_env())
     return result, time.monotonic() - started
+
+
+def test_one_node_meets_on_a_free_loopback_port_whatever_the_endpoint():
+    cfg = Config()
+    cfg.launch.rdzv_endpoint = "10.0.0.1:29400"
+    argv = torchrun_argv(cfg, Path("stages/train.py"), [])
+    assert "--standalone" in argv and not any(arg.startswith("--rdzv") for arg in argv)
+
+
+@pytest.mark.slow
+def test_two_trainings_on_one_machine_at_once_both_finish(tmp_path):
+    # Both keep the default launch.rdzv_endpoint: on one node it must not be where they meet.
+    projects = [tiny_train.make_project(tmp_path / name, {"mlflow.tracking_uri": f"sqlite:///{tmp_path}/{name}.db"})
+                for name in ("first", "second")]
+    stages = [subprocess.Popen([sys.executable, str(TRAIN_STAGE)], cwd=project, env=stage_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for project in projects]
+    errors = [stage.communicate(timeout=300)[1] for stage in stages]
+    for stage, error, project in zip(stages, errors, projects, strict=True):
+        assert stage.returncode == 0, error[-3000:]
+        assert (project / "model" / "model.safetensors").is_file()
 
 
 @pytest.mark.slow

@@ -145,6 +145,7 @@ class LaunchConfig:
 
     nnodes: int = 1
     nproc_per_node: int = 2
+    # The rendezvous of several nodes (nnodes > 1); a single node meets on a free loopback port.
     rdzv_endpoint: str = "127.0.0.1:29400"
     accelerator: Accelerator = Accelerator.cpu
     # Intra-op threads per rank; 0 = the machine's cores divided by the ranks on this node.

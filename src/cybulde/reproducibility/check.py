@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -54,13 +53,6 @@ def tool_env() -> dict[str, str]:
     bin_dir = os.path.dirname(os.path.abspath(sys.executable))
     return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
             "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-
-
-def free_port() -> int:
-    """A free loopback port (for torchrun's rendezvous, so concurrent runs do not collide)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def committed_outputs(root: Path) -> list[str]:
@@ -174,8 +166,7 @@ def check_rerun(root: Path, raw_data: Path) -> None:
         run([os.path.abspath(sys.executable), "-m", "cybulde.cli", "publish", "--source", "tweeteval_offensive",
              "--raw-dir", str(raw_data / "tweeteval_offensive"), "--registry", str(registry),
              "--version", "repro-check", "--max-rows-per-split", str(SMALL_ROWS)], project, env)
-        set_params(project / "params.yaml", [f"data.registry={registry}", "data.version=repro-check",
-                                             *SMALL_OVERRIDES, f"launch.rdzv_endpoint=127.0.0.1:{free_port()}"])
+        set_params(project / "params.yaml", [f"data.registry={registry}", "data.version=repro-check", *SMALL_OVERRIDES])
         records = scratch_dir / "param-reads"
         prints = []
         for attempt in (1, 2):

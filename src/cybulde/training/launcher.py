@@ -4,8 +4,9 @@ torchrun's elastic agent in this process.
     python stages/train.py [key=value ...]
 
 is what dvc.yaml runs. `launch.*` is the only source of the torchrun settings: `nnodes`,
-`nproc_per_node`, `rdzv_endpoint` and `max_restarts` (a rank that fails or is killed restarts the
-node's workers, which resume from the latest checkpoint). Before the workers start, the fetched
+`nproc_per_node`, `rdzv_endpoint` (several nodes; one node meets on a free loopback port) and
+`max_restarts` (a rank that fails or is killed restarts the node's workers, which resume from the
+latest checkpoint). Before the workers start, the fetched
 data and the tracking store are checked, so a missing dataset or an unreachable MLflow server is
 one line within seconds rather than an error inside a torchrun failure report. Each worker runs
 the same script under torchrun (`cybulde.training.train`) and stops when this process is gone.
@@ -44,9 +45,13 @@ def preflight(cfg: Config) -> None:
 
 def torchrun_argv(cfg: Config, script: Path, overrides: Sequence[str]) -> list[str]:
     launch = cfg.launch
-    return [f"--nnodes={launch.nnodes}", f"--nproc-per-node={launch.nproc_per_node}", "--rdzv-backend=c10d",
-            f"--rdzv-endpoint={launch.rdzv_endpoint}", f"--max-restarts={launch.max_restarts}",
-            f"--monitor-interval={MONITOR_INTERVAL_S}", str(script), *overrides]
+    # One node rendezvous on a free loopback port (torchrun --standalone): two runs on one machine
+    # (two checkouts, experiments side by side) never join each other's rendezvous.
+    rendezvous = (["--standalone"] if launch.nnodes == 1
+                  else ["--rdzv-backend=c10d", f"--rdzv-endpoint={launch.rdzv_endpoint}"])
+    return [f"--nnodes={launch.nnodes}", f"--nproc-per-node={launch.nproc_per_node}", *rendezvous,
+            f"--max-restarts={launch.max_restarts}", f"--monitor-interval={MONITOR_INTERVAL_S}", str(script),
+            *overrides]
 
 
 def launch(cfg: Config, script: Path, overrides: Sequence[str]) -> None:
