@@ -117,9 +117,11 @@ def test_works_without_any_metrics(results_table: ModuleType, tmp_path: Path) ->
 
 
 def test_sweep_table_shows_the_params_the_sweep_varies(results_table: ModuleType, project: Path) -> None:
-    for name, lr, score in (("low-lr", 5e-5, 0.76), ("high-lr", 1e-4, 0.78)):
+    for name, dataset, lr, score in (("low-lr", "tweeteval_offensive", 5e-5, 0.76),
+                                     ("high-lr", "tweeteval_offensive", 1e-4, 0.78),
+                                     ("davidson", "davidson2017", 1e-4, 0.79)):
         write(project / "results" / "sweep" / f"{name}.json", {
-            "name": name, "dataset": "tweeteval_offensive", "note": f"{name} note",
+            "name": name, "dataset": dataset, "note": f"{name} note",
             "params": {"train.lr": lr, "train.epochs": 1}, "validation": split_metrics(score),
             "test": split_metrics(1.6 - score)})
     assert run(results_table, project) == 0
@@ -128,6 +130,8 @@ def test_sweep_table_shows_the_params_the_sweep_varies(results_table: ModuleType
             in readme)  # epochs never varies
     assert readme.index("| high-lr | tweeteval_offensive | 0.0001 | 0.780 | 0.820 | high-lr note |") < readme.index(
         "| low-lr | tweeteval_offensive | 5e-05 | 0.760 | 0.840 | low-lr note |")  # ranked on validation only
+    # Per dataset (the default one first): a higher score on another dataset ranks nothing.
+    assert readme.index("| low-lr |") < readme.index("| davidson | davidson2017 | 0.0001 | 0.790 | 0.810 |")
 
 
 def test_ensembles_and_time_to_quality_are_shown(results_table: ModuleType, project: Path) -> None:
