@@ -51,11 +51,14 @@ def test_two_trainings_on_one_machine_at_once_both_finish(tmp_path):
     # Both keep the default launch.rdzv_endpoint: on one node it must not be where they meet.
     projects = [tiny_train.make_project(tmp_path / name, {"mlflow.tracking_uri": f"sqlite:///{tmp_path}/{name}.db"})
                 for name in ("first", "second")]
-    stages = [subprocess.Popen([sys.executable, str(TRAIN_STAGE)], cwd=project, env=stage_env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for project in projects]
-    errors = [stage.communicate(timeout=300)[1] for stage in stages]
-    for stage, error, project in zip(stages, errors, projects, strict=True):
-        assert stage.returncode == 0, error[-3000:]
+    logs = [project / "train.log" for project in projects]  # files, not pipes: neither waits on a reader
+    stages = []
+    for project, log in zip(projects, logs, strict=True):
+        with log.open("w") as output:
+            stages.append(subprocess.Popen([sys.executable, str(TRAIN_STAGE)], cwd=project, env=stage_env(),
+                                           stdout=output, stderr=subprocess.STDOUT))
+    for stage, log, project in zip(stages, logs, projects, strict=True):
+        assert stage.wait(timeout=300) == 0, log.read_text()[-3000:]
         assert (project / "model" / "model.safetensors").is_file()
 
 
