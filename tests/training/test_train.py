@@ -348,6 +348,10 @@ RESUME_CASES = {
     # 2 micro-batches per step, 3 steps per epoch: the step-4 checkpoint lies 2 batches into epoch 2
     "mid-epoch, gradient accumulation": ({"train.checkpoint_every_n_steps": 2, "train.epochs": 3,
                                           "train.global_batch_size": 16}, 5, 4),
+    # the weight average too: training weights and average resume as they were
+    "mid-epoch, EMA": ({"train.checkpoint_every_n_steps": 2, "train.epochs": 3, "train.ema_decay": 0.9}, 11, 10),
+    # the epoch-end checkpoint is written while the average is swapped in for validation
+    "epoch boundary, EMA": ({"train.checkpoint_every_n_steps": 0, "train.epochs": 3, "train.ema_decay": 0.9}, 15, 12),
 }
 
 
