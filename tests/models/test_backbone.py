@@ -1,4 +1,7 @@
 
+import json
+import sys
+
 import pytest
 import tiny_data
 import torch
@@ -13,7 +16,8 @@ from cybulde.models.backbone import (
     file_sha256,
     minilm_dir,
 )
-from cybulde.models.classifier import build_classifier
+from cybulde.models.classifier import build_classifier, compose_classifier
+from cybulde.models.heads import make_head
 
 
 def spec(vocab_size=120, sha256="0" * 64, max_length=32, kind="wordpiece"):
@@ -97,3 +101,14 @@ def test_minilm_pooler_weights_are_used_by_pooler_pooling_and_dropped_otherwise(
         assert torch.equal(model.adapter.pooler[0].bias, minilm_checkpoint_tensor("pooler.dense.bias"))
     else:
         assert not any("pooler" in name for name in names)
+
+
+def test_a_pretrained_backbone_exports_no_path_of_this_machine():
+    # Two checkouts that train the same weights must export the same config.json bytes.
+    packaged = minilm_dir() / "tokenizer.json"
+    encoder = build_backbone("minilm", small_scratch(), spec(vocab_size=30522, sha256=file_sha256(packaged)))
+    assert str(minilm_dir()) in json.dumps(encoder.config.to_dict())  # what transformers records
+    classifier = compose_classifier(encoder, make_head("softmax", 2), ["a", "b"], "mean", "none", 1, 0.1,
+                                    max_length=32, backbone_name="minilm")
+    exported = json.dumps(classifier.architecture())
+    assert str(minilm_dir()) not in exported and sys.prefix not in exported

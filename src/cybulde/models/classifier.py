@@ -46,7 +46,7 @@ class TextClassifier(nn.Module):
         """Everything needed to rebuild this model without params.yaml (see `checkpoint.load_model`)."""
         return {
             "backbone": self.backbone_name,
-            "backbone_config": self.backbone.config.to_dict(),
+            "backbone_config": portable_config(self.backbone.config.to_dict()),
             "pooling": self.adapter.pooling,
             "adapter": self.adapter.kind,
             "adapter_hidden_size": self.adapter.output_size if self.adapter.kind == AdapterKind.mlp else None,
@@ -57,6 +57,13 @@ class TextClassifier(nn.Module):
             "label_names": list(self.label_names),
             "max_length": self.max_length,
         }
+
+
+def portable_config(backbone_config: dict[str, Any]) -> dict[str, Any]:
+    """The backbone's config less `_name_or_path`, the folder its pretrained weights were read from:
+    a path inside this machine's environment, not architecture. With it the exported model would
+    differ between two checkouts that trained the same weights."""
+    return {key: value for key, value in backbone_config.items() if key != "_name_or_path"}
 
 
 def backbone_hidden_size(backbone: nn.Module) -> int:
