@@ -148,14 +148,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"no such experiment or revision: {argument} (experiments: {known})", file=sys.stderr)
             return 1
         commits[name] = commit
+    records = {name: experiment_record(root, name, commit) for name, commit in commits.items()}
+    if args.kind == "ensemble":
+        ensemble = ensemble_record(root, commits, list(records.values()))
+        write(root / "results" / "ensembles" / f"{ensemble['dataset']}.json", ensemble)
+        return 0
     default = default_dataset(root)
-    for name, commit in commits.items():
-        record = experiment_record(root, name, commit)
+    for name, record in records.items():
         if args.kind == "sweep":
             sweep = {key: record[key] for key in ("name", "dataset", "params", "validation", "test")}
             write(root / "results" / "sweep" / f"{name}.json", {**sweep, "note": args.note})
-        elif args.kind == "ensemble":
-            continue
         else:
             described = ("dataset", "version", "test_set", "extra_training")
             seed = {key: record[key] for key in (*described, "seed", "params", "validation", "test")}
@@ -163,10 +165,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             if record["dataset"] != default:
                 baseline = {**record["baseline"], **{key: record[key] for key in described}}
                 write(root / "results" / "baselines" / f"{record['dataset']}.json", baseline)
-    if args.kind == "ensemble":
-        members = [experiment_record(root, name, commit) for name, commit in commits.items()]
-        ensemble = ensemble_record(root, commits, members)
-        write(root / "results" / "ensembles" / f"{ensemble['dataset']}.json", ensemble)
     return 0
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from cybulde.errors import CybuldeError
+from cybulde.evaluation.output import emit
 
 log = logging.getLogger("cybulde.evaluation")
 
@@ -216,7 +217,5 @@ def run_behaviour(args: argparse.Namespace) -> int:
     """The `cybulde evaluate-behaviour` handler; a bad input raises a `BehaviourError` (or another CybuldeError)."""
     report = evaluate_behaviour(args.model, threshold=args.threshold, positive=args.positive,
                                 cases_file=args.cases, batch_size=args.batch_size)
-    from cybulde.evaluation.output import emit
-
     emit(report, args.output, args.save, format_table)
     return 0

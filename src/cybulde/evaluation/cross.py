@@ -27,6 +27,7 @@ from cybulde.data.labels import parse_label_map, resolve_label_map
 from cybulde.data.manifest import SPLITS
 from cybulde.errors import CybuldeError
 from cybulde.evaluation.metrics import round_floats
+from cybulde.evaluation.output import emit
 from cybulde.hardware import PRECISIONS
 
 DIGITS = 6
@@ -152,8 +153,6 @@ def run_cross(args: argparse.Namespace) -> int:
     """The `cybulde evaluate-cross` command (errors are reported by `cybulde.cli`)."""
     result = evaluate_cross(args.model, args.data, parse_label_map(args.label_map), args.split,
                             threshold=args.threshold, batch_size=args.batch_size, precision=args.precision)
-    from cybulde.evaluation.output import emit
-
     emit(result, args.output, args.save, summary_line)
     return 0
 

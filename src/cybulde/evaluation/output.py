@@ -8,6 +8,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from cybulde.files import write_file_atomically
+
 
 def emit(result: Mapping[str, Any], output: str, save: str | None, summary: Callable[[Mapping[str, Any]], str]) -> None:
     """Print `summary(result)` (output "text") or the whole result as JSON (output "json"); with `save`,
@@ -16,5 +18,5 @@ def emit(result: Mapping[str, Any], output: str, save: str | None, summary: Call
     if save:
         path = Path(save)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        write_file_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
     sys.stdout.write(text if output == "json" else summary(result) + "\n")

@@ -55,6 +55,7 @@ def write_output(table: pd.DataFrame, output: str | None, output_format: str, st
         _write_jsonl(table, stream)
         stream.flush()
         return
+
     def write(temporary: Path) -> None:
         if output_format == "csv":
             table.to_csv(temporary, index=False)
