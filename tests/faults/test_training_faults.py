@@ -53,6 +53,9 @@ DDP = {"launch.nproc_per_node": 2, "train.global_batch_size": 16, "launch.thread
 def stage_env(delays: dict[str, float] | None = None) -> dict[str, str]:
     env = {key: value for key, value in tool_env().items() if not key.startswith("MLFLOW_")}
     env["PYTHONPATH"] = str(SLOWDOWN)
+    # dvc runs each stage through $SHELL -c: pin the shell that leaves one more process in between
+    # (dash does not exec the command), so that the tree is the same wherever the tests run.
+    env["SHELL"] = "/bin/sh"
     if delays:
         env["CYBULDE_TEST_DELAYS"] = ",".join(f"{target}={seconds}" for target, seconds in delays.items())
     return env
@@ -87,8 +90,13 @@ def run_to_end(argv: list[str], cwd: Path, log: Path, delays: dict[str, float] |
 
 
 def stop_group(process: subprocess.Popen) -> None:
+    """SIGKILL `process`, its group and every process below it (torchrun workers have sessions of their own)."""
+    below = descendants(process.pid)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
+    for pid in below:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     process.wait()
 
 
@@ -154,14 +162,18 @@ def environ(pid: int) -> dict[str, str]:
     return {key.decode(): value.decode(errors="replace") for key, value in pairs}
 
 
-def cmdline(pid: int) -> str:
-    return _proc(pid, "cmdline").replace(b"\0", b" ").decode(errors="replace")
+def argv(pid: int) -> list[str]:
+    return _proc(pid, "cmdline").decode(errors="replace").split("\0")
 
 
 def stage_process(root: int, script: str) -> int | None:
-    """The process below `root` running `stages/<script>` as a stage (not as a torchrun worker)."""
+    """The Python process below `root` running `stages/<script>` as a stage (not as a torchrun worker).
+
+    Not the `sh -c "python stages/<script>"` that dvc may run it through: dash waits for its command
+    rather than exec'ing it, and a signal to that shell would miss the stage.
+    """
     for pid in descendants(root):
-        if f"stages/{script}" in cmdline(pid) and "TORCHELASTIC_RUN_ID" not in environ(pid):
+        if f"stages/{script}" in argv(pid) and "TORCHELASTIC_RUN_ID" not in environ(pid):
             return pid
     return None
 
