@@ -4,7 +4,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch
 
 from cybulde.models.checkpoint import load_model
 from cybulde.training import train as train_module
+from tests.integration.services import free_port
 
 TINY_TRAIN = Path(tiny_train.__file__).resolve()
 REPO = TINY_TRAIN.parents[2]
@@ -100,12 +100,6 @@ def test_two_runs_give_bit_identical_weights(tmp_path, monkeypatch):
     run_in_process(second, monkeypatch)
     assert (first / "model/model.safetensors").read_bytes() == (second / "model/model.safetensors").read_bytes()
     assert (first / "metrics/train.json").read_text() == (second / "metrics/train.json").read_text()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def torchrun(project: Path, nnodes: int, nproc_per_node: int, port: int,
