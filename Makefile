@@ -48,6 +48,7 @@ lint: venv
 	check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	check-jsonschema --builtin-schema vendor.compose-spec infra/tracking-server/docker-compose.yml
 	hadolint Dockerfile
+	shellcheck .ci/run scripts/*.sh infra/*.sh infra/*/*.sh benchmarks/*.sh
 	python scripts/results_table.py --check
 
 # Regenerate the exact-version lock from the environment (after changing pyproject.toml).
