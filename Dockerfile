@@ -28,7 +28,7 @@ RUN apt-get update \
     && useradd --create-home --uid 10001 --shell /bin/bash cybulde
 
 WORKDIR /opt/cybulde
-COPY requirements.lock pyproject.toml README.md ./
+COPY requirements.lock pyproject.toml README.md LICENSE ./
 COPY scripts/ scripts/
 COPY src/ src/
 # The same install script `make` and CI use.

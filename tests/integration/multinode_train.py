@@ -35,6 +35,8 @@ def digest_callback(out_dir: Path) -> Any:
 
 
 def main(argv: list[str]) -> int:
+    import logging
+
     from cybulde.config.loader import load_config
     from cybulde.training import train as train_module
 
@@ -47,6 +49,7 @@ def main(argv: list[str]) -> int:
         return (trainer, *rest)
 
     train_module.build_trainer = build_trainer_with_digest
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     train_module.train(load_config(overrides=argv))
     return 0
 

@@ -1,16 +1,19 @@
 """The `train` stage across two hosts: network namespaces joined by a veth pair, one torchrun per host
-(infra/multinode/launch-node.sh, c10d rendezvous on the first host's address), one MLflow run."""
+(infra/multinode/launch-node.sh, c10d rendezvous on the first host's address), one MLflow run; and
+the same job with its second host preempted mid-training and a new node started in its place."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,7 +97,7 @@ def _tool_env(extra: dict[str, str]) -> dict[str, str]:
     return {**env, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **extra}
 
 
-def _write_params(base: Path, project: Path, tracking_uri: str) -> None:
+def _write_params(base: Path, project: Path, tracking_uri: str, extra_params: list[str]) -> None:
     from cybulde.config.loader import to_dict
     from cybulde.config.schema import Config
     from cybulde.reproducibility.check import set_params
@@ -102,7 +105,8 @@ def _write_params(base: Path, project: Path, tracking_uri: str) -> None:
     project.mkdir(parents=True)
     params = project / "params.yaml"
     params.write_text(yaml.safe_dump(to_dict(Config()), sort_keys=False))
-    set_params(params, [*TINY_PARAMS, f"data.registry={base / 'registry'}", f"mlflow.tracking_uri={tracking_uri}"])
+    set_params(params, [*TINY_PARAMS, f"data.registry={base / 'registry'}", f"mlflow.tracking_uri={tracking_uri}",
+                        *extra_params])
 
 
 def _publish_and_fetch(base: Path, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -141,57 +145,153 @@ def _launch(host: Host, rendezvous: str, run_id: str, env: dict[str, str], log: 
 
 
 def _wait_all(nodes: list[tuple[subprocess.Popen, Path]]) -> None:
-    try:
-        for process, log in nodes:
-            try:
-                process.wait(timeout=NODE_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                pytest.fail(f"a node did not finish within {NODE_TIMEOUT_S} s:\n{log.read_text()[-4000:]}")
-            assert process.returncode == 0, f"node failed:\n{log.read_text()[-6000:]}"
-    finally:
-        for process, _ in nodes:
-            if process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+    for process, log in nodes:
+        try:
+            process.wait(timeout=NODE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"a node did not finish within {NODE_TIMEOUT_S} s:\n{log.read_text()[-4000:]}")
+        assert process.returncode == 0, f"node failed:\n{log.read_text()[-6000:]}"
 
 
-def test_two_hosts_train_one_model_into_one_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@dataclass(frozen=True)
+class Job:
+    """A two-host training job that ran to its end."""
+    hosts: tuple[Host, Host]
+    tracking_uri: str
+    run_id: str
+    digests: dict[str, str]  # rank<N>.sha256 -> that rank's final weights
+    logs: list[Path]
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {path.name: path.read_text() for path in folder.glob("rank*.sha256")}
+
+
+Nodes = dict[Host, tuple[subprocess.Popen, Path]]  # each host's torchrun and its log
+
+
+def _train_on_two_hosts(base: Path, extra_params: list[str], env_extra: dict[str, str],
+                        fault: Callable[[tuple[Host, Host], Nodes, str, str, dict[str, str]], None] | None = None
+                        ) -> Job:
+    """Publish, fetch, create the run and train on two hosts; `fault` may replace processes mid-run."""
+    tracking_uri = f"sqlite:///{base / 'shared' / 'mlflow.db'}"
+    (base / "shared").mkdir(parents=True)
+    digests = base / "digests"
+    env = _tool_env({"WEIGHTS_DIGEST_DIR": str(digests), **env_extra})
+    with _two_namespaces(base) as (first, second), pytest.MonkeyPatch.context() as monkeypatch:
+        rendezvous = f"{first.address}:{free_port()}"
+        _write_params(base, first.project, tracking_uri, extra_params)
+        creation = _start_run_creation(first.project, rendezvous, _tool_env({}))
+        _publish_and_fetch(base, first.project, monkeypatch)
+        shutil.copytree(first.project, second.project)
+        run_id = _created_run_id(creation)
+        nodes: Nodes = {}
+        for host in (first, second):
+            log = base / f"{host.namespace}.log"
+            nodes[host] = (_launch(host, rendezvous, run_id, env, log), log)
+        try:
+            if fault is not None:
+                fault((first, second), nodes, rendezvous, run_id, env)
+            _wait_all(list(nodes.values()))
+        finally:
+            for process, _ in nodes.values():
+                _kill_tree(process)
+    return Job((first, second), tracking_uri, run_id, _digests(digests),
+               sorted(base.glob("*.log")))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Job:
     reason = _namespaces_unavailable()
     if reason:
         pytest.skip(reason)
+    return _train_on_two_hosts(tmp_path_factory.mktemp("uninterrupted"), [], {})
+
+
+def test_two_hosts_train_one_model_into_one_run(uninterrupted: Job) -> None:
     from mlflow import MlflowClient
 
     from cybulde.tracking.lineage import model_digest
     from cybulde.tracking.run import MODEL_TAG
 
-    tracking_uri = f"sqlite:///{tmp_path / 'shared' / 'mlflow.db'}"
-    (tmp_path / "shared").mkdir()
-    digests = tmp_path / "digests"
-    env = _tool_env({"WEIGHTS_DIGEST_DIR": str(digests)})
-    with _two_namespaces(tmp_path) as (first, second):
-        rendezvous = f"{first.address}:{free_port()}"
-        _write_params(tmp_path, first.project, tracking_uri)
-        creation = _start_run_creation(first.project, rendezvous, env)
-        _publish_and_fetch(tmp_path, first.project, monkeypatch)
-        shutil.copytree(first.project, second.project)
-        run_id = _created_run_id(creation)
-        nodes = [(_launch(host, rendezvous, run_id, env, tmp_path / f"{host.namespace}.log"),
-                  tmp_path / f"{host.namespace}.log") for host in (first, second)]
-        _wait_all(nodes)
+    assert set(uninterrupted.digests) == {"rank0.sha256", "rank1.sha256"}
+    assert uninterrupted.digests["rank0.sha256"] == uninterrupted.digests["rank1.sha256"]
 
-    rank_digests = {path.name: path.read_text() for path in digests.glob("rank*.sha256")}
-    assert set(rank_digests) == {"rank0.sha256", "rank1.sha256"}
-    assert rank_digests["rank0.sha256"] == rank_digests["rank1.sha256"]
-
-    exported = [host.project / "model" for host in (first, second) if (host.project / "model").is_dir()]
+    exported = [host.project / "model" for host in uninterrupted.hosts if (host.project / "model").is_dir()]
     assert len(exported) == 1, "exactly one node (global rank 0) exports the model"
 
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(uninterrupted.tracking_uri)
     experiment = client.get_experiment_by_name("multinode")
     runs = client.search_runs([experiment.experiment_id])
-    assert [r.info.run_id for r in runs] == [run_id]
+    assert [r.info.run_id for r in runs] == [uninterrupted.run_id]
     run = runs[0]
     assert run.data.tags[MODEL_TAG] == model_digest(exported[0])
     assert run.data.params["launch.nnodes"] == "2"
     assert any(key.startswith("train/") for key in run.data.metrics), run.data.metrics
+
+
+def _descendants(pid: int) -> list[int]:
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        below = frontier.pop()
+        children = [child for child, parent in parents.items() if parent == below]
+        found.extend(children)
+        frontier.extend(children)
+    return found
+
+
+def _kill_tree(process: subprocess.Popen) -> None:
+    """SIGKILL `process` and every process below it (torchrun's workers have sessions of their own)."""
+    for pid in [process.pid, *_descendants(process.pid)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    process.wait()
+
+
+def _wait_for(condition: Callable[[], bool], what: str, timeout_s: float, logs: list[Path]) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    pytest.fail(f"no {what} within {timeout_s} s:\n" + "\n".join(log.read_text()[-3000:] for log in logs))
+
+
+def _has_checkpoint(host: Host) -> bool:
+    return any(host.project.glob(".cybulde/resume/train/*/last.ckpt"))
+
+
+def _preempt_the_second_host(hosts: tuple[Host, Host], nodes: Nodes, rendezvous: str, run_id: str,
+                             env: dict[str, str]) -> None:
+    """Once both hosts hold a step checkpoint, the second one is gone (agent and workers killed at once)
+    and a new node is started in its place, on its disk, with the same command."""
+    first, second = hosts
+    _wait_for(lambda: _has_checkpoint(first) and _has_checkpoint(second), "step checkpoint on both hosts",
+              NODE_TIMEOUT_S, [log for _, log in nodes.values()])
+    _kill_tree(nodes[second][0])
+    log = second.project.parent / "replacement.log"
+    nodes[second] = (_launch(second, rendezvous, run_id, env, log), log)
+
+
+def test_a_preempted_host_is_replaced_and_the_job_resumes_to_the_uninterrupted_weights(
+        uninterrupted: Job, tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    from cybulde.training.train import RESUMED_TAG
+
+    slowdown = {"PYTHONPATH": str(REPO_ROOT / "tests" / "faults" / "slowdown"),
+                "CYBULDE_TEST_DELAYS": "cybulde.training.module:ClassifierModule.training_step=0.5"}
+    job = _train_on_two_hosts(tmp_path, ["train.checkpoint_every_n_steps=2"], slowdown,
+                              fault=_preempt_the_second_host)
+
+    output = "\n".join(log.read_text(errors="replace") for log in job.logs)
+    resumed = [int(step) for step in re.findall(r"resuming training from step (\d+)", output)]
+    assert resumed and min(resumed) > 0, output[-6000:]
+    assert job.digests == uninterrupted.digests, "the resumed job ends with other weights than an uninterrupted one"
+    run = MlflowClient(job.tracking_uri).get_run(job.run_id)
+    assert int(run.data.tags[RESUMED_TAG]) == resumed[0]

@@ -1,7 +1,16 @@
+import os
+
 import pytest
 
 from cybulde.config.schema import Config
-from cybulde.training.launch import LaunchError, check_world_size, read_launch_env, threads_per_rank
+from cybulde.training.launch import (
+    OWN_STORE_PER_ROUND,
+    LaunchError,
+    check_world_size,
+    read_launch_env,
+    threads_per_rank,
+)
+from tests.integration.services import free_port
 
 
 def torchrun_env(world_size, rank=0, local_world_size=None):
@@ -71,21 +80,19 @@ dist.barrier()
 
 
 @pytest.mark.slow
-def test_restarted_workers_meet_again_when_one_starts_late(tmp_path):
-    """torch's own env:// rendezvous lets the early rank read the dead rank's address after a restart."""
+@pytest.mark.parametrize("store_env", [{}, dict([OWN_STORE_PER_ROUND])], ids=["agent-store", "own-store-per-round"])
+def test_restarted_workers_meet_again_when_one_starts_late(tmp_path, store_env):
+    """After a restart the early rank must not read the dead rank's address, whoever hosts the store."""
     import re
-    import socket
     import subprocess
     import sys
 
     script = tmp_path / "worker.py"
     script.write_text(RESTARTED_WORKER)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
-                             "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--max-restarts=1",
-                             "--monitor-interval=0.5", str(script)], capture_output=True, text=True, timeout=240)
+                             "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{free_port()}", "--max-restarts=1",
+                             "--monitor-interval=0.5", str(script)], capture_output=True, text=True, timeout=240,
+                            env={**os.environ, **store_env})
     assert result.returncode == 0, result.stderr[-3000:]
     lines = sorted(re.findall(r"attempt \d rank \d sum \d", result.stdout))  # the ranks share stdout
     assert lines == ["attempt 0 rank 0 sum 2", "attempt 0 rank 1 sum 2", "attempt 1 rank 0 sum 2",

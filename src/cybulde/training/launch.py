@@ -21,6 +21,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("cybulde.training")
 
 LAUNCHER_POLL_S = 1.0
+# Set for torchrun's agent by the project's launchers (the `train` stage, infra/multinode/launch-node.sh):
+# global rank 0 hosts a new store for the workers of each rendezvous round. The agent's store shared
+# across rounds (torchrun's default) has a node that replaces a lost one wait forever for the address
+# of a store that the surviving rank-0 agent published only in the first round.
+OWN_STORE_PER_ROUND = ("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
 
 
 class LaunchError(CybuldeError, RuntimeError):
@@ -124,9 +129,12 @@ def init_distributed(config: Config, env: LaunchEnv, environ: Mapping[str, str] 
     """Start torch.distributed for a multi-process world (Lightning's DDP then uses this process group).
 
     Started before the Trainer so the ranks can agree on a checkpoint to resume from; CPU tensors always
-    travel through gloo, CUDA tensors through NCCL. The rendezvous keys are prefixed with torchrun's
-    restart count: after a restart the agent's store still holds the previous workers' addresses, and a
-    rank that reads one of those before its peer has overwritten it waits forever for a dead process.
+    travel through gloo, CUDA tensors through NCCL. The project's launchers have global rank 0 host a
+    new store for every rendezvous round (`OWN_STORE_PER_ROUND`), so no key of an earlier round is
+    ever read. Where the agent's store is shared across rounds (torchrun's default), the keys are
+    prefixed with torchrun's restart count: that store still holds the previous workers' addresses,
+    and a rank that reads one of those before its peer has overwritten it waits forever for a dead
+    process. (The count is per node, so a replaced node would not meet the others that way.)
     """
     from datetime import timedelta
 
@@ -139,10 +147,11 @@ def init_distributed(config: Config, env: LaunchEnv, environ: Mapping[str, str] 
     agent_hosts_store = environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
     store = dist.TCPStore(environ["MASTER_ADDR"], int(environ["MASTER_PORT"]), env.world_size,
                           is_master=not agent_hosts_store and env.rank == 0, timeout=timeout)
-    attempt = environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    if agent_hosts_store:
+        store = dist.PrefixStore(f"cybulde/attempt-{environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
     backend = "cpu:gloo,cuda:nccl" if config.launch.accelerator.value == "gpu" else "gloo"
-    dist.init_process_group(backend=backend, store=dist.PrefixStore(f"cybulde/attempt-{attempt}", store),
-                            rank=env.rank, world_size=env.world_size, timeout=timeout)
+    dist.init_process_group(backend=backend, store=store, rank=env.rank, world_size=env.world_size,
+                            timeout=timeout)
 
 
 def barrier(env: LaunchEnv) -> None:

@@ -18,6 +18,7 @@ infra/multinode/launch-node.sh): the script then runs as a worker directly.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,7 +61,10 @@ def launch(cfg: Config, script: Path, overrides: Sequence[str]) -> None:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
+    from cybulde.training.launch import OWN_STORE_PER_ROUND
+
     preflight(cfg)
+    os.environ.setdefault(*OWN_STORE_PER_ROUND)
     log.info("starting %d worker(s) on this node (up to %d restarts)", cfg.launch.nproc_per_node,
              cfg.launch.max_restarts)
     try:
