@@ -295,3 +295,5 @@ def test_a_preempted_host_is_replaced_and_the_job_resumes_to_the_uninterrupted_w
     assert job.digests == uninterrupted.digests, "the resumed job ends with other weights than an uninterrupted one"
     run = MlflowClient(job.tracking_uri).get_run(job.run_id)
     assert int(run.data.tags[RESUMED_TAG]) == resumed[0]
+    # train leaves the run open for the stages after it, killed node or not
+    assert run.info.status == MlflowClient(uninterrupted.tracking_uri).get_run(uninterrupted.run_id).info.status
