@@ -19,10 +19,12 @@
 # to the training script after `--`; launch.* and mlflow.run_id are set from the options above.
 # --max-restarts (default 3): a killed or failed worker restarts the workers, which resume from the
 # latest checkpoint (every node keeps its own copy under .cybulde/resume/).
+# A lost node rejoins by running its command again; if node 0 (the rendezvous host) is lost, the
+# other nodes exit: run every node's command again and they resume the same way.
 set -euo pipefail
 
 usage() {
-  sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
   exit "${1:-2}"
 }
 

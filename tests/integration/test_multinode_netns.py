@@ -1,6 +1,7 @@
 """The `train` stage across two hosts: network namespaces joined by a veth pair, one torchrun per host
 (infra/multinode/launch-node.sh, c10d rendezvous on the first host's address), one MLflow run; and
-the same job with its second host preempted mid-training and a new node started in its place."""
+the same job with its second host preempted mid-training and a new node started in its place, and with
+its rendezvous host lost and the whole job started again."""
 
 from __future__ import annotations
 
@@ -278,16 +279,19 @@ def _preempt_the_second_host(hosts: tuple[Host, Host], nodes: Nodes, rendezvous:
     nodes[second] = (_launch(second, rendezvous, run_id, env, log), log)
 
 
-def test_a_preempted_host_is_replaced_and_the_job_resumes_to_the_uninterrupted_weights(
-        uninterrupted: Job, tmp_path: Path) -> None:
+SLOWDOWN = {"PYTHONPATH": str(REPO_ROOT / "tests" / "faults" / "slowdown"),
+            "CYBULDE_TEST_DELAYS": "cybulde.training.module:ClassifierModule.training_step=0.5"}
+
+
+def _faulted_job_resumes_like_the_uninterrupted_one(uninterrupted: Job, base: Path,
+                                                    fault: Callable[..., None]) -> None:
+    """Train with step checkpoints every 2 steps and `fault` mid-run; the job logs that it resumed from a
+    step past 0, tags the run with it, and ends with the uninterrupted job's weights and run status."""
     from mlflow import MlflowClient
 
     from cybulde.training.train import RESUMED_TAG
 
-    slowdown = {"PYTHONPATH": str(REPO_ROOT / "tests" / "faults" / "slowdown"),
-                "CYBULDE_TEST_DELAYS": "cybulde.training.module:ClassifierModule.training_step=0.5"}
-    job = _train_on_two_hosts(tmp_path, ["train.checkpoint_every_n_steps=2"], slowdown,
-                              fault=_preempt_the_second_host)
+    job = _train_on_two_hosts(base, ["train.checkpoint_every_n_steps=2"], SLOWDOWN, fault=fault)
 
     output = "\n".join(log.read_text(errors="replace") for log in job.logs)
     resumed = [int(step) for step in re.findall(r"resuming training from step (\d+)", output)]
@@ -297,3 +301,32 @@ def test_a_preempted_host_is_replaced_and_the_job_resumes_to_the_uninterrupted_w
     assert int(run.data.tags[RESUMED_TAG]) == resumed[0]
     # train leaves the run open for the stages after it, killed node or not
     assert run.info.status == MlflowClient(uninterrupted.tracking_uri).get_run(uninterrupted.run_id).info.status
+
+
+def test_a_preempted_host_is_replaced_and_the_job_resumes_to_the_uninterrupted_weights(
+        uninterrupted: Job, tmp_path: Path) -> None:
+    _faulted_job_resumes_like_the_uninterrupted_one(uninterrupted, tmp_path, _preempt_the_second_host)
+
+
+def _lose_the_rendezvous_host(hosts: tuple[Host, Host], nodes: Nodes, rendezvous: str, run_id: str,
+                              env: dict[str, str]) -> None:
+    """Once both hosts hold a step checkpoint, the first host (the rendezvous store and global rank 0)
+    is gone. The surviving node cannot rendezvous without it and must give up on its own; then the
+    whole job is started again with the same commands, each node on its own disk."""
+    first, second = hosts
+    logs = [log for _, log in nodes.values()]
+    _wait_for(lambda: _has_checkpoint(first) and _has_checkpoint(second), "step checkpoint on both hosts",
+              NODE_TIMEOUT_S, logs)
+    _kill_tree(nodes[first][0])
+    survivor, survivor_log = nodes[second]
+    _wait_for(lambda: survivor.poll() is not None, "exit of the node that lost its rendezvous host",
+              NODE_TIMEOUT_S, logs)
+    assert survivor.returncode != 0, survivor_log.read_text()[-4000:]
+    for host in (first, second):
+        log = host.project.parent / f"restart-{host.namespace}.log"
+        nodes[host] = (_launch(host, rendezvous, run_id, env, log), log)
+
+
+def test_losing_the_rendezvous_host_ends_the_job_and_a_restart_resumes_to_the_uninterrupted_weights(
+        uninterrupted: Job, tmp_path: Path) -> None:
+    _faulted_job_resumes_like_the_uninterrupted_one(uninterrupted, tmp_path, _lose_the_rendezvous_host)
