@@ -47,6 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     parser.add_argument("--freeze-embeddings", action="store_true",
                         help="our modes: train.freeze_embeddings=true (token-embedding table fixed)")
+    parser.add_argument("--nan-fill", action="store_true",
+                        help="our modes: keep torch's deterministic-mode NaN fill of new tensors (the train stage "
+                             "turns it off; this measures what it costs)")
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {MODES}")
     parser.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -223,6 +226,7 @@ def run_ours(args: argparse.Namespace) -> None:
 
     from cybulde.config.schema import Config
     from cybulde.data.manifest import Manifest
+    from cybulde.training.determinism import seed_everything
     from cybulde.training.launch import configure_threads, read_launch_env
     from cybulde.training.train import _strategy, build_module, make_datamodule
 
@@ -233,7 +237,11 @@ def run_ours(args: argparse.Namespace) -> None:
     cfg.train.batch_size = args.batch_size // env.world_size
     cfg.train.precision = args.precision
     cfg.train.freeze_embeddings = args.freeze_embeddings
-    pl.seed_everything(cfg.train.seed, verbose=False)
+    seed_everything(cfg.train.seed)  # and deterministic kernels, as the train stage
+    if args.nan_fill:
+        import torch
+
+        torch.utils.deterministic.fill_uninitialized_memory = True
     module = build_module(cfg, Manifest.load(args.data_dir), args.data_dir)
     datamodule = make_datamodule(cfg, args.data_dir, env)
     timer = _StepTimer(args.warmup_steps)
@@ -266,7 +274,8 @@ def launch(mode: str, args: argparse.Namespace) -> list[dict]:
     common = ["--data-dir", str(args.data_dir), "--backbone", args.backbone, "--batch-size", str(args.batch_size),
               "--steps", str(args.steps), "--warmup-steps", str(args.warmup_steps), "--threads", str(args.threads),
               "--precision", args.precision, "--accelerator", args.accelerator, "--worker", mode,
-              *(["--freeze-embeddings"] if args.freeze_embeddings else [])]
+              *(["--freeze-embeddings"] if args.freeze_embeddings else []),
+              *(["--nan-fill"] if args.nan_fill else [])]
     script = str(Path(__file__).resolve())
     if mode == "ours-ddp2":
         command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
@@ -302,7 +311,7 @@ def print_table(rows: dict[str, dict], args: argparse.Namespace) -> None:
     ceiling = rows.get("ceiling-bf16" if args.precision == "bf16-mixed" else "ceiling-fp32", {}).get("samples_per_s")
     print(f"\nbackbone={args.backbone} batch={args.batch_size} precision={args.precision} accelerator={args.accelerator} "
           f"threads={args.threads} "
-          f"steps={args.steps} freeze_embeddings={args.freeze_embeddings} data={args.data_dir}")
+          f"steps={args.steps} freeze_embeddings={args.freeze_embeddings} nan_fill={args.nan_fill} data={args.data_dir}")
     header = f"{'mode':<14}{'samples/s':>10}{'tokens/s':>10}{'peak RSS MB':>16}{'x HF def':>10}{'x HF grp':>10}{'of ceil':>9}"
     print(header + "\n" + "-" * len(header))
     for mode in MODES:
