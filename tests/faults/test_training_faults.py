@@ -29,6 +29,7 @@ from mlflow import MlflowClient
 from cybulde.reproducibility.check import copy_project, set_params, tool_env
 from tests.e2e.project import make_tiny_project
 from tests.integration.services import free_port
+from tests.processes import descendants, is_alive, read_proc, stop_group
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
 import tiny_train  # noqa: E402
@@ -89,17 +90,6 @@ def run_to_end(argv: list[str], cwd: Path, log: Path, delays: dict[str, float] |
     return output
 
 
-def stop_group(process: subprocess.Popen) -> None:
-    """SIGKILL `process`, its group and every process below it (torchrun workers have sessions of their own)."""
-    below = descendants(process.pid)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    for pid in below:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    process.wait()
-
-
 @contextlib.contextmanager
 def started(argv: list[str], cwd: Path, log: Path, delays: dict[str, float] | None = None
             ) -> Iterator[subprocess.Popen]:
@@ -129,41 +119,13 @@ def wait_until(condition: Callable[[], object], what: str, timeout_s: float, log
     pytest.fail(f"no {what} within {timeout_s} s:\n{tail(log)}")
 
 
-def _proc(pid: int, name: str) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/{name}").read_bytes()
-    except OSError:
-        return b""
-
-
-def is_alive(pid: int) -> bool:
-    stat = _proc(pid, "stat").decode()
-    return bool(stat) and stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def descendants(pid: int) -> list[int]:
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            stat = _proc(int(entry.name), "stat").decode()
-            if stat:
-                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found, frontier = [], [pid]
-    while frontier:
-        parent = frontier.pop()
-        children = [child for child, its_parent in parents.items() if its_parent == parent]
-        found.extend(children)
-        frontier.extend(children)
-    return found
-
-
 def environ(pid: int) -> dict[str, str]:
-    pairs = (item.split(b"=", 1) for item in _proc(pid, "environ").split(b"\0") if b"=" in item)
+    pairs = (item.split(b"=", 1) for item in read_proc(pid, "environ").split(b"\0") if b"=" in item)
     return {key.decode(): value.decode(errors="replace") for key, value in pairs}
 
 
 def argv(pid: int) -> list[str]:
-    return _proc(pid, "cmdline").decode(errors="replace").split("\0")
+    return read_proc(pid, "cmdline").decode(errors="replace").split("\0")
 
 
 def stage_process(root: int, script: str) -> int | None:

@@ -10,7 +10,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import yaml
 
 from cybulde.config.presets import TINY, as_overrides
 from tests.integration.services import free_port
+from tests.processes import stop_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -196,7 +196,7 @@ def _train_on_two_hosts(base: Path, extra_params: list[str], env_extra: dict[str
             _wait_all(list(nodes.values()))
         finally:
             for process, _ in nodes.values():
-                _kill_tree(process)
+                stop_group(process)
     return Job((first, second), tracking_uri, run_id, _digests(digests),
                sorted(base.glob("*.log")))
 
@@ -231,29 +231,6 @@ def test_two_hosts_train_one_model_into_one_run(uninterrupted: Job) -> None:
     assert any(key.startswith("train/") for key in run.data.metrics), run.data.metrics
 
 
-def _descendants(pid: int) -> list[int]:
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-    found, frontier = [], [pid]
-    while frontier:
-        below = frontier.pop()
-        children = [child for child, parent in parents.items() if parent == below]
-        found.extend(children)
-        frontier.extend(children)
-    return found
-
-
-def _kill_tree(process: subprocess.Popen) -> None:
-    """SIGKILL `process` and every process below it (torchrun's workers have sessions of their own)."""
-    for pid in [process.pid, *_descendants(process.pid)]:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    process.wait()
-
-
 def _wait_for(condition: Callable[[], bool], what: str, timeout_s: float, logs: list[Path]) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -274,7 +251,7 @@ def _preempt_the_second_host(hosts: tuple[Host, Host], nodes: Nodes, rendezvous:
     first, second = hosts
     _wait_for(lambda: _has_checkpoint(first) and _has_checkpoint(second), "step checkpoint on both hosts",
               NODE_TIMEOUT_S, [log for _, log in nodes.values()])
-    _kill_tree(nodes[second][0])
+    stop_group(nodes[second][0])
     log = second.project.parent / "replacement.log"
     nodes[second] = (_launch(second, rendezvous, run_id, env, log), log)
 
@@ -317,7 +294,7 @@ def _lose_the_rendezvous_host(hosts: tuple[Host, Host], nodes: Nodes, rendezvous
     logs = [log for _, log in nodes.values()]
     _wait_for(lambda: _has_checkpoint(first) and _has_checkpoint(second), "step checkpoint on both hosts",
               NODE_TIMEOUT_S, logs)
-    _kill_tree(nodes[first][0])
+    stop_group(nodes[first][0])
     survivor, survivor_log = nodes[second]
     _wait_for(lambda: survivor.poll() is not None, "exit of the node that lost its rendezvous host",
               NODE_TIMEOUT_S, logs)

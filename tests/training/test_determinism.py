@@ -33,5 +33,5 @@ def test_seeding_twice_repeats_every_generator(restore_torch_flags):
 def test_deterministic_kernels_without_filling_new_memory(restore_torch_flags):
     seed_everything(0)
     assert torch.are_deterministic_algorithms_enabled()
-    # the NaN fill of every new tensor is a debugging aid that slowed CPU training by 6-20%
+    # the NaN fill of every new tensor is a debugging aid that slowed CPU training by 3-20%
     assert torch.utils.deterministic.fill_uninitialized_memory is False
