@@ -272,3 +272,11 @@ def test_start_batch_resumes_the_first_epoch_only() -> None:
     assert len(sampler) == len(full)  # the epoch's length is unchanged
     assert list(sampler) == full  # the next iteration is a whole epoch again
 
+
+def test_start_epoch_draws_that_epochs_batches_before_any_set_epoch() -> None:
+    # A loader worker fetches the resumed epoch's first batches before Lightning calls set_epoch.
+    resumed = ShardedBatchSampler(LENGTHS, 8, 1, 2, 1, True, mega_chunk_steps=4, start_epoch=3, start_batch=5)
+    assert list(resumed) == epoch_batches(2, 1, epoch=3)[5:]
+    resumed.set_epoch(4)
+    assert list(resumed) == epoch_batches(2, 1, epoch=4)
+

@@ -30,6 +30,7 @@ from cybulde.reproducibility.check import copy_project, set_params, tool_env
 from tests.e2e.project import make_tiny_project
 from tests.integration.services import free_port
 from tests.processes import descendants, is_alive, read_proc, stop_group
+from tests.weights import assert_same_weights
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
 import tiny_train  # noqa: E402
@@ -153,10 +154,6 @@ def resumed_steps(output: str) -> list[int]:
     return [int(step) for step in RESUMED.findall(output)]
 
 
-def weights(project: Path) -> bytes:
-    return (project / "model" / "model.safetensors").read_bytes()
-
-
 def only_run(store: str, experiment: str = "cybulde") -> object:
     client = MlflowClient(store)
     runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
@@ -201,7 +198,7 @@ def test_a_killed_rank_restarts_in_place_and_resumes_to_the_same_weights(tmp_pat
     output = tail(log, 10**6)
     assert code == 0, output[-6000:]
     assert resumed_steps(output) and min(resumed_steps(output)) >= 1, output[-6000:]
-    assert weights(faulty) == weights(baseline)
+    assert_same_weights(faulty / "model", baseline / "model")
     assert (faulty / "metrics/train.json").read_text() == (baseline / "metrics/train.json").read_text()
     run = only_run(store)  # the restarted workers went on logging into the same run
     assert int(run.data.tags["cybulde.resumed_at_step"]) >= 1 and run.info.status == "RUNNING"
@@ -228,7 +225,7 @@ def test_a_killed_train_stage_leaves_no_worker_and_the_next_repro_resumes(tmp_pa
 
     output = run_to_end(["dvc", "repro"], faulty, log)
     assert resumed_steps(output) and resumed_steps(output)[0] >= 2, output[-6000:]
-    assert weights(faulty) == weights(baseline)
+    assert_same_weights(faulty / "model", baseline / "model")
     run = only_run(store)  # the resumed training continued the killed one's run
     assert run.info.status == "FINISHED" and int(run.data.tags["cybulde.resumed_at_step"]) >= 2
     assert untracked(faulty) == []

@@ -15,6 +15,7 @@ import torch
 from cybulde.models.checkpoint import load_model
 from cybulde.training import train as train_module
 from tests.integration.services import free_port
+from tests.weights import assert_same_weights
 
 TINY_TRAIN = Path(tiny_train.__file__).resolve()
 REPO = TINY_TRAIN.parents[2]
@@ -98,7 +99,7 @@ def test_two_runs_give_bit_identical_weights(tmp_path, monkeypatch):
     second = copy_project(first, tmp_path / "second")
     run_in_process(first, monkeypatch)
     run_in_process(second, monkeypatch)
-    assert (first / "model/model.safetensors").read_bytes() == (second / "model/model.safetensors").read_bytes()
+    assert_same_weights(first / "model", second / "model")
     assert (first / "metrics/train.json").read_text() == (second / "metrics/train.json").read_text()
 
 
@@ -163,8 +164,7 @@ def test_two_nodes_train_the_same_model_as_one_node_with_two_processes(one_node_
 
     assert json.loads((one_node / "metrics/train.json").read_text()) == json.loads(
         (two_nodes / "metrics/train.json").read_text())
-    assert (one_node / "model/model.safetensors").read_bytes() == (
-        two_nodes / "model/model.safetensors").read_bytes()
+    assert_same_weights(one_node / "model", two_nodes / "model")
 
 
 @pytest.mark.slow
@@ -346,6 +346,11 @@ RESUME_CASES = {
     "mid-epoch, EMA": ({"train.checkpoint_every_n_steps": 2, "train.epochs": 3, "train.ema_decay": 0.9}, 11, 10),
     # the epoch-end checkpoint is written while the average is swapped in for validation
     "epoch boundary, EMA": ({"train.checkpoint_every_n_steps": 0, "train.epochs": 3, "train.ema_decay": 0.9}, 15, 12),
+    # a loader worker fetches the resumed epoch's first batches before Lightning sets the sampler's epoch
+    "mid-epoch, loader worker": ({"train.checkpoint_every_n_steps": 2, "train.epochs": 3, "train.num_workers": 1},
+                                 11, 10),
+    "epoch boundary, loader worker": ({"train.checkpoint_every_n_steps": 0, "train.epochs": 3,
+                                       "train.num_workers": 1}, 15, 12),
 }
 
 
@@ -355,19 +360,27 @@ def test_resumed_training_is_bit_identical_to_an_uninterrupted_one(tmp_path, mon
     overrides, crash_step, resume_step = RESUME_CASES[case]
     uninterrupted = tiny_train.make_project(tmp_path / "uninterrupted", overrides)
     interrupted = copy_project(uninterrupted, tmp_path / "interrupted")
-    run_in_process(uninterrupted, monkeypatch)
+    with monkeypatch.context() as patch:
+        uninterrupted_epochs = weights_at_each_validation(patch)
+        run_in_process(uninterrupted, patch)
 
     with monkeypatch.context() as patch:
         crash_at_step(patch, crash_step)
         with pytest.raises(Crash):
             run_in_process(interrupted, patch)
     assert not (interrupted / "model").exists()
-    with caplog.at_level("INFO", logger="cybulde.training"):
-        run_in_process(interrupted, monkeypatch)
+    with monkeypatch.context() as patch, caplog.at_level("INFO", logger="cybulde.training"):
+        resumed_epochs = weights_at_each_validation(patch)
+        run_in_process(interrupted, patch)
 
     assert f"resuming training from step {resume_step} " in caplog.text
-    assert (interrupted / "model/model.safetensors").read_bytes() == (
-        uninterrupted / "model/model.safetensors").read_bytes()
+    # Every epoch trained after the resume, not only the exported best one (often an earlier epoch).
+    assert resumed_epochs and len(resumed_epochs) < len(uninterrupted_epochs) == 3
+    for epoch, (resumed, original) in enumerate(zip(resumed_epochs, uninterrupted_epochs[-len(resumed_epochs):],
+                                                    strict=True)):
+        differing = [name for name in original if not torch.equal(resumed[name], original[name])]
+        assert not differing, f"epoch {3 - len(resumed_epochs) + epoch + 1} after the resume: {differing}"
+    assert_same_weights(interrupted / "model", uninterrupted / "model")
     assert (interrupted / "metrics/train.json").read_text() == (uninterrupted / "metrics/train.json").read_text()
 
 

@@ -21,8 +21,9 @@ Training batches are made by `ShardedBatchSampler`:
 
 The shard of a rank is therefore a function of (seed, epoch, world_size, rank) only. The Trainer
 must be created with `use_distributed_sampler=False`; Lightning calls `set_epoch` on the
-sampler each epoch. Training resumed mid-epoch passes `start_batch`: the first epoch iterated
-skips the batches it had already trained on.
+sampler each epoch. A resumed training passes `start_epoch` (loader workers draw their first
+batches before Lightning's first `set_epoch`) and, resumed mid-epoch, `start_batch`: the first
+epoch iterated skips the batches it had already trained on.
 
 Validation during training (`val_dataloader`) is sharded by `EvalShardSampler`: rank r scores rows
 r, r + world_size, r + 2 * world_size, ... (longest first, to pad little), so every row is scored
@@ -168,8 +169,8 @@ class MappedSplit:
 class _EpochCounter:
     """Lightning calls `set_epoch` on `dataloader.batch_sampler.sampler`: this object is that."""
 
-    def __init__(self) -> None:
-        self.epoch = 0
+    def __init__(self, epoch: int = 0) -> None:
+        self.epoch = epoch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -180,20 +181,20 @@ class ShardedBatchSampler:
 
     def __init__(self, lengths: np.ndarray, batch_size: int, seed: int, world_size: int = 1, rank: int = 0,
                  group_by_length: bool = False, mega_chunk_steps: int = MEGA_CHUNK_STEPS,
-                 start_batch: int = 0) -> None:
+                 start_epoch: int = 0, start_batch: int = 0) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if len(lengths) == 0:
             raise ValueError("cannot batch an empty split")
-        if start_batch < 0:
-            raise ValueError(f"start_batch must be >= 0, got {start_batch}")
+        if start_epoch < 0 or start_batch < 0:
+            raise ValueError(f"start_epoch and start_batch must be >= 0, got {start_epoch} and {start_batch}")
         self.lengths = np.asarray(lengths)
         self.batch_size, self.seed = batch_size, seed
         self.world_size, self.rank = world_size, rank
         self.group_by_length, self.mega_chunk_steps = group_by_length, mega_chunk_steps
-        self.sampler = _EpochCounter()
+        self.sampler = _EpochCounter(start_epoch)
         self._start_batch = start_batch  # consumed by the first iteration (a resumed epoch)
 
     @property
@@ -273,7 +274,7 @@ class TextDataModule(_lightning_base()):  # type: ignore[misc]
     def __init__(self, data_dir: str | Path, batch_size: int, seed: int, group_by_length: bool = True,
                  num_workers: int = 0, world_size: int = 1, rank: int = 0,
                  eval_batch_size: int | None = None, cache_dir: str | Path | None = None,
-                 start_batch: int = 0) -> None:
+                 start_epoch: int = 0, start_batch: int = 0) -> None:
         super().__init__()
         self.data_dir = Path(data_dir)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
@@ -285,6 +286,7 @@ class TextDataModule(_lightning_base()):  # type: ignore[misc]
         self.num_workers = num_workers
         self.world_size, self.rank = world_size, rank
         self.eval_batch_size = eval_batch_size or batch_size
+        self.start_epoch = start_epoch  # the first training epoch (a resumed training's)
         self.start_batch = start_batch  # batches of the first training epoch already trained on
         self._splits: dict[str, MappedSplit] = {}
 
@@ -319,7 +321,8 @@ class TextDataModule(_lightning_base()):  # type: ignore[misc]
 
     def train_batch_sampler(self) -> ShardedBatchSampler:
         return ShardedBatchSampler(self.split("train").lengths, self.batch_size, self.seed, self.world_size,
-                                   self.rank, self.group_by_length, start_batch=self.start_batch)
+                                   self.rank, self.group_by_length, start_epoch=self.start_epoch,
+                                   start_batch=self.start_batch)
 
     def train_dataloader(self):  # noqa: ANN201 - torch DataLoader
         from torch.utils.data import DataLoader

@@ -159,6 +159,22 @@ class ResumeCheckpoint(Checkpoint):
         state, self._restored = self._restored, None
         restore_rng_state({name: tensor[trainer.global_rank] for name, tensor in state["rng"].items()})
         trainer.should_stop = bool(state["should_stop"])
+        if int(state["epoch_batches"]) == 0:
+            replay_epoch_start(trainer)
+
+
+def replay_epoch_start(trainer: pl.Trainer) -> None:
+    """Do to the RNGs what the start of an epoch's data loader did after an epoch-end checkpoint.
+
+    Creating a DataLoader iterator draws its workers' base seed from the global torch RNG. An
+    uninterrupted training creates each epoch's iterator after the epoch-end checkpoint was saved, so
+    the draw follows the saved RNG state; Lightning created the resumed training's iterator before the
+    state was restored. One more iterator, created now, replays the draw; the loop keeps Lightning's
+    (without workers the seed is unused; with persistent workers this rewinds that same iterator and
+    draws nothing, as the uninterrupted training's later epochs do). Mid-epoch checkpoints need none of
+    this: no iterator is created between their save and the next batch.
+    """
+    iter(trainer.train_dataloader)
 
 
 def epoch_batches_done(checkpoint: dict[str, Any]) -> int:

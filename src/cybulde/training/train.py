@@ -50,6 +50,16 @@ class TrainResult:
     run_id: str | None = None
 
 
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a resumed training picks up: its global step, the epoch (0-based) it goes on with, and
+    the batches of that epoch it had already trained on."""
+
+    step: int
+    epoch: int
+    batches_done: int
+
+
 def train(cfg: Config) -> TrainResult:
     """Train with `cfg`; on rank 0 export the best checkpoint to `model/` and write metrics/train.json."""
     from cybulde.config.paths import fetched_path, project_root
@@ -79,18 +89,18 @@ def train(cfg: Config) -> TrainResult:
     manifest = load_manifest(data_dir)
     module = build_module(cfg, manifest, data_dir)  # raises on a tokenizer mismatch, before any training
     init_distributed(cfg, env)
-    state, resume_step, start_batch = find_resume_point(cfg, env, root, manifest.sha256)
-    datamodule = make_datamodule(cfg, data_dir, env, start_batch)
+    state, resume = find_resume_point(cfg, env, root, manifest.sha256)
+    datamodule = make_datamodule(cfg, data_dir, env, resume)
 
     run = start_tracking(cfg, state) if env.is_rank_zero else None
     with tracked(run):
         if env.is_rank_zero:
             log_precision(cfg, run)
-        if run is not None and resume_step is not None:
-            announce_resume(run, resume_step)
+        if run is not None and resume is not None:
+            announce_resume(run, resume.step)
         trainer, throughput, history = build_trainer(cfg, env, state.folder, logger=_lightning_logger(run))
         trainer.fit(module, datamodule=datamodule, weights_only=True,
-                    ckpt_path=str(state.last_checkpoint) if resume_step is not None else None)
+                    ckpt_path=str(state.last_checkpoint) if resume is not None else None)
         result = TrainResult(rank=env.rank, model_dir=None, samples_per_s=throughput.global_samples_per_s,
                              tokens_per_s=throughput.global_tokens_per_s,
                              train_seconds=throughput.train_seconds, run_id=getattr(run, "run_id", None))
@@ -107,23 +117,27 @@ def train(cfg: Config) -> TrainResult:
     return result
 
 
-def find_resume_point(cfg: Config, env: LaunchEnv, root: Path, data_sha256: str) -> tuple[Any, int | None, int]:
-    """This training's resume state, the step all ranks can resume from (None: start over), and how many
-    batches of that step's epoch were done."""
+def find_resume_point(cfg: Config, env: LaunchEnv, root: Path,
+                      data_sha256: str) -> tuple[Any, ResumePoint | None]:
+    """This training's resume state, and the point all ranks can resume from (None: start over)."""
     from cybulde.training.checkpoints import epoch_batches_done
     from cybulde.training.resume import agreed_step, open_resume_state, resume_key
 
     state = open_resume_state(root, resume_key(cfg, data_sha256), node_leader=env.local_rank == 0)
     saved = state.load_summary()
     step = agreed_step(None if saved is None else int(saved["global_step"]), env.world_size)
-    start_batch = epoch_batches_done(saved) if step is not None and saved is not None else 0
-    if step is not None and saved is not None and env.is_rank_zero:
-        epoch = int(saved["epoch"]) + 1
-        where = f"{start_batch} batches into epoch {epoch}" if start_batch else f"after epoch {epoch}"
+    if step is None or saved is None:
+        if saved is not None and env.is_rank_zero:
+            log.warning("the ranks found different checkpoints in %s; training starts over", state.folder)
+        return state, None
+    batches_done = epoch_batches_done(saved)
+    saved_epoch = int(saved["epoch"])  # 0-based; an epoch-end checkpoint's epoch is complete
+    resume = ResumePoint(step, saved_epoch if batches_done else saved_epoch + 1, batches_done)
+    if env.is_rank_zero:
+        where = (f"{batches_done} batches into epoch {saved_epoch + 1}" if batches_done
+                 else f"after epoch {saved_epoch + 1}")
         log.info("resuming training from step %d (%s) from %s", step, where, state.last_checkpoint)
-    elif saved is not None and env.is_rank_zero:
-        log.warning("the ranks found different checkpoints in %s; training starts over", state.folder)
-    return state, step, start_batch
+    return state, resume
 
 
 def announce_resume(run: Any, step: int) -> None:
@@ -209,12 +223,15 @@ def build_module(cfg: Config, manifest: Any, data_dir: Path) -> pl.LightningModu
                             focal_gamma=focal_gamma(cfg), lr_schedule=cfg.train.lr_schedule.value)
 
 
-def make_datamodule(cfg: Config, data_dir: Path, env: LaunchEnv, start_batch: int = 0) -> pl.LightningDataModule:
+def make_datamodule(cfg: Config, data_dir: Path, env: LaunchEnv,
+                    resume: ResumePoint | None = None) -> pl.LightningDataModule:
     from cybulde.data.datamodule import TextDataModule
 
     return TextDataModule(data_dir, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
                           group_by_length=cfg.train.group_by_length, num_workers=cfg.train.num_workers,
-                          world_size=env.world_size, rank=env.rank, start_batch=start_batch)
+                          world_size=env.world_size, rank=env.rank,
+                          start_epoch=resume.epoch if resume else 0,
+                          start_batch=resume.batches_done if resume else 0)
 
 
 def build_trainer(cfg: Config, env: LaunchEnv, checkpoint_dir: Path, logger: Any) -> tuple[pl.Trainer, Any, Any]:
@@ -229,7 +246,7 @@ def build_trainer(cfg: Config, env: LaunchEnv, checkpoint_dir: Path, logger: Any
     from cybulde.training.resume import BEST_CHECKPOINT, LAST_CHECKPOINT
 
     # A resumed training finds its own checkpoints there, and its data loader starts at the batch it had
-    # reached (TextDataModule(start_batch=...)), which Lightning cannot see.
+    # reached (TextDataModule(start_epoch=..., start_batch=...)), which Lightning cannot see.
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch")
     throughput, history = Throughput(), ValidationHistory(cfg.train.select_on.value)
