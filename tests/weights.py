@@ -1,4 +1,4 @@
-"""Bit-for-bit comparison of two exported models, failing with a message a person can act on.
+"""Bit-for-bit comparison of model weights, failing with a message a person can act on.
 
 Comparing the raw bytes with `==` would print megabytes of repr and hide the one fact that matters:
 which tensors differ, and by how much.
@@ -9,21 +9,15 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-WEIGHTS_FILE = "model.safetensors"
+import torch
+
+from cybulde.models.checkpoint import WEIGHTS_FILE
 
 
-def weights_file(path: Path) -> Path:
-    return path / WEIGHTS_FILE if path.is_dir() else path
-
-
-def weight_differences(first: Path, second: Path) -> list[str]:
+def tensor_differences(left: dict[str, torch.Tensor], right: dict[str, torch.Tensor]) -> list[str]:
     """One line per tensor that is not bit-identical (or missing on one side); empty when all are."""
-    import torch
-    from safetensors.torch import load_file
-
-    left, right = load_file(weights_file(first)), load_file(weights_file(second))
-    lines = [f"{name}: only in {weights_file(first)}" for name in sorted(left.keys() - right.keys())]
-    lines += [f"{name}: only in {weights_file(second)}" for name in sorted(right.keys() - left.keys())]
+    lines = [f"{name}: only in the first" for name in sorted(left.keys() - right.keys())]
+    lines += [f"{name}: only in the second" for name in sorted(right.keys() - left.keys())]
     for name in sorted(left.keys() & right.keys()):
         a, b = left[name], right[name]
         if a.shape != b.shape or a.dtype != b.dtype:
@@ -35,14 +29,17 @@ def weight_differences(first: Path, second: Path) -> list[str]:
     return lines
 
 
-def assert_same_weights(first: Path, second: Path) -> None:
-    """Both models (a folder holding model.safetensors, or the file) hold bit-identical weights."""
-    a, b = weights_file(first).read_bytes(), weights_file(second).read_bytes()
+def assert_same_weights(first_model: Path, second_model: Path) -> None:
+    """Both exported models (folders holding model.safetensors) hold bit-identical weights."""
+    from safetensors.torch import load_file
+
+    first, second = first_model / WEIGHTS_FILE, second_model / WEIGHTS_FILE
+    a, b = first.read_bytes(), second.read_bytes()
     if a == b:
         return
-    differences = weight_differences(first, second) or ["tensors equal; the files differ in header or order"]
+    differences = tensor_differences(load_file(first), load_file(second)) or [
+        "tensors equal; the files differ in header or order"]
     shown = "\n  ".join(differences[:20] + ([f"... {len(differences) - 20} more"] if len(differences) > 20 else []))
     raise AssertionError(
-        f"weights differ: {weights_file(first)} (sha256 {hashlib.sha256(a).hexdigest()[:16]}) vs "
-        f"{weights_file(second)} (sha256 {hashlib.sha256(b).hexdigest()[:16]}); "
-        f"{len(differences)} tensors:\n  {shown}")
+        f"weights differ: {first} (sha256 {hashlib.sha256(a).hexdigest()[:16]}) vs "
+        f"{second} (sha256 {hashlib.sha256(b).hexdigest()[:16]}); {len(differences)} tensors:\n  {shown}")

@@ -15,7 +15,7 @@ import torch
 from cybulde.models.checkpoint import load_model
 from cybulde.training import train as train_module
 from tests.integration.services import free_port
-from tests.weights import assert_same_weights
+from tests.weights import assert_same_weights, tensor_differences
 
 TINY_TRAIN = Path(tiny_train.__file__).resolve()
 REPO = TINY_TRAIN.parents[2]
@@ -378,7 +378,7 @@ def test_resumed_training_is_bit_identical_to_an_uninterrupted_one(tmp_path, mon
     assert resumed_epochs and len(resumed_epochs) < len(uninterrupted_epochs) == 3
     for epoch, (resumed, original) in enumerate(zip(resumed_epochs, uninterrupted_epochs[-len(resumed_epochs):],
                                                     strict=True)):
-        differing = [name for name in original if not torch.equal(resumed[name], original[name])]
+        differing = tensor_differences(resumed, original)
         assert not differing, f"epoch {3 - len(resumed_epochs) + epoch + 1} after the resume: {differing}"
     assert_same_weights(interrupted / "model", uninterrupted / "model")
     assert (interrupted / "metrics/train.json").read_text() == (uninterrupted / "metrics/train.json").read_text()
