@@ -60,7 +60,7 @@ def measure(args: argparse.Namespace) -> dict:
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     from cybulde.config.loader import gradient_accumulation, load_config
-    from cybulde.data.manifest import Manifest
+    from cybulde.registry.manifest import Manifest
     from cybulde.training.checkpoints import ResumeCheckpoint
     from cybulde.training.determinism import seed_everything
     from cybulde.training.launch import (

@@ -96,9 +96,8 @@ def capped_copy(data_dir: Path, max_rows: int, out_dir: Path, seed: int = 0) -> 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from cybulde.data.manifest import SPLITS, Manifest, hash_files
-    from cybulde.data.splits import split_paths
-    from cybulde.data.tokenizer import tokenizer_dir
+    from cybulde.registry.manifest import SPLITS, Manifest, hash_files, tokenizer_dir
+    from cybulde.registry.splits import split_paths
 
     manifest = Manifest.load(data_dir)
     out_dir.mkdir(parents=True)
@@ -194,9 +193,8 @@ def hf_worker(args: argparse.Namespace) -> None:
     import torch
     from transformers import DataCollatorWithPadding, PreTrainedTokenizerFast, Trainer, TrainingArguments
 
-    from cybulde.data.manifest import Manifest
-    from cybulde.data.tokenizer import tokenizer_dir
     from cybulde.hardware import BF16, resolve_precision
+    from cybulde.registry.manifest import Manifest, tokenizer_dir
 
     torch.set_num_threads(args.threads or (os.cpu_count() or 1))
     manifest = Manifest.load(args.data_dir)

@@ -1,4 +1,5 @@
-"""Small raw datasets shaped like the real ones, generated in tmp folders."""
+"""Small raw datasets shaped like the real ones, generated in tmp folders; its fixtures serve every
+test package (`pytest_plugins` in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ def davidson_dir(tmp_path: Path) -> Path:
 @pytest.fixture(scope="module")
 def published_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A registry holding tweeteval_offensive/v1 (pretrained tokenizer), published once per module."""
-    from cybulde.data.publish import publish
+    from cybulde.preparation.publish import publish
 
     root = tmp_path_factory.mktemp("published")
     raw = write_tweeteval(root / "raw")
@@ -82,7 +83,7 @@ def published_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def write_staged_version(folder: Path, payload: str = "data") -> Path:
     """A folder ready for `Registry.write_version`: two files and a valid format-2 manifest."""
-    from cybulde.data.manifest import Manifest, TokenizerInfo, hash_files
+    from cybulde.registry.manifest import Manifest, TokenizerInfo, hash_files
 
     (folder / "sub").mkdir(parents=True)
     (folder / "a.txt").write_text(payload)

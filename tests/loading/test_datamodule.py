@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cybulde.data.datamodule import EvalShardSampler, PadCollator, ShardedBatchSampler, TextDataModule
+from cybulde.loading.datamodule import EvalShardSampler, PadCollator, ShardedBatchSampler, TextDataModule
 
 LENGTHS = np.random.default_rng(0).integers(3, 120, size=203)
 
@@ -116,8 +116,8 @@ def test_validation_shards_score_every_row_exactly_once(world_size: int) -> None
 
 
 def test_validation_split_smaller_than_the_world_is_an_error() -> None:
-    from cybulde.data.datamodule import EvalShardingError
     from cybulde.errors import CybuldeError
+    from cybulde.loading.datamodule import EvalShardingError
 
     with pytest.raises(EvalShardingError, match="3 rows over 4 ranks") as raised:
         EvalShardSampler(LENGTHS[:3], 8, world_size=4, rank=0)
@@ -144,14 +144,14 @@ def test_val_dataloader_is_sharded_and_eval_dataloader_is_not(published_registry
 
 # ---- sharded versions, the memory-mapped token cache, format-1 versions ---------------------------
 
-FORMAT1_VERSION = Path(__file__).parent / "fixtures" / "registry-format1" / "davidson2017" / "v1"
+FORMAT1_VERSION = Path(__file__).parents[1] / "registry" / "fixtures" / "registry-format1" / "davidson2017" / "v1"
 
 
 @pytest.fixture(scope="module")
 def sharded_version(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A csv dataset published with 9 rows per shard (~24 train shards)."""
-    from cybulde.data.publish import publish
-    from tests.data.conftest import write_generic_csv
+    from cybulde.preparation.publish import publish
+    from tests.datasets import write_generic_csv
 
     root = tmp_path_factory.mktemp("sharded")
     raw = write_generic_csv(root / "raw.csv", rows=270)
@@ -165,7 +165,7 @@ def parquet_rows(data_dir: Path, split: str) -> dict[str, list]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from cybulde.data.manifest import Manifest, files_dir
+    from cybulde.registry.manifest import Manifest, files_dir
 
     manifest = Manifest.load(data_dir)
     paths = [files_dir(data_dir) / shard.path for shard in manifest.split_shards(split)]
@@ -173,7 +173,7 @@ def parquet_rows(data_dir: Path, split: str) -> dict[str, list]:
 
 
 def test_mapped_rows_equal_the_shards(sharded_version: Path, tmp_path: Path) -> None:
-    from cybulde.data.manifest import Manifest
+    from cybulde.registry.manifest import Manifest
 
     assert len(Manifest.load(sharded_version).split_shards("train")) > 10
     module = TextDataModule(sharded_version, batch_size=4, seed=0, cache_dir=tmp_path)
@@ -242,7 +242,7 @@ def test_a_format1_version_loads_and_batches(tmp_path: Path) -> None:
 
 WRITE_CACHE = """
 import sys
-from cybulde.data.datamodule import TextDataModule
+from cybulde.loading.datamodule import TextDataModule
 module = TextDataModule(sys.argv[1], batch_size=4, seed=0, cache_dir=sys.argv[2])
 print(module.split("train").path, int(module.split("train").lengths.sum()))
 """

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from cybulde.data.errors import DataError
-from cybulde.data.publish import publish
-from tests.data.conftest import write_davidson, write_generic_csv, write_tweeteval
+from cybulde.preparation.publish import publish
+from cybulde.registry.errors import DataError
+from tests.datasets import write_davidson, write_generic_csv, write_tweeteval
 
 
 def version_bytes(registry: Path, dataset: str) -> dict[str, bytes]:
@@ -32,7 +32,7 @@ def cluster():  # noqa: ANN201
 ])
 def test_dask_engine_publishes_the_same_bytes(cluster: str, tmp_path: Path, source: str, options: dict,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    import cybulde.data.publish as publish_module
+    import cybulde.preparation.publish as publish_module
 
     monkeypatch.setattr(publish_module, "BATCH_ROWS", 16)  # many tasks, several in flight per worker
     raw = {"csv": lambda: write_generic_csv(tmp_path / "raw.csv", rows=400),
@@ -48,7 +48,7 @@ def test_dask_engine_publishes_the_same_bytes(cluster: str, tmp_path: Path, sour
 
 
 def test_an_unreachable_scheduler_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import cybulde.data.dask_engine as dask_engine
+    import cybulde.preparation.dask_engine as dask_engine
     from tests.conftest import _free_port
 
     monkeypatch.setattr(dask_engine, "CONNECT_TIMEOUT_S", 2)

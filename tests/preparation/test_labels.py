@@ -1,10 +1,10 @@
-"""Label maps between datasets (`cybulde.data.labels`)."""
+"""Label maps between datasets (`cybulde.preparation.labels`)."""
 
 from __future__ import annotations
 
 import pytest
 
-from cybulde.data.labels import LabelMappingError, parse_label_map, resolve_label_map
+from cybulde.preparation.labels import LabelMappingError, parse_label_map, resolve_label_map
 
 MODEL_LABELS = ["not_offensive", "offensive"]
 DATA_LABELS = ["neither", "offensive", "hate"]

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cybulde.data.prepare import (
+from cybulde.preparation.prepare import (
     PartPlan,
     SplitStats,
     SplitWriter,
@@ -15,7 +15,7 @@ from cybulde.data.prepare import (
     prepare_batch,
     row_schema,
 )
-from cybulde.data.sources import BY_HASH, RawBatch
+from cybulde.preparation.sources import BY_HASH, RawBatch
 
 
 def test_hash_split_is_the_documented_function_of_seed_and_key() -> None:

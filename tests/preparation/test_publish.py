@@ -7,14 +7,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from cybulde.cli import build_parser, main
-from cybulde.data.errors import DataError, VersionExistsError
-from cybulde.data.labels import LabelMappingError
-from cybulde.data.manifest import Manifest, files_dir
-from cybulde.data.publish import add_publish_arguments, publish, run_publish
-from cybulde.data.splits import read_split_columns
-from cybulde.data.tokenizer import load_tokenizer
 from cybulde.errors import UsageError
-from tests.data.conftest import write_generic_csv
+from cybulde.preparation.labels import LabelMappingError
+from cybulde.preparation.publish import add_publish_arguments, publish, run_publish
+from cybulde.registry.errors import DataError, VersionExistsError
+from cybulde.registry.manifest import Manifest, files_dir, tokenizer_dir
+from cybulde.registry.splits import read_split_columns
+from cybulde.text.tokenizer import load_tokenizer
+from tests.datasets import write_generic_csv
 
 SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("label", pa.int64()),
                     ("input_ids", pa.list_(pa.int32()))])
@@ -45,7 +45,7 @@ def test_published_tweeteval_version(published_registry: Path) -> None:
     table = pq.read_table(files_dir(version) / "train-00000-of-00001.parquet")
     assert table.schema.remove_metadata().equals(SCHEMA)
     rows = table.to_pylist()
-    tokenizer = load_tokenizer(version)
+    tokenizer = load_tokenizer(tokenizer_dir(version))
     for row in rows:
         assert f" is {manifest.label_names[row['label']]} " in row["text"]  # labels did not shift
         assert "&amp;" in row["text"] and row["text"].endswith(" ")  # the original text is kept
@@ -58,7 +58,7 @@ def test_published_tweeteval_version(published_registry: Path) -> None:
 
 def test_rows_and_summaries_equal_the_single_file_publisher(published_registry: Path) -> None:
     """Streaming changed how rows are produced, not which: same rows and summaries as the stored
-    output of the publisher that held whole splits in memory (tests/data/fixtures/README.md)."""
+    output of the publisher that held whole splits in memory (tests/preparation/fixtures/README.md)."""
     version = published_registry / "tweeteval_offensive" / "v1"
     reference = json.loads((REFERENCE / "manifest.json").read_text())
     manifest = Manifest.load(version)
@@ -75,8 +75,8 @@ def test_second_publish_of_a_version_is_refused(published_registry: Path, tweete
 
 def test_publish_is_deterministic_across_publishes_and_worker_counts(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    import cybulde.data.publish as publish_module
-    from cybulde.data.engine import LocalEngine
+    import cybulde.preparation.publish as publish_module
+    from cybulde.preparation.engine import LocalEngine
 
     monkeypatch.setattr(publish_module, "BATCH_ROWS", 64)  # 15 batches: the 2 workers' pool is used
     pools = []
@@ -137,12 +137,12 @@ def test_trained_tokenizers(kind: str, davidson_dir: Path, tmp_path: Path) -> No
     assert manifest.tokenizer.kind == kind and manifest.tokenizer.vocab_size <= 300
     assert manifest.publish_params["split"]["seed"] == 5 and manifest.num_labels == 3
     version = tmp_path / "reg" / "davidson2017" / "v1"
-    tokenizer = load_tokenizer(version)
+    tokenizer = load_tokenizer(tokenizer_dir(version))
     rows = read_split_columns(version, "test", ("text", "input_ids"))
     assert all(row[0] == tokenizer.cls_token_id and row[-1] == tokenizer.sep_token_id for row in rows["input_ids"])
     assert tokenizer.pad_token_id == manifest.tokenizer.pad_token_id
     # the stored ids are what the saved tokenizer gives (for rows short enough not to be truncated)
-    from cybulde.data.cleaning import clean_text
+    from cybulde.text.cleaning import clean_text
 
     for text, ids in zip(rows["text"], rows["input_ids"], strict=True):
         encoded = tokenizer(clean_text(text))["input_ids"]
@@ -209,7 +209,7 @@ def test_cli_arguments_and_errors(tweeteval_dir: Path, tmp_path: Path, capsys: p
 
 def test_extra_training_data_joins_the_train_split_only(tweeteval_dir: Path, davidson_dir: Path,
                                                         tmp_path: Path) -> None:
-    from cybulde.data.sources import ExtraTraining
+    from cybulde.preparation.sources import ExtraTraining
 
     extra = ExtraTraining("davidson2017", davidson_dir, {"hate_speech": "offensive", "offensive_language": "offensive",
                                                          "neither": "not-offensive"})
@@ -244,7 +244,7 @@ def test_extra_training_data_joins_the_train_split_only(tweeteval_dir: Path, dav
 ])
 def test_extra_training_label_map_must_be_total_and_valid(tweeteval_dir: Path, davidson_dir: Path, tmp_path: Path,
                                                           label_map: dict, message: str) -> None:
-    from cybulde.data.sources import ExtraTraining
+    from cybulde.preparation.sources import ExtraTraining
 
     with pytest.raises(LabelMappingError, match=message):
         publish("tweeteval_offensive", tweeteval_dir, str(tmp_path / "reg"), "v1",
@@ -253,7 +253,7 @@ def test_extra_training_label_map_must_be_total_and_valid(tweeteval_dir: Path, d
 
 
 def test_add_train_argument_is_parsed_strictly(tmp_path: Path) -> None:
-    from cybulde.data.sources import ExtraTraining
+    from cybulde.preparation.sources import ExtraTraining
 
     extra = ExtraTraining.parse("tweeteval_offensive:offensive=hate, not-offensive=not-hate", tmp_path)
     assert extra.raw_dir == tmp_path / "tweeteval_offensive"

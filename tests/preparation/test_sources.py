@@ -4,8 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cybulde.data.errors import RawDataError
-from cybulde.data.sources import BY_HASH, RawBatch, load_source, read_lines
+from cybulde.preparation.sources import BY_HASH, RawBatch, load_source, read_lines
+from cybulde.registry.errors import RawDataError
 
 
 def all_rows(source, rows: int = 7) -> RawBatch:  # noqa: ANN001

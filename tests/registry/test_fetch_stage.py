@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from cybulde.data.errors import (
+from cybulde.registry.errors import (
     ChecksumMismatchError,
     MissingFileError,
     RegistryUnreachableError,
@@ -13,8 +13,8 @@ from cybulde.data.errors import (
     UnknownDatasetError,
     UnknownVersionError,
 )
-from cybulde.data.fetch import fetch
-from cybulde.data.manifest import Manifest, files_dir
+from cybulde.registry.fetch import fetch
+from cybulde.registry.manifest import Manifest, files_dir
 
 STAGE = Path(__file__).resolve().parents[2] / "stages" / "fetch.py"
 

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from cybulde.data.errors import ChecksumMismatchError, UnknownVersionError, VersionExistsError
-from cybulde.data.fetch import fetch
-from cybulde.data.publish import publish
-from cybulde.data.registry import Registry
+from cybulde.preparation.publish import publish
+from cybulde.registry.errors import ChecksumMismatchError, UnknownVersionError, VersionExistsError
+from cybulde.registry.fetch import fetch
+from cybulde.registry.store import Registry
 
 pytestmark = pytest.mark.integration
 

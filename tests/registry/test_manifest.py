@@ -5,9 +5,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from cybulde.data.errors import ChecksumMismatchError, ManifestError, MissingFileError, UnexpectedFileError
-from cybulde.data.manifest import Manifest, manifest_digest, verify_files
-from cybulde.data.registry import Registry
+from cybulde.registry.errors import ChecksumMismatchError, ManifestError, MissingFileError, UnexpectedFileError
+from cybulde.registry.manifest import Manifest, manifest_digest, verify_files
+from cybulde.registry.store import Registry
 
 FORMAT1_VERSION = Path(__file__).parent / "fixtures" / "registry-format1" / "davidson2017" / "v1"
 

@@ -4,17 +4,17 @@ from pathlib import Path
 
 import pytest
 
-import cybulde.data.registry as registry_module
-from cybulde.data.errors import (
+import cybulde.registry.store as registry_module
+from cybulde.registry.errors import (
     ManifestError,
     RegistryUnreachableError,
     UnknownDatasetError,
     UnknownVersionError,
     VersionExistsError,
 )
-from cybulde.data.manifest import MANIFEST_FILE, Manifest, files_dir
-from cybulde.data.registry import Registry
-from tests.data.conftest import write_staged_version
+from cybulde.registry.manifest import MANIFEST_FILE, Manifest, files_dir
+from cybulde.registry.store import Registry
+from tests.datasets import write_staged_version
 
 FORMAT1_FIXTURE = Path(__file__).parent / "fixtures" / "registry-format1"
 

@@ -4,8 +4,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cybulde.data.errors import EmptySplitError, MissingFileError
-from cybulde.data.splits import read_split_columns
+from cybulde.registry.errors import EmptySplitError, MissingFileError
+from cybulde.registry.splits import read_split_columns
 
 
 def _write(folder: Path, split: str, rows: int) -> None:
@@ -34,7 +34,7 @@ def test_missing_unknown_and_empty_splits_are_clear_errors(tmp_path: Path) -> No
 def test_shards_are_read_in_manifest_order_and_a_missing_one_is_named(tmp_path: Path) -> None:
     import hashlib
 
-    from cybulde.data.manifest import Manifest, ShardInfo, SplitSummary, TokenizerInfo
+    from cybulde.registry.manifest import Manifest, ShardInfo, SplitSummary, TokenizerInfo
 
     paths = {}
     for index, rows in enumerate((2, 3)):

@@ -275,8 +275,8 @@ def test_sharded_validation_under_two_ranks_equals_one_process_scoring_the_whole
     with them in one process through the evaluation code."""
     from sklearn.metrics import f1_score
 
-    from cybulde.data.datamodule import TextDataModule
     from cybulde.evaluation.inference import collect_outputs
+    from cybulde.loading.datamodule import TextDataModule
 
     cpuinfo = fake_cpu(tmp_path, pytest.MonkeyPatch(), WITHOUT_BF16)
     project = tiny_train.make_project(

@@ -64,8 +64,8 @@ class BaselineData:
 
 def load_baseline_data(data_dir: str | Path) -> BaselineData:
     """Label names and the cleaned texts and labels of every split of a fetched dataset version."""
-    from cybulde.data.errors import DataError
-    from cybulde.data.manifest import Manifest
+    from cybulde.registry.errors import DataError
+    from cybulde.registry.manifest import Manifest
 
     data_dir = Path(data_dir)
     try:
@@ -80,8 +80,8 @@ def load_baseline_data(data_dir: str | Path) -> BaselineData:
 def read_split(data_dir: Path, split: str) -> LabeledTexts:
     import numpy as np
 
-    from cybulde.data.cleaning import clean_texts
-    from cybulde.data.splits import read_split_columns
+    from cybulde.registry.splits import read_split_columns
+    from cybulde.text.cleaning import clean_texts
 
     rows = read_split_columns(data_dir, split, columns=("text", "label"))
     return LabeledTexts(texts=clean_texts(rows["text"]), labels=np.asarray(rows["label"], dtype=np.int64))

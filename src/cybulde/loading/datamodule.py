@@ -42,11 +42,11 @@ from typing import Any
 
 import numpy as np
 
-from cybulde.data.batching import PadCollator
-from cybulde.data.errors import DataError
-from cybulde.data.manifest import SPLITS, Manifest
-from cybulde.data.splits import read_split_columns, split_paths
 from cybulde.files import write_file_atomically
+from cybulde.registry.errors import DataError
+from cybulde.registry.manifest import SPLITS, Manifest
+from cybulde.registry.splits import read_split_columns, split_paths
+from cybulde.text.batching import PadCollator
 
 MEGA_CHUNK_STEPS = 50
 TOKEN_CACHE_FORMAT = "input_ids+label/arrow-ipc/v2"

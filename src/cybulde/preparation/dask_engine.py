@@ -1,7 +1,7 @@
 """`cybulde publish --engine dask --scheduler ADDRESS`: the batches' work as `dask.distributed` tasks.
 
 This process (the client) streams the source, submits one task per batch (cleaning, split
-assignment, tokenization: `cybulde.data.prepare.prepare_batch`) and writes the results in order,
+assignment, tokenization: `cybulde.preparation.prepare.prepare_batch`) and writes the results in order,
 so the shards and manifest are byte for byte those of the local engine. Arguments shared by every
 task (the tokenizer) are sent to each worker once. At most `WINDOW_PER_WORKER` tasks per worker
 are in flight, which bounds the memory of the client and of the workers.
@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from cybulde.data.engine import ordered_window
-from cybulde.data.errors import DataError
+from cybulde.preparation.engine import ordered_window
+from cybulde.registry.errors import DataError
 
 WINDOW_PER_WORKER = 3
 CONNECT_TIMEOUT_S = 30

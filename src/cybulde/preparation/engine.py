@@ -2,7 +2,7 @@
 
 An engine maps a function over a stream of items and yields the results *in order*, holding at
 most `window` items in flight (bounded memory whatever the input size). `local` runs it in this
-process (`workers=1`) or a pool of worker processes; `dask` (`cybulde.data.dask_engine`) runs it as
+process (`workers=1`) or a pool of worker processes; `dask` (`cybulde.preparation.dask_engine`) runs it as
 tasks on a `dask.distributed` cluster. The engines only differ in where the work runs: the results,
 and so the published bytes, are the same.
 """
@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
-from cybulde.data.errors import DataError, PublishOptionError
+from cybulde.registry.errors import DataError, PublishOptionError
 
 ENGINES = ("local", "dask")
 
@@ -96,7 +96,7 @@ def open_engine(name: str, workers: int | None = None, scheduler: str | None = N
     if name == "dask":
         if not scheduler:
             raise PublishOptionError("--engine dask needs --scheduler ADDRESS (e.g. tcp://10.0.0.5:8786)")
-        from cybulde.data.dask_engine import DaskEngine
+        from cybulde.preparation.dask_engine import DaskEngine
 
         return DaskEngine(scheduler)
     raise DataError(f"unknown engine {name!r}; expected one of {', '.join(ENGINES)}")

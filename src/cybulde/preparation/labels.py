@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from cybulde.data.errors import DataError
+from cybulde.registry.errors import DataError
 
 
 class LabelMappingError(DataError, ValueError):

@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from cybulde.data.cleaning import clean_text
-from cybulde.data.manifest import SPLITS, ShardInfo, SplitSummary, shard_name
-from cybulde.data.sources import BY_HASH, RawBatch
-from cybulde.data.storage import sha256_file
-from cybulde.data.tokenizer import backend_tokenizer, encode
+from cybulde.preparation.sources import BY_HASH, RawBatch
+from cybulde.registry.manifest import SPLITS, ShardInfo, SplitSummary, shard_name
+from cybulde.registry.storage import sha256_file
+from cybulde.text.cleaning import clean_text
+from cybulde.text.tokenizer import backend_tokenizer, encode
 
 HASH_SPLIT = "seeded-sha256/v1"
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)

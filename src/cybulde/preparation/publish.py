@@ -2,7 +2,7 @@
 
 Run once per version (it is not a pipeline stage): `cybulde publish --source tweeteval_offensive
 --version v2`. The source is streamed in batches of `BATCH_ROWS` rows: each batch is cleaned, split
-and tokenized (`cybulde.data.prepare.prepare_batch`, run by an engine: this machine's cores, or a
+and tokenized (`cybulde.preparation.prepare.prepare_batch`, run by an engine: this machine's cores, or a
 Dask cluster with `--engine dask`) and its rows are appended, in source order, to Parquet shards
 of `--rows-per-shard` rows per split; label counts and token-length percentiles come from exact
 histograms. Memory therefore stays bounded whatever the size of the source. Passes over the source
@@ -24,19 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from cybulde.data.cleaning import CLEANING_ID
-from cybulde.data.engine import ENGINES, Engine, open_engine
-from cybulde.data.errors import PublishOptionError
-from cybulde.data.labels import resolve_label_map
-from cybulde.data.manifest import (
-    SPLITS,
-    TOKENIZER_DIR,
-    Manifest,
-    SourceFile,
-    TokenizerInfo,
-    hash_files,
-)
-from cybulde.data.prepare import (
+from cybulde.errors import UsageError
+from cybulde.preparation.engine import ENGINES, Engine, open_engine
+from cybulde.preparation.labels import resolve_label_map
+from cybulde.preparation.prepare import (
     ROW_GROUP_ROWS,
     PartPlan,
     SplitStats,
@@ -46,11 +37,20 @@ from cybulde.data.prepare import (
     prepare_batch,
     split_record,
 )
-from cybulde.data.registry import Registry, check_name
-from cybulde.data.sources import SOURCES, ExtraTraining, RawBatch, Source, load_source
-from cybulde.data.storage import quiet_storage_logs, sha256_file
-from cybulde.data.tokenizer import DEFAULT_VOCAB_SIZE, TOKENIZER_KINDS
-from cybulde.errors import UsageError
+from cybulde.preparation.sources import SOURCES, ExtraTraining, RawBatch, Source, load_source
+from cybulde.registry.errors import PublishOptionError
+from cybulde.registry.manifest import (
+    SPLITS,
+    TOKENIZER_DIR,
+    Manifest,
+    SourceFile,
+    TokenizerInfo,
+    hash_files,
+)
+from cybulde.registry.storage import quiet_storage_logs, sha256_file
+from cybulde.registry.store import Registry, check_name
+from cybulde.text.cleaning import CLEANING_ID
+from cybulde.text.tokenizer import DEFAULT_VOCAB_SIZE, TOKENIZER_KINDS
 
 DEFAULT_MAX_LENGTH = 128
 DEFAULT_SEED = 1234
@@ -257,7 +257,7 @@ def _train_texts(parts: list[Part], sample: dict[int, np.ndarray] | None) -> Cal
 def _build_version(staging: Path, dataset: str, version: str, parts: list[Part], kind: str, vocab_size: int,
                    max_length: int, seed: int, limit: int | None, rows_per_shard: int, params: dict[str, Any],
                    runner: Engine) -> Manifest:
-    from cybulde.data.tokenizer import build_tokenizer, save_tokenizer
+    from cybulde.text.tokenizer import build_tokenizer, save_tokenizer
 
     sample = select_sample(parts, seed, limit) if limit is not None else None
     tokenizer, name = build_tokenizer(kind, _train_texts(parts, sample), vocab_size, max_length)

@@ -7,7 +7,7 @@ Supported sources:
   paired by position (never filtered before pairing, which would shift every later label).
   Label names come from `mapping.txt`. (These files are small and fixed: they are read whole.)
 - `davidson2017`: `labeled_data.csv`, 3 classes (0 hate speech, 1 offensive language, 2 neither) and
-  no official split: each row's split is drawn from its id (see `cybulde.data.splitting`).
+  no official split: each row's split is drawn from its id (`hash_splits` in `cybulde.preparation.prepare`).
 - `csv` / `parquet`: a user's file with a text and a label column (`text_column`, `label_column`),
   streamed with pyarrow's CSV reader / by Parquet row group; its rows are split by a hash of their
   raw text (exact duplicates share a split). Or a folder with `train`/`validation` (or `val`)/`test`
@@ -16,7 +16,7 @@ Supported sources:
 
 A source is opened (`load_source`) before any work: missing files and columns are reported then.
 `ExtraTraining` names another source whose *train* split joins a dataset's train split, its labels
-mapped explicitly onto the dataset's own (see `cybulde.data.publish`).
+mapped explicitly onto the dataset's own (see `cybulde.preparation.publish`).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from cybulde.data.errors import RawDataError
-from cybulde.data.labels import parse_label_map
-from cybulde.data.manifest import SPLITS
+from cybulde.preparation.labels import parse_label_map
+from cybulde.registry.errors import RawDataError
+from cybulde.registry.manifest import SPLITS
 
 SOURCES = ("tweeteval_offensive", "tweeteval_hate", "davidson2017", "csv", "parquet")
 DAVIDSON_LABELS = ["hate_speech", "offensive_language", "neither"]

@@ -1,4 +1,5 @@
-"""Errors of the data package; each message names what is wrong and what would be right."""
+"""Errors of the data packages (`cybulde.registry`, `cybulde.preparation`, `cybulde.loading`); each
+message names what is wrong and what would be right."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from cybulde.errors import CybuldeError, UsageError
 
 
 class DataError(CybuldeError):
-    """Base class of every error raised by `cybulde.data`."""
+    """Base class of every error raised by the data packages."""
 
 
 class PublishOptionError(DataError, UsageError, ValueError):

@@ -14,9 +14,9 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cybulde.data.manifest import verify_files
-from cybulde.data.registry import Registry
 from cybulde.files import replace_folder
+from cybulde.registry.manifest import verify_files
+from cybulde.registry.store import Registry
 
 if TYPE_CHECKING:
     from cybulde.config.schema import Config

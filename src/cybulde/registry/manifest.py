@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cybulde.data.errors import ChecksumMismatchError, ManifestError, MissingFileError, UnexpectedFileError
-from cybulde.data.storage import sha256_bytes, sha256_file
+from cybulde.registry.errors import ChecksumMismatchError, ManifestError, MissingFileError, UnexpectedFileError
+from cybulde.registry.storage import sha256_bytes, sha256_file
 
 MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 2  # what publish writes
@@ -189,6 +189,16 @@ def files_dir(data_dir: str | Path, manifest: Manifest | None = None) -> Path:
     manifest = manifest or Manifest.load(root)
     content = root / manifest.content_dir
     return content if manifest.content_dir and content.is_dir() else root
+
+
+def tokenizer_dir(path: str | Path, manifest: Manifest | None = None) -> Path:
+    """`path` itself if it holds tokenizer.json, else the `tokenizer` folder of the dataset version
+    `path` (a fetched copy or a registry folder)."""
+    path = Path(path)
+    if (path / "tokenizer.json").is_file():
+        return path
+    has_manifest = manifest is not None or (path / MANIFEST_FILE).is_file()
+    return (files_dir(path, manifest) if has_manifest else path) / TOKENIZER_DIR
 
 
 def manifest_digest(data_dir: str | Path) -> str:

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cybulde.data.errors import EmptySplitError, MissingFileError
-from cybulde.data.manifest import MANIFEST_FILE, SPLITS, Manifest, files_dir
+from cybulde.registry.errors import EmptySplitError, MissingFileError
+from cybulde.registry.manifest import MANIFEST_FILE, SPLITS, Manifest, files_dir
 
 
 def split_paths(data_dir: str | Path, split: str, manifest: Manifest | None = None) -> list[Path]:

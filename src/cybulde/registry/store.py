@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from cybulde.data.errors import (
+from cybulde.registry.errors import (
     ChecksumMismatchError,
     InvalidNameError,
     ManifestError,
@@ -40,8 +40,8 @@ from cybulde.data.errors import (
     UnknownVersionError,
     VersionExistsError,
 )
-from cybulde.data.manifest import CONTENT_DIR_PREFIX, MANIFEST_FILE, Manifest
-from cybulde.data.storage import (
+from cybulde.registry.manifest import CONTENT_DIR_PREFIX, MANIFEST_FILE, Manifest
+from cybulde.registry.storage import (
     Location,
     RetryPolicy,
     create_exclusive,

@@ -36,7 +36,7 @@ from cybulde.errors import CybuldeError
 # each entry must be code whose changes can never alter a file that a stage writes.
 HARMLESS_MODULES: dict[str, str] = {
     "cybulde.errors": "exception classes only: an error stops a stage, it never changes what it writes",
-    "cybulde.data.errors": "exception classes only, like cybulde.errors",
+    "cybulde.registry.errors": "exception classes only, like cybulde.errors",
     "cybulde.entrypoint": "logging setup, the load_config call and one-line error printing around each stage",
     "cybulde.tracking": "MLflow logging (params, metrics, artifacts, the servable model): it writes only to "
                         "the tracking store, never to a DVC output",

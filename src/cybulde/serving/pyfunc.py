@@ -27,7 +27,7 @@ from typing import Any
 
 import mlflow.pyfunc
 
-from cybulde.data.storage import sha256_file
+from cybulde.registry.storage import sha256_file
 from cybulde.serving.errors import InputError, ModelSourceError
 from cybulde.serving.readers import TEXT_COLUMN, Limits, texts_from_request
 from cybulde.serving.scorer import LABEL_COLUMN, probability_column

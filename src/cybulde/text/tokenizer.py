@@ -12,8 +12,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cybulde.data.manifest import MANIFEST_FILE, TOKENIZER_DIR, files_dir
-
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
@@ -138,23 +136,13 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerFast, folder: str | Path) -> Pa
     return Path(folder)
 
 
-def tokenizer_dir(path: str | Path) -> Path:
-    """`path` itself if it holds tokenizer.json, else the `tokenizer` folder of the dataset version
-    `path` (a fetched copy or a registry folder)."""
-    path = Path(path)
-    if (path / "tokenizer.json").is_file():
-        return path
-    return (files_dir(path) if (path / MANIFEST_FILE).is_file() else path) / TOKENIZER_DIR
-
-
-def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
-    """Load the tokenizer of a dataset version (`<data_dir>/tokenizer`) or a tokenizer folder."""
+def load_tokenizer(folder: str | Path) -> PreTrainedTokenizerFast:
+    """Load a saved tokenizer folder (a dataset version's is `cybulde.registry.manifest.tokenizer_dir`)."""
     _offline()
     from transformers import PreTrainedTokenizerFast
 
-    folder = tokenizer_dir(path)
-    if not (folder / "tokenizer.json").is_file():
-        raise FileNotFoundError(f"no tokenizer.json in {folder} (nor in {path})")
+    if not (Path(folder) / "tokenizer.json").is_file():
+        raise FileNotFoundError(f"no tokenizer.json in {folder}")
     return PreTrainedTokenizerFast.from_pretrained(str(folder), local_files_only=True)
 
 

@@ -42,7 +42,7 @@ def code_digest(package_root: Path | None = None) -> str:
     """sha256 over the names and contents of the training code's Python files."""
     import hashlib
 
-    from cybulde.data.storage import sha256_file
+    from cybulde.registry.storage import sha256_file
 
     root = package_root or Path(__file__).resolve().parents[1]
     files: list[Path] = []

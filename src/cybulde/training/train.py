@@ -198,14 +198,14 @@ def _lightning_logger(run: Any) -> Any:
 
 
 def load_manifest(data_dir: Path) -> Any:
-    from cybulde.data.manifest import Manifest
+    from cybulde.registry.manifest import Manifest
 
     return Manifest.load(data_dir)
 
 
 def build_module(cfg: Config, manifest: Any, data_dir: Path) -> pl.LightningModule:
-    from cybulde.data.tokenizer import tokenizer_dir
     from cybulde.models.classifier import build_classifier
+    from cybulde.registry.manifest import tokenizer_dir
     from cybulde.training.module import ClassifierModule, freeze_input_embeddings, inverse_frequency_weights
     from cybulde.training.recipe import focal_gamma
 
@@ -225,7 +225,7 @@ def build_module(cfg: Config, manifest: Any, data_dir: Path) -> pl.LightningModu
 
 def make_datamodule(cfg: Config, data_dir: Path, env: LaunchEnv,
                     resume: ResumePoint | None = None) -> pl.LightningDataModule:
-    from cybulde.data.datamodule import TextDataModule
+    from cybulde.loading.datamodule import TextDataModule
 
     return TextDataModule(data_dir, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
                           group_by_length=cfg.train.group_by_length, num_workers=cfg.train.num_workers,
@@ -292,8 +292,8 @@ def _export(cfg: Config, trainer: pl.Trainer, module: Any, manifest: Any, data_d
     import torch
 
     from cybulde.config.loader import to_dict
-    from cybulde.data.tokenizer import tokenizer_dir
     from cybulde.models.checkpoint import save_model
+    from cybulde.registry.manifest import tokenizer_dir
 
     best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     best = history.best()
