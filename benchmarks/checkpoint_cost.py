@@ -82,7 +82,7 @@ def measure(args: argparse.Namespace) -> dict:
     manifest = Manifest.load(args.data_dir)
     module = build_module(cfg, manifest, args.data_dir)
     init_distributed(cfg, env)
-    datamodule = make_datamodule(cfg, args.data_dir, env)
+    datamodule = make_datamodule(cfg, args.data_dir, manifest, env)
     with tempfile.TemporaryDirectory(prefix="cybulde-checkpoint-cost-") as folder:
         trainer, throughput, _ = build_trainer(cfg, env, Path(folder), logger=False)
         # Training steps and the resume checkpoints only: no validation, so nothing that monitors it.

@@ -160,7 +160,7 @@ def ours_worker(project: Path) -> None:
     """Under torchrun: the project's `train` on `project/params.yaml`; rank 0 reports."""
     from cybulde.config.loader import load_config
     from cybulde.training.launch import read_launch_env
-    from cybulde.training.train import make_datamodule, train
+    from cybulde.training.train import load_manifest, make_datamodule, train
 
     os.chdir(project)
     cfg = load_config(project / "params.yaml")
@@ -169,7 +169,8 @@ def ours_worker(project: Path) -> None:
         return
     env = read_launch_env()
     accumulation = cfg.train.global_batch_size // (cfg.train.batch_size * env.world_size)
-    batches = len(make_datamodule(cfg, Path(cfg.data.fetched_dir), env).train_batch_sampler())
+    data_dir = Path(cfg.data.fetched_dir)
+    batches = len(make_datamodule(cfg, data_dir, load_manifest(data_dir), env).train_batch_sampler())
     planned = cfg.train.epochs * -(-batches // accumulation)
     if cfg.train.max_steps > 0:
         planned = min(planned, cfg.train.max_steps)

@@ -241,8 +241,9 @@ def run_ours(args: argparse.Namespace) -> None:
         import torch
 
         torch.utils.deterministic.fill_uninitialized_memory = True
-    module = build_module(cfg, Manifest.load(args.data_dir), args.data_dir)
-    datamodule = make_datamodule(cfg, args.data_dir, env)
+    manifest = Manifest.load(args.data_dir)
+    module = build_module(cfg, manifest, args.data_dir)
+    datamodule = make_datamodule(cfg, args.data_dir, manifest, env)
     timer = _StepTimer(args.warmup_steps)
 
     class TimerCallback(pl.Callback):

@@ -268,17 +268,17 @@ class TextDataModule(_lightning_base()):  # type: ignore[misc]
     """Batches of a tokenized dataset version; see the module docstring for sharding semantics.
 
     `world_size`/`rank` are used when no Trainer is attached; under a Trainer its world size and
-    global rank are used.
+    global rank are used. `manifest` is the version's manifest if the caller has already read it.
     """
 
     def __init__(self, data_dir: str | Path, batch_size: int, seed: int, group_by_length: bool = True,
                  num_workers: int = 0, world_size: int = 1, rank: int = 0,
                  eval_batch_size: int | None = None, cache_dir: str | Path | None = None,
-                 start_epoch: int = 0, start_batch: int = 0) -> None:
+                 start_epoch: int = 0, start_batch: int = 0, manifest: Manifest | None = None) -> None:
         super().__init__()
         self.data_dir = Path(data_dir)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
-        self.manifest = Manifest.load(self.data_dir)
+        self.manifest = manifest if manifest is not None else Manifest.load(self.data_dir)
         self.label_names = list(self.manifest.label_names)
         self.num_labels = self.manifest.num_labels
         self.pad_token_id = self.manifest.tokenizer.pad_token_id
