@@ -31,12 +31,13 @@ from typing import TYPE_CHECKING, Any
 from cybulde.errors import CybuldeError
 from cybulde.evaluation.metrics import compute_metrics, flatten_for_logging, round_floats
 from cybulde.evaluation.plots import write_json, write_plots
-from cybulde.evaluation.thresholds import needs_threshold, parse_threshold, tune_threshold
+from cybulde.evaluation.thresholds import parse_threshold, tune_threshold
 
 if TYPE_CHECKING:
     import torch
 
     from cybulde.config.schema import Config
+    from cybulde.models.heads import Head
 
 log = logging.getLogger("cybulde.evaluation")
 
@@ -127,8 +128,7 @@ def evaluate_to_files(cfg: Config, split: str, root: Path, scratch: Path) -> Spl
             f"the data loader's labels for {split} differ from {data_dir}/{split}.parquet")
 
     probabilities = model.head.probabilities(outputs.logits)
-    threshold = decide_threshold(cfg, split, root, str(model.head.kind), len(label_names),
-                                 probabilities, outputs.labels)
+    threshold = decide_threshold(cfg, split, root, model.head, probabilities, outputs.labels)
     predictions = model.head.predict(probabilities, threshold)
     metrics = compute_metrics(probabilities, predictions, outputs.labels, outputs.loss, label_names)
 
@@ -183,10 +183,10 @@ def _check_data_fits_model(datamodule: Any, label_names: list[str], model_config
             f"this dataset version")
 
 
-def decide_threshold(cfg: Config, split: str, root: Path, head_kind: str, num_labels: int,
-                     probabilities: torch.Tensor, labels: torch.Tensor) -> float | None:
-    """None (argmax) unless the head is a binary sigmoid; then tuned, fixed or recorded."""
-    if not needs_threshold(head_kind, num_labels):
+def decide_threshold(cfg: Config, split: str, root: Path, head: Head, probabilities: torch.Tensor,
+                     labels: torch.Tensor) -> float | None:
+    """None (argmax) unless the head decides by a threshold; then tuned, fixed or recorded."""
+    if not head.decides_by_threshold:
         return None
     if split == "validation":
         fixed = parse_threshold(cfg.evaluation.threshold)

@@ -170,8 +170,8 @@ class TextScorer:
 
     @property
     def decides_by_threshold(self) -> bool:
-        """A binary sigmoid head: its label can follow a threshold instead of the argmax."""
-        return bool(getattr(self.model.head, "is_binary", False))
+        """Whether the model's head lets a threshold replace the argmax (see `Head.predict`)."""
+        return bool(self.model.head.decides_by_threshold)
 
     @property
     def cleaning_id(self) -> str:
