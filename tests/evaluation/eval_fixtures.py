@@ -28,8 +28,8 @@ def make_model_dir(model_dir: Path, data_dir: Path, head: str = "softmax", seed:
     import torch
 
     from cybulde.config.schema import ModelConfig, ScratchBackboneConfig
-    from cybulde.models.checkpoint import save_model
     from cybulde.models.classifier import build_classifier
+    from cybulde.models.export import save_model
 
     torch.manual_seed(seed)
     manifest = json.loads((data_dir / "manifest.json").read_text())

@@ -10,7 +10,7 @@ import torch
 
 from cybulde.data.datamodule import TextDataModule
 from cybulde.evaluation.inference import collect_outputs
-from cybulde.models.checkpoint import load_model
+from cybulde.models.export import load_model
 from cybulde.serving.scorer import TextScorer
 from tests.evaluation.eval_fixtures import make_data_dir, make_model_dir
 

@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[2]
 TRAIN_STAGE = REPO / "stages" / "train.py"
 SLOWDOWN = Path(__file__).resolve().parent / "slowdown"
 STEP = "cybulde.training.module:ClassifierModule.training_step"
-EXPORT = "cybulde.models.checkpoint:write_model_files"
+EXPORT = "cybulde.models.export:write_model_files"
 FETCH = "cybulde.data.fetch:verify_files"
 EVALUATE = "cybulde.evaluation.evaluate:log_evaluation"
 LOG_SERVABLE_MODEL = "cybulde.serving.pyfunc:log_pyfunc_model"  # the test stage only
@@ -232,7 +232,7 @@ def test_a_killed_train_stage_leaves_no_worker_and_the_next_repro_resumes(tmp_pa
 
 
 def test_a_train_stage_killed_during_the_export_leaves_no_partial_model(tmp_path: Path) -> None:
-    from cybulde.models.checkpoint import load_model
+    from cybulde.models.export import load_model
 
     project = tiny_train.make_project(tmp_path / "project", {
         "train.checkpoint_every_n_steps": 2, "mlflow.tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"})

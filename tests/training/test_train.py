@@ -12,7 +12,7 @@ import pytest
 import tiny_train
 import torch
 
-from cybulde.models.checkpoint import load_model
+from cybulde.models.export import load_model
 from cybulde.training import train as train_module
 from tests.integration.services import free_port
 from tests.weights import assert_same_weights, tensor_differences
@@ -80,7 +80,7 @@ def test_tokenizer_mismatch_stops_before_training(tmp_path, monkeypatch):
 
 
 def test_world_size_mismatch_stops_before_training(tmp_path, monkeypatch):
-    from cybulde.training.launch import LaunchError
+    from cybulde.training.distributed import LaunchError
 
     project = tiny_train.make_project(tmp_path / "project")
     with pytest.raises(LaunchError, match="launch.nnodes \\* launch.nproc_per_node = 1 \\* 2"):

@@ -15,7 +15,7 @@ value unchanged. Both stages log into the MLflow run that trained the model; `te
 stage, marks the run FINISHED, logs the servable pyfunc model and registers it
 (`cybulde.tracking.model_registry`), and logs the behavioural suite's table
 (`cybulde.evaluation.behaviour`). The model runs at the precision its training's `train.precision`
-resolves to on this machine (`cybulde.models.checkpoint.inference_precision`), the rule `predict` and
+resolves to on this machine (`cybulde.models.export.inference_precision`), the rule `predict` and
 the served model follow too.
 """
 
@@ -115,7 +115,7 @@ def evaluate_to_files(cfg: Config, split: str, root: Path, scratch: Path) -> Spl
     """Everything of `evaluate_split` but the MLflow logging; MLflow-only files go to `scratch`."""
     from cybulde.config.paths import fetched_path
     from cybulde.data.splits import read_split_columns
-    from cybulde.models.checkpoint import load_model
+    from cybulde.models.export import load_model
 
     loaded = load_model(root / MODEL_DIR)
     model = loaded.model
@@ -155,7 +155,7 @@ def _run_model(cfg: Config, model: Any, data_dir: Path, split: str, num_rows: in
                label_names: list[str], model_config: dict[str, Any]) -> Any:
     from cybulde.data.datamodule import TextDataModule
     from cybulde.evaluation.inference import collect_outputs
-    from cybulde.models.checkpoint import inference_precision
+    from cybulde.models.export import inference_precision
     from cybulde.serving.scorer import accelerator_of, pick_device
 
     datamodule = TextDataModule(data_dir, batch_size=cfg.evaluation.batch_size,

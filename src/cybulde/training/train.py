@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import lightning.pytorch as pl
 
     from cybulde.config.schema import Config
-    from cybulde.training.launch import LaunchEnv
+    from cybulde.training.distributed import LaunchEnv
 
 log = logging.getLogger("cybulde.training")
 
@@ -65,7 +65,7 @@ def train(cfg: Config) -> TrainResult:
     from cybulde.config.paths import fetched_path, project_root
     from cybulde.models.backbone import set_offline
     from cybulde.training.determinism import seed_everything
-    from cybulde.training.launch import (
+    from cybulde.training.distributed import (
         barrier,
         check_world_size,
         configure_threads,
@@ -293,7 +293,7 @@ def _export(cfg: Config, trainer: pl.Trainer, module: Any, manifest: Any, data_d
 
     from cybulde.config.loader import to_dict
     from cybulde.data.tokenizer import tokenizer_dir
-    from cybulde.models.checkpoint import save_model
+    from cybulde.models.export import save_model
 
     best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     best = history.best()
