@@ -14,7 +14,7 @@ from cybulde.data.publish import add_publish_arguments, publish, run_publish
 from cybulde.data.splits import read_split_columns
 from cybulde.data.tokenizer import load_tokenizer
 from cybulde.errors import UsageError
-from tests.data.conftest import write_generic_csv
+from tests.helpers.raw_data import write_generic_csv
 
 SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("label", pa.int64()),
                     ("input_ids", pa.list_(pa.int32()))])

@@ -16,7 +16,7 @@ from cybulde.models.heads import HEADS, SoftmaxHead
 from cybulde.serving.errors import ServingError
 from cybulde.serving.predict import predict
 from cybulde.serving.scorer import TextScorer
-from tests.evaluation.eval_fixtures import make_data_dir, make_model_dir
+from tests.helpers.tiny_model import make_data_dir, make_model_dir
 
 FP32 = "32-true"
 

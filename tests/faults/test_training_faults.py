@@ -27,13 +27,11 @@ import pytest
 from mlflow import MlflowClient
 
 from cybulde.reproducibility.check import copy_project, set_params, tool_env
-from tests.e2e.project import make_tiny_project
-from tests.integration.services import free_port
-from tests.processes import descendants, is_alive, read_proc, stop_group
-from tests.weights import assert_same_weights
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-import tiny_train  # noqa: E402
+from tests.helpers import tiny_train
+from tests.helpers.ports import free_port
+from tests.helpers.processes import descendants, is_alive, read_proc, stop_group
+from tests.helpers.tiny_project import make_tiny_project
+from tests.helpers.weights import assert_same_weights
 
 pytestmark = pytest.mark.slow
 
@@ -257,8 +255,8 @@ def test_a_train_stage_killed_during_the_export_leaves_no_partial_model(tmp_path
 @contextlib.contextmanager
 def mlflow_server(folder: Path, port: int) -> Iterator[subprocess.Popen]:
     """`mlflow server` (SQLite store in `folder`) on 127.0.0.1:`port`, answering /health."""
-    from tests.integration.services import http_ok, venv_binary
-    from tests.integration.services import wait_until as wait_for_service
+    from tests.helpers.services import http_ok, venv_binary
+    from tests.helpers.services import wait_until as wait_for_service
 
     log = folder / "server.log"
     argv = [str(venv_binary("mlflow")), "server", "--backend-store-uri", f"sqlite:///{folder}/store.db",

@@ -1,12 +1,13 @@
 import json
 
 import pytest
-import tiny_data
 import torch
 
 from cybulde.config.schema import Adapter, Head, ModelConfig, Pooling, ScratchBackboneConfig
 from cybulde.models.classifier import build_classifier
 from cybulde.models.export import ModelFormatError, load_model, save_model
+from tests.helpers import tiny_data
+from tests.helpers.cpus import WITH_BF16, WITHOUT_BF16, fake_cpu
 
 
 def tiny_model(data_dir, head="softmax", adapter="mlp", pooling="cls"):
@@ -51,8 +52,6 @@ def test_unknown_format_version_is_a_clear_error(tmp_path):
         load_model(tmp_path)
 
 
-WITH_BF16 = "model name\t: Test CPU\nflags\t\t: fpu avx512f avx512_bf16\n"
-WITHOUT_BF16 = "model name\t: Test CPU\nflags\t\t: fpu avx512f\n"
 
 
 @pytest.mark.parametrize(("trained_with", "cpuinfo", "expected"), [
@@ -62,8 +61,7 @@ def test_inference_precision_resolves_the_trained_setting_on_this_machine(tmp_pa
                                                                           cpuinfo, expected):
     from cybulde.models.export import inference_precision
 
-    (tmp_path / "cpuinfo").write_text(cpuinfo)
-    monkeypatch.setenv("CYBULDE_CPUINFO", str(tmp_path / "cpuinfo"))
+    fake_cpu(tmp_path, monkeypatch, cpuinfo)
     train_params = {} if trained_with is None else {"train": {"precision": trained_with}}
     config = {"metadata": {"train_params": train_params}}
     assert inference_precision(config, "cpu").precision == expected

@@ -10,7 +10,7 @@ from cybulde.training.distributed import (
     read_launch_env,
     threads_per_rank,
 )
-from tests.integration.services import free_port
+from tests.helpers.ports import free_port
 
 
 def torchrun_env(world_size, rank=0, local_world_size=None):
