@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from cybulde.config.schema import Config
 from cybulde.tracking.lineage import model_digest
 from cybulde.tracking.run import MODEL_TAG, PipelineRun
-from tests.integration.services import ARTIFACTS_PREFIX, GcsEmulator, MlflowServer, Postgres, list_bucket
+from tests.helpers.services import ARTIFACTS_PREFIX, GcsEmulator, MlflowServer, Postgres, list_bucket
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

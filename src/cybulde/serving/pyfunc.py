@@ -150,7 +150,7 @@ def log_pyfunc_model(run: Any, model_dir: str | Path, tracking_uri: str | None =
     import pandas as pd
     from mlflow.models import Model
 
-    from cybulde.models.checkpoint import WEIGHTS_FILE, read_model_config
+    from cybulde.models.export import WEIGHTS_FILE, read_model_config
     from cybulde.serving.scorer import model_cleaning
 
     run_id = run if isinstance(run, str) else run.run_id
