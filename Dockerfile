@@ -39,13 +39,14 @@ RUN apt-get update \
 # when the lock changes), then the project. Each RUN turns the build options into pip settings for
 # itself only; pip's downloads stay in a build cache, outside the image.
 WORKDIR /opt/cybulde
-COPY requirements.lock pyproject.toml README.md LICENSE ./
+COPY requirements.lock ./
 COPY scripts/install.sh scripts/
 RUN --mount=type=secret,id=pip-ca-bundle --mount=type=cache,target=/root/.cache/pip \
     if [[ -n "${TORCH_INDEX_URL}" ]]; then export PIP_EXTRA_INDEX_URL="${TORCH_INDEX_URL}"; fi \
     && if [[ -f /run/secrets/pip-ca-bundle ]]; then export PIP_CERT=/run/secrets/pip-ca-bundle; fi \
     && if [[ -d /run/build/wheels ]]; then export PIP_FIND_LINKS=/run/build/wheels; fi \
     && scripts/install.sh /opt/venv --dependencies-only
+COPY pyproject.toml README.md LICENSE ./
 COPY scripts/ scripts/
 COPY src/ src/
 RUN --mount=type=secret,id=pip-ca-bundle --mount=type=cache,target=/root/.cache/pip \

@@ -3,7 +3,8 @@
 # podman (with runc and this folder's containers.conf). `make image` runs it.
 #
 #   infra/image/build.sh [--tag TAG] [--python-image IMAGE | --offline-base] [--torch-variant cpu]
-#                        [--torch-index URL] [--ca-bundle FILE] [--wheels DIR] [--engine docker|podman]
+#                        [--torch-index URL] [--ca-bundle FILE] [--wheels DIR] [--host-pip]
+#                        [--engine docker|podman]
 #
 #   --tag TAG            the image's name (default cybulde:latest)
 #   --python-image IMAGE the Python 3.11 base (default: the Dockerfile's official python image)
@@ -12,12 +13,22 @@
 #   --torch-index URL    where pip finds that torch build (default PyTorch's index; '': PyPI only)
 #   --ca-bundle FILE     a CA bundle for pip's downloads (a proxy that re-signs TLS): a build secret
 #   --wheels DIR         a local wheel folder pip searches first (podman only: a build-time volume)
+#   --host-pip           this machine's pip settings: its CA bundle and wheel folder (PIP_CERT and
+#                        PIP_FIND_LINKS, else pip config's global.cert and global.find-links) as
+#                        --ca-bundle and --wheels, and PIP_EXTRA_INDEX_URL (or none) as --torch-index
 # None of these options leaves anything in the image.
 set -euo pipefail
 
 usage() {
-  sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
   exit "${1:-2}"
+}
+
+# A pip setting from its environment variable, else from pip's configuration files.
+pip_setting() {
+  local value="${!1:-}"
+  [[ -n "$value" ]] || value="$(python3 -m pip config list 2>/dev/null | sed -n "s/^global\.$2='\(.*\)'$/\1/p" | tail -1)"
+  echo "$value"
 }
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -41,6 +52,13 @@ while [[ $# -gt 0 ]]; do
       [[ -d "$2" ]] || { echo "error: --wheels '$2' is not a folder" >&2; exit 2; }
       wheels="$(realpath "$2")"; shift 2 ;;
     --engine) engine="$2"; shift 2 ;;
+    --host-pip)
+      args+=(--build-arg "TORCH_INDEX_URL=${PIP_EXTRA_INDEX_URL:-}")
+      ca_bundle="$(pip_setting PIP_CERT cert)"
+      if [[ -f "$ca_bundle" ]]; then args+=(--secret "id=pip-ca-bundle,src=$(realpath "$ca_bundle")"); fi
+      find_links="$(pip_setting PIP_FIND_LINKS find-links)"
+      if [[ -d "$find_links" ]]; then wheels="$(realpath "$find_links")"; fi
+      shift ;;
     -h | --help) usage 0 ;;
     *) echo "error: unknown option '$1'" >&2; usage ;;
   esac
