@@ -15,6 +15,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -177,6 +178,16 @@ def image_files(image: str) -> Iterator[Path]:
         podman("image", "unmount", image, check=False)
 
 
+def host_pip_setting(name: str) -> str:
+    """A pip setting of this machine as `build.sh --host-pip` reads it: PIP_<NAME>, else pip's config."""
+    value = os.environ.get(f"PIP_{name.upper().replace('-', '_')}", "")
+    if not value:
+        listed = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True).stdout
+        found = re.findall(rf"^global\.{re.escape(name)}='(.*)'$", listed, flags=re.M)
+        value = found[-1] if found else ""
+    return value
+
+
 def test_image_settings_hold_no_build_option_or_credential(image: str) -> None:
     inspected = json.loads(podman("image", "inspect", image).stdout)[0]
     config = inspected["Config"]
@@ -184,32 +195,32 @@ def test_image_settings_hold_no_build_option_or_credential(image: str) -> None:
     assert not [value for value in config.get("Env", []) if BUILD_SETTING_WORDS.search(value)]
     history = podman("history", "--no-trunc", "--format", "{{.CreatedBy}}", image).stdout
     recorded = json.dumps(inspected) + history
-    host_paths = [os.environ[name] for name in ("PIP_CERT", "PIP_FIND_LINKS") if os.environ.get(name)]
+    host_paths = [path for path in (host_pip_setting("cert"), host_pip_setting("find-links")) if path]
     assert not [path for path in host_paths if path in recorded]
 
 
 def test_image_files_hold_no_credential_nor_build_input(image_files: Path) -> None:
+    assert (image_files / "opt/venv/bin/cybulde").is_file()
     credentials, wheels = [], []
     sizes: dict[int, list[Path]] = {}
     for folder, _, files in os.walk(image_files):
-        if Path(folder).is_relative_to(image_files / "proc"):
-            continue
         for name in files:
             path = Path(folder, name)
             if name in CREDENTIAL_NAMES:
                 credentials.append(path)
-            if name.endswith(".whl"):
-                wheels.append(name)
+            # Debian's python3-pip keeps its own pip and setuptools wheels there; no other wheel belongs.
+            if name.endswith(".whl") and path.parent != image_files / "usr/share/python-wheels":
+                wheels.append(path)
             if path.is_file() and not path.is_symlink():
                 sizes.setdefault(path.stat().st_size, []).append(path)
     assert not credentials
+    assert not wheels
     # The mount points of the build options stay, empty.
     for mount_point in ("run/build/wheels", "run/secrets", "root/.cache"):
         assert not any((image_files / mount_point).iterdir()), mount_point
-    local_wheels = set(os.listdir(os.environ["PIP_FIND_LINKS"])) if Path(os.environ.get("PIP_FIND_LINKS", "")).is_dir() else set()
-    assert not local_wheels & set(wheels)
-    if os.environ.get("PIP_CERT"):
-        bundle = Path(os.environ["PIP_CERT"]).read_bytes()
+    ca_bundle = host_pip_setting("cert")
+    if ca_bundle:
+        bundle = Path(ca_bundle).read_bytes()
         assert not [path for path in sizes.get(len(bundle), []) if path.read_bytes() == bundle]
 
 
@@ -259,8 +270,10 @@ def compose_services(dot_env: Mapping[str, str], profile: str) -> dict[str, dict
 def start_order(services: Mapping[str, Mapping[str, Any]]) -> list[str]:
     order: list[str] = []
     while len(order) < len(services):
-        order += [name for name, service in services.items()
-                  if name not in order and set(service.get("depends_on", {})) <= set(order)]
+        ready = [name for name, service in services.items()
+                 if name not in order and set(service.get("depends_on", {})) <= set(order)]
+        assert ready, f"services that depend on missing or each other: {set(services) - set(order)}"
+        order += ready
     return order
 
 
