@@ -28,8 +28,8 @@ import yaml
 from mlflow import MlflowClient
 
 from cybulde.reproducibility.check import fingerprint, tool_env
-from tests.e2e.project import REPO_ROOT, git, make_tiny_project, run
-from tests.integration.services import free_port
+from tests.helpers.ports import free_port
+from tests.helpers.tiny_project import REPO_ROOT, git, make_tiny_project, run
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
