@@ -7,15 +7,15 @@ import sys
 from pathlib import Path
 
 import pytest
-import tiny_data
 import torch
 
 from cybulde.config.schema import ModelConfig, ScratchBackboneConfig
-from cybulde.models.checkpoint import save_model
 from cybulde.models.classifier import build_classifier
+from cybulde.models.export import save_model
+from tests.helpers import tiny_data
 
 NOBODY = 65534  # the owner of the files in the cross-user test
-LOAD = "import sys; from cybulde.models.checkpoint import load_model; load_model(sys.argv[1]); print('loaded')"
+LOAD = "import sys; from cybulde.models.export import load_model; load_model(sys.argv[1]); print('loaded')"
 
 
 def export_tiny_model(folder: Path) -> Path:
