@@ -13,12 +13,14 @@ from cybulde.entrypoint import run_stage
 
 
 def fetch_version(cfg: Config) -> str:
-    from cybulde.registry.fetch import fetch
+    from cybulde.registry.fetch import PIN_KEY, fetch
+    from cybulde.registry.manifest import manifest_digest
     from cybulde.registry.storage import quiet_storage_logs
 
     quiet_storage_logs()
     destination = fetch(cfg)
-    return f"{cfg.data.dataset}/{cfg.data.version} from {cfg.data.registry} verified into {destination}"
+    return (f"{cfg.data.dataset}/{cfg.data.version} from {cfg.data.registry} verified into {destination} "
+            f"({PIN_KEY}={manifest_digest(destination)})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -41,11 +41,19 @@ def test_override_changes_value() -> None:
         ("train.layer_lr_decay=0", "'train.layer_lr_decay': must be in \\(0, 1\\]"),
         ("train.layer_lr_decay=1.5", "'train.layer_lr_decay'"),
         ("model.nope=1", "model.nope"),
+        ("data.manifest_sha256=abc", "'data.manifest_sha256': must be '' \\(unpinned\\) or 64 lowercase hex"),
+        (f"data.manifest_sha256={'A' * 64}", "'data.manifest_sha256'"),
+        (f"data.manifest_sha256={'a' * 63}g", "'data.manifest_sha256'"),
     ],
 )
 def test_bad_values_name_the_key(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(REPO_PARAMS, [override])
+
+
+def test_a_manifest_pin_is_64_hex_digits_or_empty() -> None:
+    assert load_config(REPO_PARAMS, [f"data.manifest_sha256={'0a' * 32}"]).data.manifest_sha256 == "0a" * 32
+    assert load_config(REPO_PARAMS, ["data.manifest_sha256="]).data.manifest_sha256 == ""
 
 
 def test_unknown_key_in_params_file(tmp_path: Path) -> None:

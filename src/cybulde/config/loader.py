@@ -77,6 +77,8 @@ def validate_config(config: Config) -> None:
     data, model, train, launch = config.data, config.model, config.train, config.launch
     _require(bool(data.dataset.strip()), "data.dataset", "must not be empty")
     _require(bool(data.version.strip()), "data.version", "must not be empty")
+    _require(data.manifest_sha256 == "" or _is_sha256(data.manifest_sha256), "data.manifest_sha256",
+             f"must be '' (unpinned) or 64 lowercase hex digits, got {data.manifest_sha256!r}")
     _require(bool(model.backbone.strip()), "model.backbone",
              "must be 'minilm', 'scratch', or a model directory / hub name")
     _require(0.0 <= model.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {model.dropout}")
@@ -143,6 +145,10 @@ def check_combinations(config: Config) -> None:
              f"a fixed threshold ({threshold}) applies only to a binary sigmoid head, but model.head="
              f"{getattr(model.head, 'value', model.head)} decides by argmax; set model.head=sigmoid or "
              f"evaluation.threshold=tune")
+
+
+def _is_sha256(text: str) -> bool:
+    return len(text) == 64 and all(char in "0123456789abcdef" for char in text)
 
 
 def _is_probability(text: str) -> bool:

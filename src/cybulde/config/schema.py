@@ -77,6 +77,10 @@ class DataConfig:
     version: str = "v2"
     # Where `fetch` writes the verified copy; the pipeline's `fetch` out.
     fetched_dir: str = "data/fetched"
+    # The sha256 of the version's manifest.json (64 lowercase hex digits) that `fetch` accepts: a
+    # version changed in the registry is then an error, not a silent retrain. Printed by
+    # `cybulde publish --print-pin` and by `fetch`; "" accepts any manifest, with a warning.
+    manifest_sha256: str = ""
 
 
 @dataclass

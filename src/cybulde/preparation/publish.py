@@ -39,6 +39,7 @@ from cybulde.preparation.prepare import (
 )
 from cybulde.preparation.sources import SOURCES, ExtraTraining, RawBatch, Source, load_source
 from cybulde.registry.errors import PublishOptionError
+from cybulde.registry.fetch import PIN_KEY
 from cybulde.registry.manifest import (
     SPLITS,
     TOKENIZER_DIR,
@@ -333,6 +334,9 @@ def add_publish_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
                         "dataset's own. Repeatable")
     parser.add_argument("--if-missing", action="store_true",
                         help="do nothing if the version exists already (first-run setup)")
+    parser.add_argument("--print-pin", action="store_true",
+                        help="print only data.manifest_sha256=<sha256 of the version's manifest>, the params "
+                        "key that makes fetch accept exactly this version (also with --if-missing)")
     parser.add_argument("--rows-per-shard", type=int, default=DEFAULT_ROWS_PER_SHARD,
                         help="rows per Parquet shard of a split")
     parser.add_argument("--engine", default="local", choices=ENGINES,
@@ -354,9 +358,12 @@ def run_publish(args: argparse.Namespace) -> int:
     quiet_storage_logs()
     publish_or_reuse = ensure_published if args.if_missing else publish
     extra_training = [ExtraTraining.parse(text, default_datasets_dir()) for text in args.add_train]
-    publish_or_reuse(args.source, raw_dir, args.registry, args.version, dataset=args.dataset,
-                     tokenizer=args.tokenizer, vocab_size=args.vocab_size, max_length=args.max_length,
-                     seed=args.seed, max_rows_per_split=args.max_rows_per_split, text_column=args.text_column,
-                     label_column=args.label_column, extra_training=extra_training, engine=args.engine,
-                     workers=args.workers, scheduler=args.scheduler, rows_per_shard=args.rows_per_shard)
+    manifest = publish_or_reuse(
+        args.source, raw_dir, args.registry, args.version, dataset=args.dataset, tokenizer=args.tokenizer,
+        vocab_size=args.vocab_size, max_length=args.max_length, seed=args.seed,
+        max_rows_per_split=args.max_rows_per_split, text_column=args.text_column, label_column=args.label_column,
+        extra_training=extra_training, engine=args.engine, workers=args.workers, scheduler=args.scheduler,
+        rows_per_shard=args.rows_per_shard, echo=None if args.print_pin else print)
+    if args.print_pin:
+        print(f"{PIN_KEY}={manifest.sha256}")
     return 0

@@ -46,6 +46,16 @@ class ManifestError(RegistryError):
     """manifest.json is missing, unreadable or lacks required keys."""
 
 
+class UnsafePathError(RegistryError):
+    """A manifest key or a registry entry could lead a download outside its folder: an absolute key,
+    `..`, a backslash or a control character in it, or a symbolic link in a local registry."""
+
+
+class ManifestDigestError(RegistryError):
+    """A version's manifest.json is not the one expected: not the one `data.manifest_sha256` pins,
+    or not the one read before the download (the version changed in the registry)."""
+
+
 class ChecksumMismatchError(RegistryError):
     """A file's sha256 differs from the one recorded in the manifest."""
 

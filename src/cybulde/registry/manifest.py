@@ -12,16 +12,27 @@ Two layouts are read (`format_version`):
   the registry the files live in `content-<manifest sha256>/` beside `manifest.json` (so two
   publishers of one version never write the same file names unless they publish identical bytes);
   a fetched copy has them beside `manifest.json`.
+
+A manifest comes from the registry, which its readers need not trust: every key of `files` must be
+a plain relative path (`check_file_key`: not absolute, no `.`/`..`/empty part, no backslash or
+control character), or the manifest is refused as it is read, before anything is downloaded.
 """
 
 from __future__ import annotations
 
 import json
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cybulde.registry.errors import ChecksumMismatchError, ManifestError, MissingFileError, UnexpectedFileError
+from cybulde.registry.errors import (
+    ChecksumMismatchError,
+    ManifestError,
+    MissingFileError,
+    UnexpectedFileError,
+    UnsafePathError,
+)
 from cybulde.registry.storage import sha256_bytes, sha256_file
 
 MANIFEST_FILE = "manifest.json"
@@ -30,6 +41,7 @@ READABLE_FORMAT_VERSIONS = (1, 2)
 CONTENT_DIR_PREFIX = "content-"
 SPLITS = ("train", "validation", "test")
 TOKENIZER_DIR = "tokenizer"
+TOKENIZER_FILE = "tokenizer.json"  # in TOKENIZER_DIR; `TokenizerInfo.sha256` is its hash
 
 
 @dataclass
@@ -153,6 +165,8 @@ class Manifest:
         if (manifest.format_version >= 2) != (manifest.shards is not None):
             raise ManifestError(f"{origin}: format_version {manifest.format_version} "
                                 f"{'needs' if manifest.format_version >= 2 else 'cannot have'} a 'shards' list")
+        for key in manifest.files:
+            check_file_key(key, origin)
         for split in manifest.splits:
             _check_shards(manifest, split, origin)
         manifest._digest = sha256_bytes(data)
@@ -169,6 +183,37 @@ class Manifest:
         path = Path(data_dir) / MANIFEST_FILE
         path.write_bytes(self.to_json())
         return path
+
+
+def check_file_key(key: str, origin: str = MANIFEST_FILE) -> str:
+    """`key` if it is a plain relative path inside a version's folder, else an `UnsafePathError`
+    naming it (a GCS object name may hold `../`, and an fsspec listing returns it as it is)."""
+    problem = _key_problem(key)
+    if problem:
+        raise UnsafePathError(f"{origin}: file key {key!r} is refused: {problem}")
+    return key
+
+
+def _key_problem(key: str) -> str | None:
+    if not key:
+        return "it is empty"
+    if any(unicodedata.category(char) == "Cc" for char in key):
+        return "it holds a control character"
+    if "\\" in key:
+        return "it holds a backslash"
+    if key.startswith("/"):
+        return "it is absolute"
+    if any(part in ("", ".", "..") for part in key.split("/")):
+        return "it has an empty, '.' or '..' part"
+    return None
+
+
+def path_inside(root: Path, key: str) -> Path:
+    """`root / key`, refused unless it resolves inside `root` (a second guard behind `check_file_key`)."""
+    target = root / check_file_key(key)
+    if not target.resolve().is_relative_to(root.resolve()):
+        raise UnsafePathError(f"file key {key!r} leads outside {root}")
+    return target
 
 
 def _check_shards(manifest: Manifest, split: str, origin: str) -> None:
@@ -195,7 +240,7 @@ def tokenizer_dir(path: str | Path, manifest: Manifest | None = None) -> Path:
     """`path` itself if it holds tokenizer.json, else the `tokenizer` folder of the dataset version
     `path` (a fetched copy or a registry folder)."""
     path = Path(path)
-    if (path / "tokenizer.json").is_file():
+    if (path / TOKENIZER_FILE).is_file():
         return path
     has_manifest = manifest is not None or (path / MANIFEST_FILE).is_file()
     return (files_dir(path, manifest) if has_manifest else path) / TOKENIZER_DIR
@@ -235,3 +280,17 @@ def verify_files(data_dir: str | Path, manifest: Manifest | None = None) -> Mani
     if extra:
         raise UnexpectedFileError(f"{root} holds files that the manifest does not list: {', '.join(extra)}")
     return manifest
+
+
+def verify_tokenizer(data_dir: str | Path, manifest: Manifest | None = None) -> None:
+    """Check the version's tokenizer.json against the manifest's `tokenizer.sha256` (its entry in
+    `files` alone would accept a tokenizer swapped together with that entry)."""
+    manifest = manifest or Manifest.load(data_dir)
+    relative = f"{TOKENIZER_DIR}/{TOKENIZER_FILE}"
+    path = files_dir(data_dir, manifest) / relative
+    if not path.is_file():
+        raise MissingFileError(f"{relative} of {manifest.dataset}/{manifest.version} is missing from {data_dir}")
+    actual, expected = sha256_file(path), manifest.tokenizer.sha256
+    if actual != expected:
+        raise ChecksumMismatchError(f"checksum mismatch for {relative} in {manifest.dataset}/{manifest.version}: "
+                                    f"the manifest's tokenizer.sha256 is {expected}, the file has {actual}")

@@ -15,6 +15,10 @@ on a local disk and on GCS alike:
 
 `download` reads only the folder that the manifest names, so leftovers never reach a fetched copy.
 Versions written before format 2 keep their files beside manifest.json and download as before.
+A registry is not trusted to stay inside its folders: names must match `NAME_PATTERN` in full (no
+`..`, no trailing newline), the manifest's keys are checked as it is read (`check_file_key`), every
+download target must resolve inside the destination, and a local registry's version must hold
+plain files and folders only (a symbolic link could bring in any file of the machine).
 
 Every storage call goes through `_call`: transient errors (dropped connections, timeouts, HTTP
 408/429/5xx) are retried with bounded exponential backoff (`storage.with_retries`), and whatever
@@ -23,6 +27,7 @@ still fails becomes one `RegistryUnreachableError` line naming the URL and the c
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -32,15 +37,17 @@ from typing import TypeVar
 from cybulde.registry.errors import (
     ChecksumMismatchError,
     InvalidNameError,
+    ManifestDigestError,
     ManifestError,
     MissingFileError,
     RegistryUnreachableError,
     UnexpectedFileError,
     UnknownDatasetError,
     UnknownVersionError,
+    UnsafePathError,
     VersionExistsError,
 )
-from cybulde.registry.manifest import CONTENT_DIR_PREFIX, MANIFEST_FILE, Manifest
+from cybulde.registry.manifest import CONTENT_DIR_PREFIX, MANIFEST_FILE, Manifest, path_inside
 from cybulde.registry.storage import (
     Location,
     RetryPolicy,
@@ -54,15 +61,21 @@ from cybulde.registry.storage import (
     with_retries,
 )
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # of a whole name (`is_valid_name`)
 # Files copied at once to or from a remote registry (local copies are made one by one).
 TRANSFER_THREADS = 8
 DEFAULT_RETRY = RetryPolicy()  # every registry's storage calls, unless given another
 T = TypeVar("T")
 
 
+def is_valid_name(name: str) -> bool:
+    """Whether `name` may be a dataset or version name: all of it matches `NAME_PATTERN` (`re.match`
+    with `$` would accept a trailing newline)."""
+    return NAME_PATTERN.fullmatch(name) is not None
+
+
 def check_name(kind: str, name: str) -> str:
-    if not NAME_PATTERN.match(name):
+    if not is_valid_name(name):
         raise InvalidNameError(f"invalid {kind} name {name!r}: use letters, digits, '.', '_' or '-' "
                          "(starting with a letter or digit)")
     return name
@@ -107,10 +120,11 @@ class Registry:
 
     def _manifest_bytes(self, dataset: str, version: str) -> bytes:
         for kind, name, error in (("dataset", dataset, UnknownDatasetError), ("version", version, UnknownVersionError)):
-            if not NAME_PATTERN.match(name):  # also keeps names like "../x" from leaving the registry
+            if not is_valid_name(name):  # also keeps names like "../x" from leaving the registry
                 raise error(f"invalid {kind} name {name!r}: use letters, digits, '.', '_' or '-'")
         self._require_root()
         path = self.location.join(dataset, version, MANIFEST_FILE)
+        self._refuse_links([self.location.join(dataset), self.location.join(dataset, version), path])
         if not self._exists(path):
             self._raise_unknown(dataset, version)
         return self._call("read", path, lambda: self.fs.cat_file(path))
@@ -119,16 +133,25 @@ class Registry:
         """Where the registry keeps the files of a version (see `Manifest.content_dir`)."""
         return self.location.join(dataset, version, manifest.content_dir)
 
-    def download(self, dataset: str, version: str, destination: str | Path) -> Manifest:
+    def download(self, dataset: str, version: str, destination: str | Path,
+                 expected_sha256: str | None = None) -> Manifest:
         """Copy a complete version into the empty folder `destination` and verify every file.
 
-        Checks that the version's files folder holds exactly the manifest's files, and that each
-        downloaded file has the manifest's sha256 (several files at once from a remote registry).
-        Leaves `destination` to the caller to clean on failure.
+        Checks that the manifest is the one whose sha256 is `expected_sha256` (when given), that the
+        version's files folder holds exactly the manifest's files (no symbolic link in a local
+        registry), and that each downloaded file stays inside `destination` and has the manifest's
+        sha256 (several files at once from a remote registry). Leaves `destination` to the caller to
+        clean on failure.
         """
         manifest_bytes = self._manifest_bytes(dataset, version)
         manifest = Manifest.from_json(manifest_bytes, origin=f"{self.url}/{dataset}/{version}/{MANIFEST_FILE}")
-        remote = self._files_under(self.files_root(dataset, version, manifest))
+        if expected_sha256 and manifest.sha256 != expected_sha256:
+            raise ManifestDigestError(
+                f"the manifest of {dataset}/{version} in registry {self.url} has sha256 {manifest.sha256}, "
+                f"expected {expected_sha256}: the version changed in the registry while it was fetched")
+        files_root = self.files_root(dataset, version, manifest)
+        self._refuse_links([files_root], below=True)
+        remote = self._files_under(files_root)
         missing = sorted(set(manifest.files) - set(remote))
         if missing:
             raise MissingFileError(f"{dataset}/{version} in registry {self.url} lacks files listed in its "
@@ -144,7 +167,7 @@ class Registry:
         destination = Path(destination)
 
         def fetch_one(relative: str) -> None:
-            target = destination / relative
+            target = path_inside(destination, relative)
             target.parent.mkdir(parents=True, exist_ok=True)
             self._call("download", remote[relative], lambda: self.fs.get_file(remote[relative], str(target)))
             actual, expected = sha256_file(target), manifest.files[relative]
@@ -239,6 +262,18 @@ class Registry:
             for future in [pool.submit(action, item) for item in items]:
                 future.result()
 
+    def _refuse_links(self, paths: list[str], below: bool = False) -> None:
+        """In a local registry, refuse a symbolic link at any of `paths` (and, with `below`, anywhere
+        under them); an object store has none."""
+        if not self.location.is_local:
+            return
+        for path in paths:
+            for link in [path] + (_links_below(path) if below else []):
+                if os.path.islink(link):
+                    raise UnsafePathError(
+                        f"{_display(self.location, link)} in registry {self.url} is a symbolic link; a registry "
+                        "version holds plain files and folders only")
+
     def _require_root(self) -> None:
         if not self._exists(self.location.root):
             raise RegistryUnreachableError(f"registry {self.url} does not exist or cannot be reached")
@@ -258,7 +293,7 @@ class Registry:
             return []
         names = {entry["name"].rstrip("/").rsplit("/", 1)[-1] for entry in entries
                  if entry.get("type") == "directory"}
-        return sorted(name for name in names if NAME_PATTERN.match(name))
+        return sorted(name for name in names if is_valid_name(name))
 
     def _files_under(self, root: str) -> dict[str, str]:
         """Files below `root`, keyed by their posix path relative to it."""
@@ -278,6 +313,12 @@ class Registry:
         except FileNotFoundError:
             return False
         return True
+
+
+def _links_below(folder: str) -> list[str]:
+    """The symbolic links anywhere under the local `folder` (links to folders are not followed)."""
+    return [os.path.join(parent, name) for parent, folders, files in os.walk(folder)
+            for name in folders + files if os.path.islink(os.path.join(parent, name))]
 
 
 def _cause(error: BaseException) -> str:
