@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from cybulde.config.schema import Config
-from cybulde.tracking.model_registry import publish_served_model
+from cybulde.publishing import publish_served_model
 from cybulde.tracking.run import PipelineRun
 from tests.evaluation.eval_fixtures import make_data_dir, make_model_dir
 from tests.integration.services import MlflowServer, Postgres, background_process, free_port, http_ok, wait_until

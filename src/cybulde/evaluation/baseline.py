@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from cybulde.errors import CybuldeError
 from cybulde.evaluation.metrics import compute_metrics, round_floats
-from cybulde.evaluation.plots import write_json
+from cybulde.files import write_json
 
 if TYPE_CHECKING:
     import numpy as np
