@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cybulde.files import files_sha256, remove_temporary_files, write_file_atomically
+from cybulde.files import files_sha256, remove_temporary_files, write_json
 
 if TYPE_CHECKING:
     from cybulde.config.schema import Config
@@ -97,9 +97,7 @@ class ResumeState:
             return ""
 
     def record_run(self, run_id: str) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        payload = json.dumps({"run_id": run_id}) + "\n"
-        write_file_atomically(self.folder / RUN_FILE, lambda temporary: temporary.write_text(payload))
+        write_json({"run_id": run_id}, self.folder / RUN_FILE)
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
