@@ -13,8 +13,13 @@ PYTEST_ARGS ?=
 # make report BASE=main [HEAD=<rev>]: what a change does to params, metrics and plots (HEAD: the working tree).
 BASE ?= main
 HEAD ?= workspace
+# make preview S="model.head=sigmoid train.lr=0.001": the overrides an experiment would apply.
+S ?=
+# make params-diff [REV=<rev>]: params.yaml against a revision (default HEAD).
+REV ?= HEAD
 
-.PHONY: venv publish-default pipeline test test-fast repro-check report lint lock clean
+.PHONY: venv publish-default pipeline test test-fast repro-check report experiments preview params-diff \
+	plots lint lock clean
 
 venv: $(VENV)/.installed
 
@@ -42,6 +47,25 @@ repro-check: venv
 # report/report.md (dvc params diff, dvc metrics diff, per-class F1) and report/*.png (plots, base vs head).
 report: venv
 	python -m cybulde.reproducibility.report --base $(BASE) --head $(HEAD) --out report
+
+# The experiments table that fits 120 columns: validation and test macro-F1 and the params that differ
+# between the experiments (the second view in the README's Experiments section).
+experiments: venv
+	dvc exp show --only-changed --keep 'metrics/(validation|test)\.json:macro_f1$$' \
+	    --drop '(?!Experiment$$|(data|model|train|launch|evaluation)\.|metrics/(validation|test)\.json:macro_f1$$)'
+
+# The params an experiment changes and the stages it would run, worked out in a scratch copy: the
+# workspace stays as it is (`dvc exp run --dry` rewrites params.yaml, dvc.lock, metrics and plots).
+preview: venv
+	python scripts/preview.py $(S)
+
+# `dvc params diff` prints nothing when nothing changed; this says so.
+params-diff: venv
+	@diff=$$(dvc params diff $(REV)) && echo "$${diff:-params.yaml: no change against $(REV)}"
+
+# dvc_plots/index.html: the page renders offline (.dvc/plots/index.html carries Vega).
+plots: venv
+	dvc plots show
 
 lint: venv
 	ruff check src stages tests benchmarks scripts

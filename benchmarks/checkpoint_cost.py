@@ -60,7 +60,7 @@ def measure(args: argparse.Namespace) -> dict:
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     from cybulde.config.loader import gradient_accumulation, load_config
-    from cybulde.data.manifest import Manifest
+    from cybulde.registry.manifest import Manifest
     from cybulde.training.checkpoints import ResumeCheckpoint
     from cybulde.training.determinism import seed_everything
     from cybulde.training.launch import (
@@ -82,7 +82,7 @@ def measure(args: argparse.Namespace) -> dict:
     manifest = Manifest.load(args.data_dir)
     module = build_module(cfg, manifest, args.data_dir)
     init_distributed(cfg, env)
-    datamodule = make_datamodule(cfg, args.data_dir, env)
+    datamodule = make_datamodule(cfg, args.data_dir, manifest, env)
     with tempfile.TemporaryDirectory(prefix="cybulde-checkpoint-cost-") as folder:
         trainer, throughput, _ = build_trainer(cfg, env, Path(folder), logger=False)
         # Training steps and the resume checkpoints only: no validation, so nothing that monitors it.

@@ -51,9 +51,8 @@ def matmul_params(model: Any) -> int:
 def default_model_params(data_dir: Path) -> int:
     """Matmul parameters of the default params' classifier on the data in `data_dir`."""
     from cybulde.config.loader import load_config
-    from cybulde.data.manifest import Manifest
-    from cybulde.data.tokenizer import tokenizer_dir
     from cybulde.models.classifier import build_classifier
+    from cybulde.registry.manifest import Manifest, tokenizer_dir
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "params.yaml")
     return matmul_params(build_classifier(cfg.model, Manifest.load(data_dir).to_dict(), tokenizer_dir(data_dir)))

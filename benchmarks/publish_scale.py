@@ -252,7 +252,7 @@ def serve_cluster(workers: int) -> None:
 def fetch_step(registry: Path, destination: Path) -> None:
     """--step fetch: download and verify the version into `destination`."""
     from cybulde.config.schema import Config
-    from cybulde.data.fetch import fetch
+    from cybulde.registry.fetch import fetch
 
     cfg = Config()
     cfg.data.registry, cfg.data.dataset, cfg.data.version = str(registry), "synthetic", "v1"
@@ -275,7 +275,7 @@ def epoch_step(data_dir: Path, cache_dir: Path, rank: int, world_size: int, batc
     import lightning  # noqa: F401 - imported before the baseline, as in `train`
     import torch
 
-    from cybulde.data.datamodule import TextDataModule
+    from cybulde.loading.datamodule import TextDataModule
 
     torch.set_num_threads(1)
     baseline = memory_now()
@@ -338,8 +338,8 @@ def epoch(data_dir: Path, cache_dir: Path, world_size: int, batch_size: int) -> 
 # ---- the benchmark -----------------------------------------------------------------------------
 
 def run(args: argparse.Namespace) -> dict:
-    from cybulde.data.manifest import Manifest
     from cybulde.hardware import cpu_has_native_bf16, cpu_model_name
+    from cybulde.registry.manifest import Manifest
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="cybulde-scale-"))
     workdir.mkdir(parents=True, exist_ok=True)

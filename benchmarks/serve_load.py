@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def read_texts(args: argparse.Namespace) -> list[str]:
     path = args.texts_file
     if path is None:
-        from cybulde.data.publish import default_datasets_dir
+        from cybulde.preparation.publish import default_datasets_dir
 
         path = default_datasets_dir() / "tweeteval_offensive" / "train_text.txt"
     texts = [line for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]

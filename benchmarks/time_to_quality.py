@@ -96,9 +96,8 @@ def capped_copy(data_dir: Path, max_rows: int, out_dir: Path, seed: int = 0) -> 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from cybulde.data.manifest import SPLITS, Manifest, hash_files
-    from cybulde.data.splits import split_paths
-    from cybulde.data.tokenizer import tokenizer_dir
+    from cybulde.registry.manifest import SPLITS, Manifest, hash_files, tokenizer_dir
+    from cybulde.registry.splits import split_paths
 
     manifest = Manifest.load(data_dir)
     out_dir.mkdir(parents=True)
@@ -161,7 +160,7 @@ def ours_worker(project: Path) -> None:
     """Under torchrun: the project's `train` on `project/params.yaml`; rank 0 reports."""
     from cybulde.config.loader import load_config
     from cybulde.training.launch import read_launch_env
-    from cybulde.training.train import make_datamodule, train
+    from cybulde.training.train import load_manifest, make_datamodule, train
 
     os.chdir(project)
     cfg = load_config(project / "params.yaml")
@@ -170,7 +169,8 @@ def ours_worker(project: Path) -> None:
         return
     env = read_launch_env()
     accumulation = cfg.train.global_batch_size // (cfg.train.batch_size * env.world_size)
-    batches = len(make_datamodule(cfg, Path(cfg.data.fetched_dir), env).train_batch_sampler())
+    data_dir = Path(cfg.data.fetched_dir)
+    batches = len(make_datamodule(cfg, data_dir, load_manifest(data_dir), env).train_batch_sampler())
     planned = cfg.train.epochs * -(-batches // accumulation)
     if cfg.train.max_steps > 0:
         planned = min(planned, cfg.train.max_steps)
@@ -194,9 +194,8 @@ def hf_worker(args: argparse.Namespace) -> None:
     import torch
     from transformers import DataCollatorWithPadding, PreTrainedTokenizerFast, Trainer, TrainingArguments
 
-    from cybulde.data.manifest import Manifest
-    from cybulde.data.tokenizer import tokenizer_dir
     from cybulde.hardware import BF16, resolve_precision
+    from cybulde.registry.manifest import Manifest, tokenizer_dir
 
     torch.set_num_threads(args.threads or (os.cpu_count() or 1))
     manifest = Manifest.load(args.data_dir)

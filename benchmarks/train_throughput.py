@@ -58,8 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # -- data --------------------------------------------------------------------------------------------
 def default_data_dir() -> Path:
     from cybulde.config.paths import project_root
-    from cybulde.data.publish import default_datasets_dir, ensure_published
-    from cybulde.data.registry import Registry
+    from cybulde.preparation.publish import default_datasets_dir, ensure_published
+    from cybulde.registry.store import Registry
 
     registry = project_root() / ".cybulde" / "bench-registry"
     manifest = ensure_published("tweeteval_offensive", default_datasets_dir() / "tweeteval_offensive", str(registry),
@@ -76,7 +76,7 @@ def default_data_dir() -> Path:
 
 def split_rows(data_dir: Path, split: str = "train") -> tuple[list[list[int]], list[int]]:
     """The token ids and labels of one split of a fetched/published version."""
-    from cybulde.data.splits import read_split_columns
+    from cybulde.registry.splits import read_split_columns
 
     table = read_split_columns(data_dir, split, columns=("input_ids", "label"))
     return table["input_ids"], table["label"]
@@ -135,9 +135,8 @@ def run_ceiling(args: argparse.Namespace, bf16: bool) -> None:
 
 def classifier(args: argparse.Namespace):
     from cybulde.config.schema import ModelConfig
-    from cybulde.data.manifest import Manifest
-    from cybulde.data.tokenizer import tokenizer_dir
     from cybulde.models.classifier import build_classifier
+    from cybulde.registry.manifest import Manifest, tokenizer_dir
 
     manifest = Manifest.load(args.data_dir).to_dict()
     return build_classifier(ModelConfig(backbone=args.backbone), manifest, tokenizer_dir(args.data_dir))
@@ -154,7 +153,7 @@ def run_hf(args: argparse.Namespace, grouped: bool) -> None:
         TrainingArguments,
     )
 
-    from cybulde.data.tokenizer import tokenizer_dir
+    from cybulde.registry.manifest import tokenizer_dir
 
     torch.set_num_threads(args.threads)
     ids, labels = split_rows(args.data_dir)
@@ -225,7 +224,7 @@ def run_ours(args: argparse.Namespace) -> None:
     import lightning.pytorch as pl
 
     from cybulde.config.schema import Config
-    from cybulde.data.manifest import Manifest
+    from cybulde.registry.manifest import Manifest
     from cybulde.training.determinism import seed_everything
     from cybulde.training.launch import configure_threads, read_launch_env
     from cybulde.training.train import _strategy, build_module, make_datamodule
@@ -242,8 +241,9 @@ def run_ours(args: argparse.Namespace) -> None:
         import torch
 
         torch.utils.deterministic.fill_uninitialized_memory = True
-    module = build_module(cfg, Manifest.load(args.data_dir), args.data_dir)
-    datamodule = make_datamodule(cfg, args.data_dir, env)
+    manifest = Manifest.load(args.data_dir)
+    module = build_module(cfg, manifest, args.data_dir)
+    datamodule = make_datamodule(cfg, args.data_dir, manifest, env)
     timer = _StepTimer(args.warmup_steps)
 
     class TimerCallback(pl.Callback):

@@ -81,8 +81,8 @@ def training_data(root: Path, data: Mapping[str, Any]) -> dict[str, Any]:
     A dataset named after a source is that source alone; any other is described by its manifest in
     the registry (`cybulde publish --add-train` records the extra sources there)."""
     from cybulde.config.paths import resolve_location
-    from cybulde.data.registry import Registry
-    from cybulde.data.sources import SOURCES
+    from cybulde.preparation.sources import SOURCES
+    from cybulde.registry.store import Registry
 
     dataset = str(data["dataset"])
     if dataset in SOURCES:

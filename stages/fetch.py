@@ -13,8 +13,8 @@ from cybulde.entrypoint import run_stage
 
 
 def fetch(cfg: Config) -> str:
-    from cybulde.data.fetch import fetch
-    from cybulde.data.storage import quiet_storage_logs
+    from cybulde.registry.fetch import fetch
+    from cybulde.registry.storage import quiet_storage_logs
 
     quiet_storage_logs()
     destination = fetch(cfg)

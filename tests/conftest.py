@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.datasets"]  # the raw-dataset fixtures of the data packages
+
 EMULATOR_START_TIMEOUT_S = 20.0
 
 

@@ -11,7 +11,7 @@ import pytest
 @pytest.fixture(scope="session")
 def published(tmp_path_factory) -> Path:
     """A tiny TweetEval-shaped dataset published with the MiniLM tokenizer (80/30/30 rows)."""
-    from cybulde.data.publish import publish
+    from cybulde.preparation.publish import publish
 
     root = tmp_path_factory.mktemp("ttq")
     raw = root / "raw"

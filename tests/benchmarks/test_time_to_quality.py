@@ -20,8 +20,8 @@ def ttq():
 
 
 def test_capped_copy_keeps_a_sample_and_a_manifest_that_matches_it(ttq, published, tmp_path):
-    from cybulde.data.manifest import Manifest, verify_files
-    from cybulde.data.splits import read_split_columns
+    from cybulde.registry.manifest import Manifest, verify_files
+    from cybulde.registry.splits import read_split_columns
 
     capped = ttq.capped_copy(published, 25, tmp_path / "capped")
     manifest = Manifest.load(capped)

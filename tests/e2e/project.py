@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cybulde.config.presets import TINY, as_overrides
-from cybulde.data.publish import publish
+from cybulde.preparation.publish import publish
 from cybulde.reproducibility.check import copy_project, set_params, tool_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

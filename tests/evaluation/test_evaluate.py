@@ -10,9 +10,9 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
 from cybulde.config.schema import Config, Head
-from cybulde.data.errors import MissingFileError
 from cybulde.evaluation import evaluate as evaluate_module
 from cybulde.evaluation.evaluate import EvaluationError, evaluate_split
+from cybulde.registry.errors import MissingFileError
 from tests.evaluation.eval_fixtures import LABEL_NAMES, make_data_dir, make_model_dir
 
 REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"

@@ -8,8 +8,8 @@ import shutil
 import pytest
 import torch
 
-from cybulde.data.datamodule import TextDataModule
 from cybulde.evaluation.inference import collect_outputs
+from cybulde.loading.datamodule import TextDataModule
 from cybulde.models.checkpoint import load_model
 from cybulde.serving.scorer import TextScorer
 from tests.evaluation.eval_fixtures import make_data_dir, make_model_dir

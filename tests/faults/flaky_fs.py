@@ -11,7 +11,7 @@ from typing import Any
 
 from fsspec import AbstractFileSystem
 
-from cybulde.data.storage import Location, is_local
+from cybulde.registry.storage import Location, is_local
 
 # The calls the registry makes; each can be made to fail.
 WRAPPED = ("info", "ls", "find", "cat_file", "get_file", "put_file", "pipe_file", "rm")

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-import cybulde.data.registry as registry
+import cybulde.registry.store as registry
 from cybulde.cli import main
 
 BARRIER_TIMEOUT_S = 240.0

@@ -21,16 +21,16 @@ from pathlib import Path
 
 import pytest
 
-import cybulde.data.registry as registry_module
+import cybulde.registry.store as registry_module
 from cybulde.config.schema import Config
-from cybulde.data.errors import RegistryUnreachableError
-from cybulde.data.fetch import fetch
-from cybulde.data.manifest import Manifest
-from cybulde.data.publish import publish
-from cybulde.data.registry import Registry
-from cybulde.data.storage import RetryPolicy, open_location, with_retries
+from cybulde.preparation.publish import publish
+from cybulde.registry.errors import RegistryUnreachableError
+from cybulde.registry.fetch import fetch
+from cybulde.registry.manifest import Manifest
+from cybulde.registry.storage import RetryPolicy, open_location, with_retries
+from cybulde.registry.store import Registry
 from tests.conftest import _free_port, _wait_for_port, make_gcs_bucket
-from tests.data.conftest import write_tweeteval
+from tests.datasets import write_tweeteval
 from tests.faults.flaky_fs import FlakyFileSystem, connection_reset, flaky_location, http_503
 
 STAGE = Path(__file__).resolve().parents[2] / "stages" / "fetch.py"
@@ -297,7 +297,7 @@ def precondition_emulator() -> Iterator[str]:
 @pytest.mark.integration
 def test_the_patched_emulator_refuses_a_second_create(precondition_emulator: str,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from cybulde.data.storage import create_exclusive
+    from cybulde.registry.storage import create_exclusive
 
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", precondition_emulator)
     bucket = make_gcs_bucket(precondition_emulator, "preconditions")

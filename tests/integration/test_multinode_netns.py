@@ -113,8 +113,8 @@ def _write_params(base: Path, project: Path, tracking_uri: str, extra_params: li
 def _publish_and_fetch(base: Path, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The fetched data of a small dataset published to the local registry params.yaml names."""
     from cybulde.config.loader import load_config
-    from cybulde.data.fetch import fetch
-    from cybulde.data.publish import publish
+    from cybulde.preparation.publish import publish
+    from cybulde.registry.fetch import fetch
     from tests.e2e.project import write_raw_csv
 
     publish("csv", write_raw_csv(base / "raw.csv", rows=160), str(base / "registry"), "v1", dataset="tiny",

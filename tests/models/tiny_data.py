@@ -56,8 +56,8 @@ def make_data_dir(data_dir: Path, rows: dict[str, int] | None = None, num_labels
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from cybulde.data.cleaning import CLEANING_ID
-    from cybulde.data.manifest import Manifest, SplitSummary, TokenizerInfo
+    from cybulde.registry.manifest import Manifest, SplitSummary, TokenizerInfo
+    from cybulde.text.cleaning import CLEANING_ID
 
     rows = rows or {"train": 48, "validation": 16, "test": 16}
     data_dir.mkdir(parents=True, exist_ok=True)

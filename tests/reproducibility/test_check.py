@@ -50,8 +50,8 @@ def test_the_dependency_step_names_an_undeclared_module(project: Path, capsys: p
 
     assert main(["deps", "--root", str(project)]) == 0
     dvc_yaml = project / "dvc.yaml"
-    dvc_yaml.write_text(dvc_yaml.read_text().replace("      - src/cybulde/data/cleaning.py\n", "", 1))
+    dvc_yaml.write_text(dvc_yaml.read_text().replace("      - src/cybulde/text/cleaning.py\n", "", 1))
     assert main(["deps", "--root", str(project)]) == 1
     error = capsys.readouterr().err
-    assert "stage 'baseline' imports cybulde.data.cleaning" in error
-    assert "add `- src/cybulde/data/cleaning.py`" in error and "stages.baseline.deps" in error
+    assert "stage 'baseline' imports cybulde.text.cleaning" in error
+    assert "add `- src/cybulde/text/cleaning.py`" in error and "stages.baseline.deps" in error

@@ -91,9 +91,9 @@ def test_unknown_names_fail_before_writing(collect: ModuleType, repo: Path, caps
 
 
 def test_a_multi_source_dataset_is_scored_on_its_own_source(collect: ModuleType, repo: Path, tmp_path: Path) -> None:
-    from cybulde.data.publish import publish
-    from cybulde.data.sources import ExtraTraining
-    from tests.data.conftest import write_davidson, write_tweeteval
+    from cybulde.preparation.publish import publish
+    from cybulde.preparation.sources import ExtraTraining
+    from tests.datasets import write_davidson, write_tweeteval
 
     registry = tmp_path / "registry"
     extra = ExtraTraining("davidson2017", write_davidson(tmp_path / "raw" / "davidson2017"),

@@ -2,7 +2,7 @@
 
 It follows the documented text path by other means: the cleaning spelled out from its definition
 (`html.unescape`, then runs of whitespace to one space), Hugging Face's own truncation instead of
-`cybulde.data.tokenizer.encode`, one text at a time (no sorting, batching or padding), in fp32.
+`cybulde.text.tokenizer.encode`, one text at a time (no sorting, batching or padding), in fp32.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ BF16_TOLERANCE = 1e-2
 @pytest.fixture(scope="module")
 def davidson_project(tmp_path_factory):
     """A project whose `test` stage ran: data/fetched (Davidson, small), model/, predictions/, an MLflow run."""
-    from cybulde.data.publish import default_datasets_dir, publish
+    from cybulde.preparation.publish import default_datasets_dir, publish
     from cybulde.training import train as train_module
     from tests.training import tiny_train
 
@@ -70,7 +70,7 @@ def test_the_test_split_is_raw_text_with_html_entities(davidson_project):
 
 
 def test_the_scorer_makes_the_token_ids_publish_stored(davidson_project):
-    from cybulde.data.splits import read_split_columns
+    from cybulde.registry.splits import read_split_columns
     from cybulde.serving.scorer import TextScorer
 
     stored = read_split_columns(davidson_project["project"] / "data" / "fetched", "test", ("text", "input_ids"))

@@ -48,11 +48,28 @@ def weights_at_each_validation(monkeypatch) -> list[dict[str, torch.Tensor]]:
     return snapshots
 
 
+def manifest_reads(monkeypatch) -> list[str]:
+    """Where each manifest.json that the process parses from now on came from."""
+    from cybulde.registry.manifest import Manifest
+
+    reads: list[str] = []
+    parse = Manifest.from_json.__func__
+
+    def counted(cls, data, origin="manifest.json"):
+        reads.append(origin)
+        return parse(cls, data, origin)
+
+    monkeypatch.setattr(Manifest, "from_json", classmethod(counted))
+    return reads
+
+
 @pytest.mark.parametrize("head", ["softmax", "sigmoid"])
 def test_train_exports_the_best_checkpoint_and_metrics(tmp_path, monkeypatch, head):
     project = tiny_train.make_project(tmp_path / "project", {"model.head": head, "train.class_weights": True})
     snapshots = weights_at_each_validation(monkeypatch)
+    reads = manifest_reads(monkeypatch)
     result = run_in_process(project, monkeypatch)
+    assert len(reads) == 1  # the training reads manifest.json once and passes the Manifest on
 
     metrics = json.loads((project / "metrics" / "train.json").read_text())
     assert set(metrics) == {"best_epoch", "best_val_macro_f1", "best_val_loss", "global_steps", "epochs_run"}
@@ -275,8 +292,8 @@ def test_sharded_validation_under_two_ranks_equals_one_process_scoring_the_whole
     with them in one process through the evaluation code."""
     from sklearn.metrics import f1_score
 
-    from cybulde.data.datamodule import TextDataModule
     from cybulde.evaluation.inference import collect_outputs
+    from cybulde.loading.datamodule import TextDataModule
 
     cpuinfo = fake_cpu(tmp_path, pytest.MonkeyPatch(), WITHOUT_BF16)
     project = tiny_train.make_project(

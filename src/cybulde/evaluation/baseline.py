@@ -13,7 +13,8 @@ are directly comparable with `metrics/validation.json` and `metrics/test.json`.
 Outputs: `metrics/baseline/validation.json` and `metrics/baseline/test.json` hold the same headline
 keys as the model's metrics files (so `dvc metrics show` lines them up in the same columns);
 `metrics/baseline/details.json` holds the rest: dataset, the chosen C and its sweep, class weights,
-feature count and the per-class numbers of both splits.
+feature count and the per-class numbers of both splits. `plots/baseline/<split>/roc.json` and `pr.json`
+hold its curves in the model's format, which `dvc plots show` draws beside the model's.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from cybulde.errors import CybuldeError
 from cybulde.evaluation.metrics import compute_metrics, round_floats
+from cybulde.evaluation.plots import PR_FILE, ROC_FILE, pr_points, roc_points
 from cybulde.files import write_json
 
 if TYPE_CHECKING:
@@ -40,6 +42,7 @@ RANDOM_STATE = 1234
 MAX_ITER = 2000
 DIGITS = 6
 METRICS_DIR = Path("metrics") / "baseline"
+PLOTS_DIR = Path("plots") / "baseline"
 DETAILS_FILE = "details.json"
 SPLITS = ("validation", "test")
 
@@ -64,8 +67,8 @@ class BaselineData:
 
 def load_baseline_data(data_dir: str | Path) -> BaselineData:
     """Label names and the cleaned texts and labels of every split of a fetched dataset version."""
-    from cybulde.data.errors import DataError
-    from cybulde.data.manifest import Manifest
+    from cybulde.registry.errors import DataError
+    from cybulde.registry.manifest import Manifest
 
     data_dir = Path(data_dir)
     try:
@@ -80,8 +83,8 @@ def load_baseline_data(data_dir: str | Path) -> BaselineData:
 def read_split(data_dir: Path, split: str) -> LabeledTexts:
     import numpy as np
 
-    from cybulde.data.cleaning import clean_texts
-    from cybulde.data.splits import read_split_columns
+    from cybulde.registry.splits import read_split_columns
+    from cybulde.text.cleaning import clean_texts
 
     rows = read_split_columns(data_dir, split, columns=("text", "label"))
     return LabeledTexts(texts=clean_texts(rows["text"]), labels=np.asarray(rows["label"], dtype=np.int64))
@@ -165,8 +168,10 @@ def choose_c(train_features: spmatrix, train_labels: np.ndarray, validation_feat
 
 
 def run_baseline(data_dir: str | Path, grid: Sequence[float] = C_GRID,
-                 class_weight: str | None = CLASS_WEIGHT, min_df: int = MIN_DF) -> dict[str, Any]:
-    """Fit on train, choose C on validation, score validation and test; the metrics report."""
+                 class_weight: str | None = CLASS_WEIGHT, min_df: int = MIN_DF,
+                 plots_dir: Path | None = None) -> dict[str, Any]:
+    """Fit on train, choose C on validation, score validation and test; the metrics report.
+    With `plots_dir`, also the ROC and PR curves of each split into `<plots_dir>/<split>/`."""
     data = load_baseline_data(data_dir)
     vectorizer = make_vectorizer(min_df)
     train = data.splits["train"]
@@ -187,7 +192,16 @@ def run_baseline(data_dir: str | Path, grid: Sequence[float] = C_GRID,
                             ("test", vectorizer.transform(data.splits["test"].texts))):
         probabilities = full_probabilities(classifier, features, len(data.label_names))
         report[split] = split_metrics(probabilities, data.splits[split].labels, data.label_names)
+        if plots_dir is not None:
+            write_curves(plots_dir / split, probabilities, data.splits[split].labels, data.label_names)
     return round_floats(report, DIGITS)
+
+
+def write_curves(folder: Path, probabilities: np.ndarray, labels: np.ndarray,
+                 label_names: Sequence[str]) -> None:
+    """roc.json and pr.json of one split, written like the model's (plots/<split>/)."""
+    write_json({"roc": roc_points(probabilities, labels, label_names)}, folder / ROC_FILE)
+    write_json({"pr": pr_points(probabilities, labels, label_names)}, folder / PR_FILE)
 
 
 def split_report(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -209,10 +223,11 @@ def join_report(files: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def write_baseline(data_dir: str | Path, root: str | Path | None = None,
                    **options: Any) -> tuple[dict[str, Any], Path]:
-    """`run_baseline` and write its report to `<root>/metrics/baseline/` (keys sorted); returns the
-    report and that folder."""
-    report = run_baseline(data_dir, **options)
-    folder = (Path(root) if root is not None else Path.cwd()) / METRICS_DIR
+    """`run_baseline` and write its report to `<root>/metrics/baseline/` (keys sorted) and its curves to
+    `<root>/plots/baseline/`; returns the report and the metrics folder."""
+    root = Path(root) if root is not None else Path.cwd()
+    report = run_baseline(data_dir, plots_dir=root / PLOTS_DIR, **options)
+    folder = root / METRICS_DIR
     for name, content in split_report(report).items():
         write_json(content, folder / name)
     return report, folder

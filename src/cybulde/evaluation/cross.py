@@ -1,7 +1,7 @@
 """Cross-dataset evaluation: score a trained model on a split of another dataset version.
 
 The target dataset's labels are mapped onto the model's label names by an explicit mapping
-(`--map hate_speech=offensive`, see `cybulde.data.labels`).
+(`--map hate_speech=offensive`, see `cybulde.preparation.labels`).
 
 The target version may have been tokenized with another tokenizer, so its stored `input_ids` are
 ignored: the raw `text` goes through the model's own text path (`cybulde.serving.scorer`: the
@@ -23,12 +23,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from cybulde.data.labels import parse_label_map, resolve_label_map
-from cybulde.data.manifest import SPLITS
 from cybulde.errors import CybuldeError
 from cybulde.evaluation.metrics import round_floats
 from cybulde.evaluation.output import emit
 from cybulde.hardware import PRECISIONS
+from cybulde.preparation.labels import parse_label_map, resolve_label_map
+from cybulde.registry.manifest import SPLITS
 
 DIGITS = 6
 OUTPUT_FORMATS = ("text", "json")
@@ -46,7 +46,7 @@ def opened_data_dir(location: str | Path) -> Iterator[Path]:
         yield path
         return
     registry, dataset, version = split_registry_location(str(location))
-    from cybulde.data.registry import Registry
+    from cybulde.registry.store import Registry
 
     with tempfile.TemporaryDirectory(prefix="cybulde-cross-") as scratch:
         destination = Path(scratch) / "data"
@@ -65,7 +65,7 @@ def split_registry_location(location: str) -> tuple[str, str, str]:
 
 
 def read_texts_and_labels(data_dir: Path, split: str) -> tuple[list[str], list[int]]:
-    from cybulde.data.splits import read_split_columns
+    from cybulde.registry.splits import read_split_columns
 
     rows = read_split_columns(data_dir, split, columns=("text", "label"))
     return rows["text"], [int(value) for value in rows["label"]]
@@ -97,8 +97,8 @@ def evaluate_cross(model_dir: str | Path, data_dir: str | Path, label_map: Mappi
     """
     import torch
 
-    from cybulde.data.manifest import Manifest
     from cybulde.evaluation.metrics import compute_metrics
+    from cybulde.registry.manifest import Manifest
     from cybulde.serving.scorer import TextScorer
 
     with opened_data_dir(data_dir) as local_dir:

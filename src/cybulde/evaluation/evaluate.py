@@ -106,8 +106,8 @@ def evaluate_split(cfg: Config, split: str, *, run: PipelineRun, root: str | Pat
 def evaluate_to_files(cfg: Config, split: str, root: Path, scratch: Path) -> SplitEvaluation:
     """Everything of `evaluate_split` but the MLflow logging; MLflow-only files go to `scratch`."""
     from cybulde.config.paths import fetched_path
-    from cybulde.data.splits import read_split_columns
     from cybulde.models.checkpoint import load_model
+    from cybulde.registry.splits import read_split_columns
 
     loaded = load_model(root / MODEL_DIR)
     model = loaded.model
@@ -146,8 +146,8 @@ def evaluate_to_files(cfg: Config, split: str, root: Path, scratch: Path) -> Spl
 
 def _run_model(cfg: Config, model: Any, data_dir: Path, split: str, num_rows: int,
                label_names: list[str], model_config: dict[str, Any]) -> Any:
-    from cybulde.data.datamodule import TextDataModule
     from cybulde.evaluation.inference import collect_outputs
+    from cybulde.loading.datamodule import TextDataModule
     from cybulde.models.checkpoint import inference_precision
     from cybulde.serving.scorer import accelerator_of, pick_device
 

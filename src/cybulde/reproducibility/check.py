@@ -200,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.check in ("deps", "all"):
             check_dependencies(root)
         if args.check in ("rerun", "all"):
-            from cybulde.data.publish import default_datasets_dir
+            from cybulde.preparation.publish import default_datasets_dir
 
             check_rerun(root, (args.raw_data or default_datasets_dir()).resolve())
     except ReproError as error:

@@ -38,7 +38,7 @@ from cybulde.errors import CybuldeError
 HARMLESS_MODULES: dict[str, str] = {
     "cybulde.errors": "exception classes and their one-line message only: an error stops a stage, it never "
                       "changes what it writes",
-    "cybulde.data.errors": "exception classes only, like cybulde.errors",
+    "cybulde.registry.errors": "exception classes only, like cybulde.errors",
     "cybulde.entrypoint": "logging setup, the load_config call and one-line error printing around each stage",
     "cybulde.tracking": "MLflow logging (params, metrics, artifacts): it writes only to the tracking store, "
                         "never to a DVC output",

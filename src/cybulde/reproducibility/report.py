@@ -107,9 +107,12 @@ def plot_specs(dvc_yaml: str | None) -> list[PlotSpec]:
         path, props = (entry, {}) if isinstance(entry, str) else next(iter(entry.items()))
         props = props or {}
         x, y = props.get("x"), props.get("y")
-        if not isinstance(x, str | None) or not isinstance(y, str | None):
-            continue  # a top-level plot over several files: not a single file to draw
-        specs.append(PlotSpec(str(path), str(props.get("template", "linear")), x, y))
+        template = str(props.get("template", "linear"))
+        if isinstance(x, str | None) and isinstance(y, dict):
+            # A top-level plot of one field in several files (the model's curve and the baseline's): each file.
+            specs += [PlotSpec(str(file), template, x, str(field)) for file, field in y.items()]
+        elif isinstance(x, str | None) and isinstance(y, str | None):
+            specs.append(PlotSpec(str(path), template, x, y))
     return specs
 
 

@@ -1,9 +1,9 @@
 """The one text path from a raw string to logits, owned by the exported model.
 
 An exported model (see `cybulde.models.checkpoint`) records in config.json the cleaning its
-training texts went through (`metadata.cleaning`, an id from `cybulde.data.cleaning`) and the
+training texts went through (`metadata.cleaning`, an id from `cybulde.text.cleaning`) and the
 `max_length` publish truncated them to; its `tokenizer/` is the one publish used. `TextScorer`
-applies exactly that: the recorded cleaning, then `cybulde.data.tokenizer.encode` (the function
+applies exactly that: the recorded cleaning, then `cybulde.text.tokenizer.encode` (the function
 publish tokenized with), so `predict`, the served model and cross-dataset evaluation give the
 model the token ids it was trained and tested on. A model that records a cleaning this code does
 not know (or none) is refused.
@@ -29,8 +29,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cybulde.data.cleaning import CLEANING_ID, clean_text
 from cybulde.serving.errors import ModelSourceError, UnknownCleaningError
+from cybulde.text.cleaning import CLEANING_ID, clean_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -107,7 +107,7 @@ def model_max_length(config: dict[str, Any], origin: str) -> int:
 
 
 class ThreadTokenizers:
-    """One tokenizer per thread (`cybulde.data.tokenizer.backend_tokenizer` of the model's tokenizer.json),
+    """One tokenizer per thread (`cybulde.text.tokenizer.backend_tokenizer` of the model's tokenizer.json),
     each loaded on the thread's first use."""
 
     def __init__(self, tokenizer_json: Path) -> None:
@@ -117,7 +117,7 @@ class ThreadTokenizers:
     def get(self) -> Any:
         tokenizer = getattr(self._local, "tokenizer", None)
         if tokenizer is None:
-            from cybulde.data.tokenizer import backend_tokenizer
+            from cybulde.text.tokenizer import backend_tokenizer
 
             tokenizer = self._local.tokenizer = backend_tokenizer(self.tokenizer_json)
         return tokenizer
@@ -129,9 +129,9 @@ class TextScorer:
     def __init__(self, loaded: LoadedModel, model_dir: str | Path, threshold: float | None = None,
                  batch_size: int = DEFAULT_BATCH_SIZE, precision: str | None = None,
                  device: torch.device | None = None) -> None:
-        from cybulde.data.batching import PadCollator
         from cybulde.hardware import resolve_precision
         from cybulde.models.checkpoint import TOKENIZER_DIR, inference_precision
+        from cybulde.text.batching import PadCollator
 
         origin = f"the model in {model_dir}"
         self.config = loaded.config
@@ -181,7 +181,7 @@ class TextScorer:
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Each raw text cleaned and tokenized exactly as publish did for training."""
-        from cybulde.data.tokenizer import encode
+        from cybulde.text.tokenizer import encode
 
         ids, _ = encode(self.tokenizers.get(), [self.clean(text) for text in texts], self.max_length)
         return ids

@@ -37,7 +37,7 @@ MONITOR_INTERVAL_S = 1.0  # how often the agent checks its workers
 def preflight(cfg: Config) -> None:
     """Fail fast, with one line, on what would otherwise fail inside every worker."""
     from cybulde.config.paths import fetched_path
-    from cybulde.data.manifest import Manifest
+    from cybulde.registry.manifest import Manifest
     from cybulde.tracking.run import check_tracking
 
     Manifest.load(fetched_path(cfg))

@@ -35,7 +35,7 @@ KEY_SECTIONS = ("model", "train", "launch")
 NOT_IN_KEY = frozenset({"train.checkpoint_every_n_steps", "train.log_every_n_steps", "launch.max_restarts",
                         "launch.rdzv_endpoint"})
 # The code the `train` stage depends on (dvc.yaml), relative to the cybulde package.
-TRAINING_CODE = ("training", "models", "data/datamodule.py")
+TRAINING_CODE = ("training", "models", "loading")
 
 
 def code_digest(package_root: Path | None = None) -> str:

@@ -27,8 +27,11 @@ if TYPE_CHECKING:
     import lightning.pytorch as pl
 
     from cybulde.config.schema import Config
+    from cybulde.registry.manifest import Manifest
     from cybulde.tracking.run import PipelineRun
+    from cybulde.training.callbacks import Throughput, ValidationHistory
     from cybulde.training.launch import LaunchEnv
+    from cybulde.training.resume import ResumeState
 
 log = logging.getLogger("cybulde.training")
 
@@ -87,11 +90,11 @@ def train(cfg: Config) -> TrainResult:
         warn_if_slow_precision(cfg)
     root = project_root()
     data_dir = fetched_path(cfg)
-    manifest = load_manifest(data_dir)
+    manifest = load_manifest(data_dir)  # this process's only read of manifest.json
     module = build_module(cfg, manifest, data_dir)  # raises on a tokenizer mismatch, before any training
     init_distributed(cfg, env)
     state, resume = find_resume_point(cfg, env, root, manifest.sha256)
-    datamodule = make_datamodule(cfg, data_dir, env, resume)
+    datamodule = make_datamodule(cfg, data_dir, manifest, env, resume)
 
     run = start_tracking(cfg, state) if env.is_rank_zero else None
     with tracked(run):
@@ -119,7 +122,7 @@ def train(cfg: Config) -> TrainResult:
 
 
 def find_resume_point(cfg: Config, env: LaunchEnv, root: Path,
-                      data_sha256: str) -> tuple[Any, ResumePoint | None]:
+                      data_sha256: str) -> tuple[ResumeState, ResumePoint | None]:
     """This training's resume state, and the point all ranks can resume from (None: start over)."""
     from cybulde.training.checkpoints import epoch_batches_done
     from cybulde.training.resume import agreed_step, open_resume_state, resume_key
@@ -174,7 +177,7 @@ def log_precision(cfg: Config, run: PipelineRun | None) -> None:
         run.set_tags({PRECISION_TAG: resolved.reason})
 
 
-def start_tracking(cfg: Config, state: Any) -> PipelineRun:
+def start_tracking(cfg: Config, state: ResumeState) -> PipelineRun:
     """The MLflow run of this training (rank 0 only): `cybulde.tracking.run.PipelineRun`, the one recorded
     in the resume state if this training resumes, recorded there otherwise."""
     from cybulde.tracking.run import PipelineRun
@@ -198,25 +201,25 @@ def _lightning_logger(run: PipelineRun | None) -> Any:
     return run.lightning_logger() if run is not None else False
 
 
-def load_manifest(data_dir: Path) -> Any:
-    from cybulde.data.manifest import Manifest
+def load_manifest(data_dir: Path) -> Manifest:
+    from cybulde.registry.manifest import Manifest
 
     return Manifest.load(data_dir)
 
 
-def build_module(cfg: Config, manifest: Any, data_dir: Path) -> pl.LightningModule:
-    from cybulde.data.tokenizer import tokenizer_dir
+def build_module(cfg: Config, manifest: Manifest, data_dir: Path) -> pl.LightningModule:
     from cybulde.models.classifier import build_classifier
+    from cybulde.registry.manifest import tokenizer_dir
     from cybulde.training.module import ClassifierModule, freeze_input_embeddings, inverse_frequency_weights
     from cybulde.training.recipe import focal_gamma
 
-    manifest_dict = manifest.to_dict()
-    model = build_classifier(cfg.model, manifest_dict, tokenizer_dir(data_dir))
+    # The models package reads the manifest's fields as plain data (it does not import the registry).
+    model = build_classifier(cfg.model, manifest.to_dict(), tokenizer_dir(data_dir, manifest))
     if cfg.train.freeze_embeddings:
         freeze_input_embeddings(model)
     class_weights = None
     if cfg.train.class_weights:
-        counts = manifest_dict["splits"]["train"]["label_counts"]
+        counts = manifest.splits["train"].label_counts
         class_weights = inverse_frequency_weights([counts.get(name, 0) for name in model.label_names])
     return ClassifierModule(model, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
                             warmup_ratio=cfg.train.warmup_ratio, class_weights=class_weights,
@@ -224,18 +227,19 @@ def build_module(cfg: Config, manifest: Any, data_dir: Path) -> pl.LightningModu
                             focal_gamma=focal_gamma(cfg), lr_schedule=cfg.train.lr_schedule.value)
 
 
-def make_datamodule(cfg: Config, data_dir: Path, env: LaunchEnv,
+def make_datamodule(cfg: Config, data_dir: Path, manifest: Manifest, env: LaunchEnv,
                     resume: ResumePoint | None = None) -> pl.LightningDataModule:
-    from cybulde.data.datamodule import TextDataModule
+    from cybulde.loading.datamodule import TextDataModule
 
-    return TextDataModule(data_dir, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
+    return TextDataModule(data_dir, manifest=manifest, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
                           group_by_length=cfg.train.group_by_length, num_workers=cfg.train.num_workers,
                           world_size=env.world_size, rank=env.rank,
                           start_epoch=resume.epoch if resume else 0,
                           start_batch=resume.batches_done if resume else 0)
 
 
-def build_trainer(cfg: Config, env: LaunchEnv, checkpoint_dir: Path, logger: Any) -> tuple[pl.Trainer, Any, Any]:
+def build_trainer(cfg: Config, env: LaunchEnv, checkpoint_dir: Path,
+                  logger: Any) -> tuple[pl.Trainer, Throughput, ValidationHistory]:
     """The Trainer and its callbacks; checkpoints (best weights, full resume state) go to `checkpoint_dir`."""
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
@@ -288,13 +292,13 @@ def _strategy(accelerator: str, world_size: int) -> Any:
                                 find_unused_parameters=False, gradient_as_bucket_view=True)
 
 
-def _export(cfg: Config, trainer: pl.Trainer, module: Any, manifest: Any, data_dir: Path, root: Path,
-            history: Any, result: TrainResult) -> None:
+def _export(cfg: Config, trainer: pl.Trainer, module: Any, manifest: Manifest, data_dir: Path, root: Path,
+            history: ValidationHistory, result: TrainResult) -> None:
     import torch
 
     from cybulde.config.loader import to_dict
-    from cybulde.data.tokenizer import tokenizer_dir
     from cybulde.models.checkpoint import save_model
+    from cybulde.registry.manifest import tokenizer_dir
 
     best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     best = history.best()
@@ -315,7 +319,7 @@ def _export(cfg: Config, trainer: pl.Trainer, module: Any, manifest: Any, data_d
                 # Only the sections the stage declares: model/config.json is an output of `train`.
                 "train_params": {key: to_dict(getattr(cfg, key)) for key in ("model", "train", "launch")},
                 "train_metrics": metrics}
-    result.model_dir = save_model(module.model, root / MODEL_DIR, metadata, tokenizer_dir(data_dir))
+    result.model_dir = save_model(module.model, root / MODEL_DIR, metadata, tokenizer_dir(data_dir, manifest))
     write_json(metrics, root / METRICS_FILE)
     result.metrics = metrics
     log.info("exported the best checkpoint (epoch %d, val/macro_f1 %.4f) to %s", metrics["best_epoch"],
