@@ -63,7 +63,7 @@ def measure(args: argparse.Namespace) -> dict:
     from cybulde.registry.manifest import Manifest
     from cybulde.training.checkpoints import ResumeCheckpoint
     from cybulde.training.determinism import seed_everything
-    from cybulde.training.launch import (
+    from cybulde.training.distributed import (
         check_world_size,
         configure_threads,
         init_distributed,

@@ -268,7 +268,7 @@ def time_hf_pipeline(model_dir: Path, texts: list[str], batch_size: int, dtype: 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
     from cybulde.models.backbone import minilm_dir
-    from cybulde.models.checkpoint import read_model_config
+    from cybulde.models.export import read_model_config
 
     max_length = int(read_model_config(model_dir)["max_length"])
     torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32

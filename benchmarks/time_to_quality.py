@@ -159,7 +159,7 @@ def run_ours(args: argparse.Namespace, data_dir: Path, seed: int, scratch: Path)
 def ours_worker(project: Path) -> None:
     """Under torchrun: the project's `train` on `project/params.yaml`; rank 0 reports."""
     from cybulde.config.loader import load_config
-    from cybulde.training.launch import read_launch_env
+    from cybulde.training.distributed import read_launch_env
     from cybulde.training.train import load_manifest, make_datamodule, train
 
     os.chdir(project)

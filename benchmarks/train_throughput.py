@@ -226,7 +226,7 @@ def run_ours(args: argparse.Namespace) -> None:
     from cybulde.config.schema import Config
     from cybulde.registry.manifest import Manifest
     from cybulde.training.determinism import seed_everything
-    from cybulde.training.launch import configure_threads, read_launch_env
+    from cybulde.training.distributed import configure_threads, read_launch_env
     from cybulde.training.train import _strategy, build_module, make_datamodule
 
     env = read_launch_env()

@@ -12,7 +12,7 @@ from cybulde.config.schema import Config
 from cybulde.entrypoint import run_stage
 
 
-def fetch(cfg: Config) -> str:
+def fetch_version(cfg: Config) -> str:
     from cybulde.registry.fetch import fetch
     from cybulde.registry.storage import quiet_storage_logs
 
@@ -22,7 +22,7 @@ def fetch(cfg: Config) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_stage("fetch", fetch, argv)
+    return run_stage("fetch", fetch_version, argv)
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ from cybulde.config.schema import Config
 from cybulde.entrypoint import run_stage
 
 
-def train(cfg: Config, overrides: Sequence[str]) -> str | None:
-    from cybulde.training.launch import read_launch_env
+def launch_or_train(cfg: Config, overrides: Sequence[str]) -> str | None:
+    from cybulde.training.distributed import read_launch_env
 
     if not read_launch_env().under_torchrun:
         from cybulde.training.launcher import launch
@@ -37,7 +37,7 @@ def train(cfg: Config, overrides: Sequence[str]) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     overrides = list(sys.argv[1:] if argv is None else argv)
-    return run_stage("train", lambda cfg: train(cfg, overrides), overrides)
+    return run_stage("train", lambda cfg: launch_or_train(cfg, overrides), overrides)
 
 
 if __name__ == "__main__":

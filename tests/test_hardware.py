@@ -7,37 +7,25 @@ from pathlib import Path
 import pytest
 
 from cybulde.hardware import BF16, FP32, cpu_has_native_bf16, resolve_precision
-
-WITH_BF16 = "processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n"
-WITHOUT_BF16 = "processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: fpu sse avx2 avx512f avx512_vnni\n"
-
-
-@pytest.fixture
-def fake_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    def fake(text: str) -> None:
-        path = tmp_path / "cpuinfo"
-        path.write_text(text)
-        monkeypatch.setenv("CYBULDE_CPUINFO", str(path))
-
-    return fake
+from tests.helpers.cpus import WITH_BF16, WITHOUT_BF16, fake_cpu
 
 
 @pytest.mark.parametrize(("cpuinfo", "expected"), [(WITH_BF16, BF16), (WITHOUT_BF16, FP32)])
-def test_auto_follows_the_cpu_flags(fake_cpu, cpuinfo: str, expected: str) -> None:
-    fake_cpu(cpuinfo)
+def test_auto_follows_the_cpu_flags(tmp_path: Path, monkeypatch, cpuinfo: str, expected: str) -> None:
+    fake_cpu(tmp_path, monkeypatch, cpuinfo)
     resolved = resolve_precision("auto", "cpu")
     assert resolved.precision == expected
     assert "Test CPU" in resolved.reason
 
 
-def test_amx_counts_as_native_bf16(fake_cpu) -> None:
-    fake_cpu(WITHOUT_BF16.replace("avx512_vnni", "amx_bf16 amx_tile"))
+def test_amx_counts_as_native_bf16(tmp_path: Path, monkeypatch) -> None:
+    fake_cpu(tmp_path, monkeypatch, WITHOUT_BF16.replace("avx512_vnni", "amx_bf16 amx_tile"))
     assert cpu_has_native_bf16()
 
 
 @pytest.mark.parametrize("explicit", [FP32, BF16])
-def test_explicit_precision_wins_over_the_hardware(fake_cpu, explicit: str) -> None:
-    fake_cpu(WITHOUT_BF16 if explicit == BF16 else WITH_BF16)
+def test_explicit_precision_wins_over_the_hardware(tmp_path: Path, monkeypatch, explicit: str) -> None:
+    fake_cpu(tmp_path, monkeypatch, WITHOUT_BF16 if explicit == BF16 else WITH_BF16)
     assert resolve_precision(explicit, "cpu").precision == explicit
 
 

@@ -11,8 +11,8 @@ import pytest
 from cybulde.config.schema import Config
 from cybulde.publishing import CANDIDATE_ALIAS, publish_served_model
 from cybulde.tracking.run import PipelineRun
-from tests.evaluation.eval_fixtures import make_data_dir, make_model_dir
-from tests.serving.reference import reference_scores
+from tests.helpers.reference import reference_scores
+from tests.helpers.tiny_model import make_data_dir, make_model_dir
 
 pytestmark = pytest.mark.slow
 

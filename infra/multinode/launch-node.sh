@@ -101,7 +101,7 @@ if [[ -n "$iface" ]]; then
 fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 # Global rank 0 hosts a new store for each rendezvous round (see OWN_STORE_PER_ROUND in
-# src/cybulde/training/launch.py): with the agent's store shared across rounds, a node started to
+# src/cybulde/training/distributed.py): with the agent's store shared across rounds, a node started to
 # replace a lost one waits forever for the address of the workers' store.
 export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1
 # torchrun guesses which node hosts the rendezvous store from the hostname and the primary

@@ -35,7 +35,7 @@ import cybulde
 from cybulde.config.paths import project_root
 from cybulde.config.schema import Config
 from cybulde.files import tree_sha256
-from cybulde.models.checkpoint import read_model_config
+from cybulde.models.export import read_model_config
 from cybulde.serving.pyfunc import MODEL_CODE, MODEL_DIR_ARTIFACT, MODEL_NAME, serving_config
 from cybulde.serving.readers import TEXT_COLUMN
 from cybulde.serving.scorer import LABEL_COLUMN, model_cleaning, probability_column

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.script_module import REPO, load_script
+from tests.helpers.script_module import REPO, load_script
 
 
 def load_benchmark():
@@ -28,8 +28,7 @@ def test_shares_of_training_time():
 
 @pytest.mark.slow
 def test_a_tiny_run_reports_its_checkpoints(tmp_path):
-    sys.path.insert(0, str(REPO / "tests" / "training"))
-    import tiny_train
+    from tests.helpers import tiny_train
 
     project = tiny_train.make_project(tmp_path / "project")
     result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "checkpoint_cost.py"), "--data-dir",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.script_module import REPO, load_script
+from tests.helpers.script_module import REPO, load_script
 
 SCRIPT = REPO / "benchmarks" / "gpu_check.sh"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.script_module import load_script
+from tests.helpers.script_module import load_script
 
 
 @pytest.fixture(scope="module")

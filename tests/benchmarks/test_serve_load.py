@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.evaluation.eval_fixtures import make_data_dir, make_model_dir
-from tests.script_module import load_script
+from tests.helpers.script_module import load_script
+from tests.helpers.tiny_model import make_data_dir, make_model_dir
 
 
 def test_percentiles_are_read_from_the_sorted_latencies():

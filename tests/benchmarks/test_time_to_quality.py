@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tests.script_module import REPO, load_script
+from tests.helpers.script_module import REPO, load_script
 
 
 @pytest.fixture(scope="module")

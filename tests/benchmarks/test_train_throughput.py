@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.script_module import load_script
+from tests.helpers.script_module import load_script
 
 
 def load_benchmark():

@@ -17,7 +17,7 @@ SCRIPT = """
 import pickle, sys
 from cybulde.config.loader import load_config, to_dict, to_flat_dict
 from cybulde.config.paths import fetched_path
-from cybulde.training.launch import LaunchEnv, threads_per_rank
+from cybulde.training.distributed import LaunchEnv, threads_per_rank
 
 cfg = load_config(sys.argv[1])
 cfg.train.lr, cfg.train.lr, cfg.model.scratch.hidden_size   # a key read twice is one record
@@ -44,7 +44,7 @@ def test_a_process_records_each_key_it_reads_once_with_the_module_that_read_it(t
         {"entry": entry, "key": "train.lr", "module": "__main__"},
         {"entry": entry, "key": "model.scratch.hidden_size", "module": "__main__"},
         {"entry": entry, "key": "data.fetched_dir", "module": "__main__"},
-        {"entry": entry, "key": "launch.threads_per_rank", "module": "cybulde.training.launch"},
+        {"entry": entry, "key": "launch.threads_per_rank", "module": "cybulde.training.distributed"},
     ]
     assert result.stdout.split() == ["RecordingConfig", "RecordingConfig"]  # picklable
 

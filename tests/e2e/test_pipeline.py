@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 from cybulde.config.access import RECORD_ENV
 from cybulde.reproducibility.check import tool_env
 from cybulde.reproducibility.dependencies import check_dependencies
-from tests.e2e.project import REPO_ROOT, git, make_tiny_project, run
+from tests.helpers.tiny_project import REPO_ROOT, git, make_tiny_project, run
 
 pytestmark = pytest.mark.slow
 

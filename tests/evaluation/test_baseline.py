@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cybulde.evaluation.baseline import BaselineError, join_report, run_baseline, split_report, write_baseline
-from tests.evaluation.eval_fixtures import make_data_dir
+from tests.helpers.tiny_model import make_data_dir
 
 ROWS = {"train": 60, "validation": 30, "test": 30}
 SPLIT_KEYS = {"loss", "accuracy", "macro_f1", "roc_auc", "threshold", "per_class", "num_examples"}

@@ -18,7 +18,7 @@ from cybulde.evaluation.behaviour import (
     load_suite,
     positive_labels_for,
 )
-from tests.evaluation.eval_fixtures import make_data_dir, make_model_dir
+from tests.helpers.tiny_model import make_data_dir, make_model_dir
 
 SMALL_SUITE = """
 positive_labels:

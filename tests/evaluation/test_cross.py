@@ -15,7 +15,7 @@ from cybulde.evaluation.cross import (
     run_cross,
     split_registry_location,
 )
-from tests.evaluation.eval_fixtures import make_data_dir, make_model_dir
+from tests.helpers.tiny_model import make_data_dir, make_model_dir
 
 MODEL_LABELS = ["not_offensive", "offensive"]
 DATA_LABELS = ["neither", "offensive", "hate"]

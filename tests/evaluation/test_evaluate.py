@@ -13,7 +13,8 @@ from cybulde.config.schema import Config, Head
 from cybulde.evaluation import evaluate as evaluate_module
 from cybulde.evaluation.evaluate import EvaluationError, evaluate_split
 from cybulde.registry.errors import MissingFileError
-from tests.evaluation.eval_fixtures import LABEL_NAMES, make_data_dir, make_model_dir
+from tests.helpers.cpus import WITH_BF16, WITHOUT_BF16, fake_cpu
+from tests.helpers.tiny_model import LABEL_NAMES, make_data_dir, make_model_dir
 
 REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 
@@ -250,17 +251,15 @@ def test_evaluation_runs_in_the_precision_the_trained_setting_resolves_to_here(m
     config["metadata"]["train_params"] = {"train": {"precision": "auto"}}
     (root / "model" / "config.json").write_text(json.dumps(config))
     results = {}
-    for flags in ("avx512f avx512_bf16", "avx512f"):
-        (root / "cpuinfo").write_text(f"model name\t: Test CPU\nflags\t\t: fpu {flags}\n")
-        monkeypatch.setenv("CYBULDE_CPUINFO", str(root / "cpuinfo"))
+    for precision, cpuinfo in (("bf16-mixed", WITH_BF16), ("32-true", WITHOUT_BF16)):
+        fake_cpu(root, monkeypatch, cpuinfo)
         caplog.clear()
         with caplog.at_level("INFO", logger="cybulde.evaluation"):
-            results[flags] = evaluate_split(cfg, "validation", root=root, run=FakeRun())
-        precision = "bf16-mixed" if "bf16" in flags else "32-true"
+            results[precision] = evaluate_split(cfg, "validation", root=root, run=FakeRun())
         assert f"validation: inference in {precision} (auto: Test CPU has" in caplog.text
-    assert results["avx512f"] == fp32  # no native bf16: the fp32 result, exactly
-    assert results["avx512f avx512_bf16"]["loss"] != fp32["loss"]
-    assert results["avx512f avx512_bf16"]["loss"] == pytest.approx(fp32["loss"], abs=0.02)
+    assert results["32-true"] == fp32  # no native bf16: the fp32 result, exactly
+    assert results["bf16-mixed"]["loss"] != fp32["loss"]
+    assert results["bf16-mixed"]["loss"] == pytest.approx(fp32["loss"], abs=0.02)
 
 
 def test_multiclass_plots_have_micro_and_per_class_curves(make_project):

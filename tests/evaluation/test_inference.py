@@ -10,12 +10,10 @@ import torch
 
 from cybulde.evaluation.inference import collect_outputs
 from cybulde.loading.datamodule import TextDataModule
-from cybulde.models.checkpoint import load_model
+from cybulde.models.export import load_model
 from cybulde.serving.scorer import TextScorer
-from tests.evaluation.eval_fixtures import make_data_dir, make_model_dir
-
-WITH_BF16 = "model name\t: Test CPU\nflags\t\t: fpu avx512f avx512_bf16\n"
-WITHOUT_BF16 = "model name\t: Test CPU\nflags\t\t: fpu avx512f\n"
+from tests.helpers.cpus import WITH_BF16, WITHOUT_BF16, fake_cpu
+from tests.helpers.tiny_model import make_data_dir, make_model_dir
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +30,6 @@ def trained_with(model_dir, tmp_path, precision):
     config["metadata"]["train_params"] = {"train": {"precision": precision}}
     (copy / "config.json").write_text(json.dumps(config))
     return copy
-
-
-def fake_cpu(tmp_path, monkeypatch, cpuinfo):
-    (tmp_path / "cpuinfo").write_text(cpuinfo)
-    monkeypatch.setenv("CYBULDE_CPUINFO", str(tmp_path / "cpuinfo"))
 
 
 def test_collect_outputs_in_bf16_is_the_model_under_bf16_autocast_with_float32_logits(data_and_model):

@@ -6,7 +6,6 @@ from cybulde.evaluation.thresholds import (
     ThresholdError,
     candidate_thresholds,
     macro_f1_at,
-    needs_threshold,
     parse_threshold,
     tune_threshold,
 )
@@ -72,12 +71,6 @@ def test_empty_or_mismatched_inputs_fail_clearly():
         tune_threshold([], [])
     with pytest.raises(ThresholdError, match="3 probabilities but 2 labels"):
         tune_threshold([0.1, 0.2, 0.3], [0, 1])
-
-
-def test_needs_threshold_only_for_binary_sigmoid():
-    assert needs_threshold("sigmoid", 2)
-    assert not needs_threshold("sigmoid", 3)
-    assert not needs_threshold("softmax", 2)
 
 
 def test_parse_threshold():

@@ -22,32 +22,22 @@ from pathlib import Path
 import pytest
 
 import cybulde.registry.store as registry_module
-from cybulde.config.schema import Config
 from cybulde.preparation.publish import publish
 from cybulde.registry.errors import RegistryUnreachableError
 from cybulde.registry.fetch import fetch
 from cybulde.registry.manifest import Manifest
 from cybulde.registry.storage import RetryPolicy, open_location, with_retries
 from cybulde.registry.store import Registry
-from tests.conftest import _free_port, _wait_for_port, make_gcs_bucket
-from tests.datasets import write_tweeteval
 from tests.faults.flaky_fs import FlakyFileSystem, connection_reset, flaky_location, http_503
+from tests.helpers.gcs import make_gcs_bucket
+from tests.helpers.ports import free_port, wait_for_port
+from tests.helpers.raw_data import fetch_config, write_tweeteval
+from tests.helpers.snapshots import snapshot
 
 STAGE = Path(__file__).resolve().parents[2] / "stages" / "fetch.py"
 
 HERE = Path(__file__).parent
 FAST_RETRY = RetryPolicy(attempts=4, first_delay_s=0.001, max_delay_s=0.004)
-
-
-def fetch_config(registry: str, destination: Path, version: str = "v1") -> Config:
-    cfg = Config()
-    cfg.data.registry, cfg.data.dataset, cfg.data.version = registry, "tweeteval_offensive", version
-    cfg.data.fetched_dir = str(destination)
-    return cfg
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 # ---- retries --------------------------------------------------------------------------------------
@@ -277,13 +267,13 @@ def test_concurrent_local_publishers_of_identical_content(raw: Path, tmp_path: P
 @pytest.fixture
 def precondition_emulator() -> Iterator[str]:
     """An emulator of its own, with GCS's create-only precondition (see the module docstring)."""
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen([sys.executable, str(HERE / "gcs_emulator_with_preconditions.py"), "start",
                                 "--host=127.0.0.1", f"--port={port}", "--in-memory"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_for_port(port, process, 30.0)
+        wait_for_port(port, process, 30.0, "gcp-storage-emulator")
         yield url
     finally:
         os.killpg(process.pid, 15)

@@ -27,13 +27,11 @@ import pytest
 from mlflow import MlflowClient
 
 from cybulde.reproducibility.check import copy_project, set_params, tool_env
-from tests.e2e.project import make_tiny_project
-from tests.integration.services import free_port
-from tests.processes import descendants, is_alive, read_proc, stop_group
-from tests.weights import assert_same_weights
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-import tiny_train  # noqa: E402
+from tests.helpers import tiny_train
+from tests.helpers.ports import free_port
+from tests.helpers.processes import descendants, is_alive, read_proc, stop_group
+from tests.helpers.tiny_project import make_tiny_project
+from tests.helpers.weights import assert_same_weights
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +39,7 @@ REPO = Path(__file__).resolve().parents[2]
 TRAIN_STAGE = REPO / "stages" / "train.py"
 SLOWDOWN = Path(__file__).resolve().parent / "slowdown"
 STEP = "cybulde.training.module:ClassifierModule.training_step"
-EXPORT = "cybulde.models.checkpoint:write_model_files"
+EXPORT = "cybulde.models.export:write_model_files"
 FETCH = "cybulde.registry.fetch:verify_files"
 EVALUATE = "cybulde.evaluation.evaluate:log_evaluation"
 LOG_SERVABLE_MODEL = "cybulde.publishing:log_pyfunc_model"  # the test stage only
@@ -232,7 +230,7 @@ def test_a_killed_train_stage_leaves_no_worker_and_the_next_repro_resumes(tmp_pa
 
 
 def test_a_train_stage_killed_during_the_export_leaves_no_partial_model(tmp_path: Path) -> None:
-    from cybulde.models.checkpoint import load_model
+    from cybulde.models.export import load_model
 
     project = tiny_train.make_project(tmp_path / "project", {
         "train.checkpoint_every_n_steps": 2, "mlflow.tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"})
@@ -257,8 +255,8 @@ def test_a_train_stage_killed_during_the_export_leaves_no_partial_model(tmp_path
 @contextlib.contextmanager
 def mlflow_server(folder: Path, port: int) -> Iterator[subprocess.Popen]:
     """`mlflow server` (SQLite store in `folder`) on 127.0.0.1:`port`, answering /health."""
-    from tests.integration.services import http_ok, venv_binary
-    from tests.integration.services import wait_until as wait_for_service
+    from tests.helpers.services import http_ok, venv_binary
+    from tests.helpers.services import wait_until as wait_for_service
 
     log = folder / "server.log"
     argv = [str(venv_binary("mlflow")), "server", "--backend-store-uri", f"sqlite:///{folder}/store.db",

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_gcs_bucket
-from tests.integration.services import (
+from tests.helpers.gcs import make_gcs_bucket
+from tests.helpers.services import (
     ARTIFACTS_PREFIX,
     GcsEmulator,
     MlflowServer,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.services import GcsEmulator, list_bucket
+from tests.helpers.services import GcsEmulator, list_bucket
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from cybulde.config.presets import TINY, as_overrides
-from tests.integration.services import free_port
-from tests.processes import stop_group
+from tests.helpers.ports import free_port
+from tests.helpers.processes import stop_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -115,7 +115,7 @@ def _publish_and_fetch(base: Path, project: Path, monkeypatch: pytest.MonkeyPatc
     from cybulde.config.loader import load_config
     from cybulde.preparation.publish import publish
     from cybulde.registry.fetch import fetch
-    from tests.e2e.project import write_raw_csv
+    from tests.helpers.tiny_project import write_raw_csv
 
     publish("csv", write_raw_csv(base / "raw.csv", rows=160), str(base / "registry"), "v1", dataset="tiny",
             tokenizer="wordpiece", vocab_size=200, max_length=32, text_column="tweet", label_column="class",

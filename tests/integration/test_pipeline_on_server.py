@@ -10,8 +10,8 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from tests.e2e.project import make_tiny_project, run
-from tests.integration.services import ARTIFACTS_PREFIX, GcsEmulator, MlflowServer, Postgres, list_bucket
+from tests.helpers.services import ARTIFACTS_PREFIX, GcsEmulator, MlflowServer, Postgres, list_bucket
+from tests.helpers.tiny_project import make_tiny_project, run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -13,10 +13,11 @@ import pytest
 from cybulde.config.schema import Config
 from cybulde.publishing import publish_served_model
 from cybulde.tracking.run import PipelineRun
-from tests.evaluation.eval_fixtures import make_data_dir, make_model_dir
-from tests.integration.services import MlflowServer, Postgres, background_process, free_port, http_ok, wait_until
-from tests.serving.conftest import SERVE_STARTUP_S, serve_command, serve_environment
-from tests.serving.reference import reference_scores
+from tests.helpers.model_server import SERVE_STARTUP_S, serve_command, serve_environment
+from tests.helpers.ports import free_port
+from tests.helpers.reference import reference_scores
+from tests.helpers.services import MlflowServer, Postgres, background_process, http_ok, wait_until
+from tests.helpers.tiny_model import make_data_dir, make_model_dir
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -151,7 +151,7 @@ FORMAT1_VERSION = Path(__file__).parents[1] / "registry" / "fixtures" / "registr
 def sharded_version(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A csv dataset published with 9 rows per shard (~24 train shards)."""
     from cybulde.preparation.publish import publish
-    from tests.datasets import write_generic_csv
+    from tests.helpers.raw_data import write_generic_csv
 
     root = tmp_path_factory.mktemp("sharded")
     raw = write_generic_csv(root / "raw.csv", rows=270)

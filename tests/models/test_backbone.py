@@ -3,7 +3,6 @@ import json
 import sys
 
 import pytest
-import tiny_data
 import torch
 
 from cybulde.config.schema import ModelConfig, ScratchBackboneConfig
@@ -18,6 +17,7 @@ from cybulde.models.backbone import (
 )
 from cybulde.models.classifier import build_classifier, compose_classifier
 from cybulde.models.heads import make_head
+from tests.helpers import tiny_data
 
 
 def spec(vocab_size=120, sha256="0" * 64, max_length=32, kind="wordpiece"):

@@ -2,7 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cybulde.models.heads import HeadError, SigmoidHead, SoftmaxHead, make_head
+from cybulde.config.schema import Head as HeadKind
+from cybulde.models.heads import HEADS, HeadError, SigmoidHead, SoftmaxHead, make_head
 
 
 def test_softmax_head_uses_cross_entropy_on_k_logits():
@@ -46,6 +47,23 @@ def test_binary_sigmoid_threshold_decides_the_positive_class():
     assert head.predict(probabilities).tolist() == [0, 1, 1]
     assert head.predict(probabilities, threshold=0.25).tolist() == [1, 1, 1]
     assert head.predict(probabilities, threshold=0.7).tolist() == [0, 0, 1]
+
+
+def test_only_a_binary_sigmoid_head_decides_by_threshold():
+    assert make_head("sigmoid", 2).decides_by_threshold
+    assert not make_head("sigmoid", 3).decides_by_threshold
+    assert not make_head("softmax", 2).decides_by_threshold
+    probabilities = torch.tensor([[0.7, 0.3], [0.4, 0.6]])
+    assert make_head("softmax", 2).predict(probabilities, threshold=0.25).tolist() == [0, 1]
+
+
+def test_every_kind_the_schema_lists_has_a_head():
+    assert list(HEADS) == [member.value for member in HeadKind]
+
+
+@pytest.mark.parametrize("kind", list(HEADS))
+def test_the_config_knows_which_head_kinds_decide_by_threshold(kind):
+    assert HeadKind(kind).may_decide_by_threshold == make_head(kind, 2).decides_by_threshold
 
 
 def test_multiclass_sigmoid_is_one_vs_rest():

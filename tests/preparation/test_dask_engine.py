@@ -7,7 +7,7 @@ import pytest
 
 from cybulde.preparation.publish import publish
 from cybulde.registry.errors import DataError
-from tests.datasets import write_davidson, write_generic_csv, write_tweeteval
+from tests.helpers.raw_data import write_davidson, write_generic_csv, write_tweeteval
 
 
 def version_bytes(registry: Path, dataset: str) -> dict[str, bytes]:
@@ -49,10 +49,10 @@ def test_dask_engine_publishes_the_same_bytes(cluster: str, tmp_path: Path, sour
 
 def test_an_unreachable_scheduler_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import cybulde.preparation.dask_engine as dask_engine
-    from tests.conftest import _free_port
+    from tests.helpers.ports import free_port
 
     monkeypatch.setattr(dask_engine, "CONNECT_TIMEOUT_S", 2)
-    address = f"tcp://127.0.0.1:{_free_port()}"
+    address = f"tcp://127.0.0.1:{free_port()}"
     with pytest.raises(DataError, match=f"cannot reach the dask scheduler {address}"):
         publish("csv", write_generic_csv(tmp_path / "raw.csv"), str(tmp_path / "reg"), "v1", dataset="d",
                 text_column="comment", label_column="verdict", engine="dask", scheduler=address, echo=None)

@@ -14,7 +14,7 @@ from cybulde.registry.errors import DataError, VersionExistsError
 from cybulde.registry.manifest import Manifest, files_dir, tokenizer_dir
 from cybulde.registry.splits import read_split_columns
 from cybulde.text.tokenizer import load_tokenizer
-from tests.datasets import write_generic_csv
+from tests.helpers.raw_data import write_generic_csv
 
 SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("label", pa.int64()),
                     ("input_ids", pa.list_(pa.int32()))])

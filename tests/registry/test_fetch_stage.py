@@ -15,12 +15,9 @@ from cybulde.registry.errors import (
 )
 from cybulde.registry.fetch import fetch
 from cybulde.registry.manifest import Manifest, files_dir
+from tests.helpers.snapshots import snapshot
 
 STAGE = Path(__file__).resolve().parents[2] / "stages" / "fetch.py"
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture

@@ -14,13 +14,10 @@ from cybulde.registry.errors import (
 )
 from cybulde.registry.manifest import MANIFEST_FILE, Manifest, files_dir
 from cybulde.registry.store import Registry
-from tests.datasets import write_staged_version
+from tests.helpers.raw_data import write_staged_version
+from tests.helpers.snapshots import snapshot
 
 FORMAT1_FIXTURE = Path(__file__).parent / "fixtures" / "registry-format1"
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def test_write_list_and_refuse_overwrite(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cybulde.reproducibility.check import ReproError, check_lock, check_metrics, copy_project, set_params
-from tests.e2e.project import REPO_ROOT
+from tests.helpers.tiny_project import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -108,7 +108,7 @@ import sys
 
 from cybulde.config.loader import load_config
 from cybulde.tracking.client import configure_http
-from cybulde.training.launch import LaunchEnv, threads_per_rank
+from cybulde.training.distributed import LaunchEnv, threads_per_rank
 
 cfg = load_config()
 print(cfg.train.lr, cfg.data.fetched_dir)                # read by the stage script
@@ -141,7 +141,7 @@ def test_an_undeclared_param_read_fails_and_declaring_it_passes(tmp_path: Path) 
     assert report.problems == [
         "stage 'read' reads param data.fetched_dir (in __main__) but does not declare it: add `- data.fetched_dir` "
         "(or its section `- data`) to stages.read.params in dvc.yaml",
-        "stage 'read' reads param launch.threads_per_rank (in cybulde.training.launch) but does not declare it: "
+        "stage 'read' reads param launch.threads_per_rank (in cybulde.training.distributed) but does not declare it: "
         "add `- launch.threads_per_rank` (or its section `- launch`) to stages.read.params in dvc.yaml"]
 
     fixed = yaml.safe_load((root / "dvc.yaml").read_text())

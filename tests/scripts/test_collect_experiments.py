@@ -10,7 +10,7 @@ from types import ModuleType
 
 import pytest
 
-from tests.script_module import load_script
+from tests.helpers.script_module import load_script
 
 REPO_PARAMS = Path(__file__).parents[2] / "params.yaml"
 
@@ -93,7 +93,7 @@ def test_unknown_names_fail_before_writing(collect: ModuleType, repo: Path, caps
 def test_a_multi_source_dataset_is_scored_on_its_own_source(collect: ModuleType, repo: Path, tmp_path: Path) -> None:
     from cybulde.preparation.publish import publish
     from cybulde.preparation.sources import ExtraTraining
-    from tests.datasets import write_davidson, write_tweeteval
+    from tests.helpers.raw_data import write_davidson, write_tweeteval
 
     registry = tmp_path / "registry"
     extra = ExtraTraining("davidson2017", write_davidson(tmp_path / "raw" / "davidson2017"),

@@ -8,7 +8,7 @@ from types import ModuleType
 
 import pytest
 
-from tests.script_module import load_script
+from tests.helpers.script_module import load_script
 
 README = "# project\n\n## Results\n\n<!-- results:start -->\nSTALE-CONTENT\n<!-- results:end -->\n\n## After\n"
 

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from cybulde.config.loader import load_config
-from tests.script_module import REPO
+from tests.helpers.script_module import REPO
 
 FAKE_DVC = """#!/bin/sh
 echo "$@" >> "$DVC_CALLS"

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.serving.conftest import THRESHOLD
-from tests.serving.reference import reference_scores
+from tests.helpers.model_server import THRESHOLD
+from tests.helpers.reference import reference_scores
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,6 @@
 """`cybulde predict`: input and output formats, cleaning, thresholds, progress, model sources.
 
-Expected scores come from `tests/serving/reference.py` (one text at a time, the cleaning and
+Expected scores come from `tests/helpers/reference.py` (one text at a time, the cleaning and
 truncation written out), not from the scorer under test. The bad-input matrix is in
 test_bad_inputs.py, the readers' own tests in test_readers.py.
 """
@@ -16,8 +16,9 @@ from cybulde.cli import main
 from cybulde.serving import predict as predict_module
 from cybulde.serving.errors import ModelSourceError, ServingError, UnknownCleaningError
 from cybulde.serving.predict import predict
-from tests.evaluation.eval_fixtures import make_data_dir, make_model_dir
-from tests.serving.reference import reference_scores
+from tests.helpers.cpus import WITH_BF16, WITHOUT_BF16, fake_cpu
+from tests.helpers.reference import reference_scores
+from tests.helpers.tiny_model import make_data_dir, make_model_dir
 
 TEXTS = ["the cat idiot stupid hate", "a sunny day in the park", "loser trash dumb awful ugly",
          "café naïve 你好", "my friend walks home"]
@@ -132,13 +133,10 @@ def test_precision_auto_follows_the_hardware_rule(models, monkeypatch, tmp_path)
     precision asked for, the model's own train.precision decides (these models record none: 32-true)."""
     from cybulde.serving.scorer import TextScorer
 
-    with_bf16, without = tmp_path / "bf16", tmp_path / "plain"
-    with_bf16.write_text("flags\t\t: fpu sse avx512f avx512_bf16\n")
-    without.write_text("flags\t\t: fpu sse avx2\n")
-    monkeypatch.setenv("CYBULDE_CPUINFO", str(with_bf16))
+    fake_cpu(tmp_path, monkeypatch, WITH_BF16)
     assert TextScorer.from_dir(models["softmax"], precision="auto").precision == "bf16-mixed"
     assert TextScorer.from_dir(models["softmax"]).precision == FP32
-    monkeypatch.setenv("CYBULDE_CPUINFO", str(without))
+    fake_cpu(tmp_path, monkeypatch, WITHOUT_BF16)
     assert TextScorer.from_dir(models["softmax"], precision="auto").precision == FP32
     bf16 = TextScorer.from_dir(models["softmax"], precision="bf16-mixed").score(TEXTS)
     reference = reference_scores(models["softmax"], TEXTS)

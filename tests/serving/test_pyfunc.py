@@ -1,6 +1,6 @@
 """The MLflow pyfunc model: logged from code (nothing pickled), limits, thread safety, served over REST.
 
-Expected scores come from `tests/serving/reference.py`, not from the scorer under test.
+Expected scores come from `tests/helpers/reference.py`, not from the scorer under test.
 """
 
 import os
@@ -18,8 +18,8 @@ from cybulde.serving.errors import EmptyTextError, InputLimitError, MissingColum
 from cybulde.serving.pyfunc import serving_config
 from cybulde.serving.readers import Limits, texts_from_request
 from cybulde.serving.scorer import ThreadTokenizers
-from tests.serving.conftest import THRESHOLD
-from tests.serving.reference import reference_scores
+from tests.helpers.model_server import THRESHOLD
+from tests.helpers.reference import reference_scores
 
 TEXTS = ["the cat idiot stupid hate", "a sunny day in the park", "loser trash dumb awful ugly",
          "my friend walks home", "ünïcödé text 你好", "you &amp; me\tidiot"]

@@ -38,7 +38,7 @@ def davidson_project(tmp_path_factory):
     """A project whose `test` stage ran: data/fetched (Davidson, small), model/, predictions/, an MLflow run."""
     from cybulde.preparation.publish import default_datasets_dir, publish
     from cybulde.training import train as train_module
-    from tests.training import tiny_train
+    from tests.helpers import tiny_train
 
     raw = default_datasets_dir() / "davidson2017"
     if not (raw / "labeled_data.csv").is_file():

@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
-import tiny_train
 
 from cybulde.config.schema import Config
 from cybulde.training.launcher import torchrun_argv
+from tests.helpers import tiny_train
 
 TRAIN_STAGE = Path(__file__).resolve().parents[2] / "stages" / "train.py"
 

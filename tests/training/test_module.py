@@ -29,7 +29,7 @@ def tiny_classifier(tmp_path):
 
     from cybulde.config.schema import ModelConfig
     from cybulde.models.classifier import build_classifier
-    from tests.models.tiny_data import make_data_dir
+    from tests.helpers.tiny_data import make_data_dir
 
     data_dir = make_data_dir(tmp_path / "data")
     manifest = json.loads((data_dir / "manifest.json").read_text())

@@ -9,13 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
-import tiny_train
 import torch
 
-from cybulde.models.checkpoint import load_model
+from cybulde.models.export import load_model
 from cybulde.training import train as train_module
-from tests.integration.services import free_port
-from tests.weights import assert_same_weights, tensor_differences
+from tests.helpers import tiny_train
+from tests.helpers.cpus import WITH_BF16, WITHOUT_BF16, fake_cpu
+from tests.helpers.ports import free_port
+from tests.helpers.weights import assert_same_weights, tensor_differences
 
 TINY_TRAIN = Path(tiny_train.__file__).resolve()
 REPO = TINY_TRAIN.parents[2]
@@ -97,7 +98,7 @@ def test_tokenizer_mismatch_stops_before_training(tmp_path, monkeypatch):
 
 
 def test_world_size_mismatch_stops_before_training(tmp_path, monkeypatch):
-    from cybulde.training.launch import LaunchError
+    from cybulde.training.distributed import LaunchError
 
     project = tiny_train.make_project(tmp_path / "project")
     with pytest.raises(LaunchError, match="launch.nnodes \\* launch.nproc_per_node = 1 \\* 2"):
@@ -207,17 +208,6 @@ def test_training_reports_into_the_pipeline_run(tmp_path, monkeypatch):
     assert run.data.params["train.precision_resolved"] == "bf16-mixed"  # what it meant on this (faked) CPU
     assert run.data.tags["cybulde.precision"].startswith("auto: Test CPU has native bf16")
     assert run.info.status == "RUNNING"  # the test stage finishes the run
-
-
-WITH_BF16 = "model name\t: Test CPU\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n"
-WITHOUT_BF16 = "model name\t: Test CPU\nflags\t\t: fpu sse avx2 avx512f avx512_vnni\n"
-
-
-def fake_cpu(tmp_path, monkeypatch, cpuinfo):
-    path = tmp_path / "cpuinfo"
-    path.write_text(cpuinfo)
-    monkeypatch.setenv("CYBULDE_CPUINFO", str(path))
-    return path
 
 
 def record_builds(monkeypatch):

@@ -137,7 +137,7 @@ def check_combinations(config: Config) -> None:
              "true would freeze the randomly initialised embeddings of model.backbone=scratch, which then "
              "never learn; set train.freeze_embeddings=false")
     threshold = config.evaluation.threshold
-    _require(threshold == "tune" or model.head == Head.sigmoid, "evaluation.threshold",
+    _require(threshold == "tune" or Head(model.head).may_decide_by_threshold, "evaluation.threshold",
              f"a fixed threshold ({threshold}) applies only to a binary sigmoid head, but model.head="
              f"{getattr(model.head, 'value', model.head)} decides by argmax; set model.head=sigmoid or "
              f"evaluation.threshold=tune")

@@ -27,6 +27,13 @@ class Head(str, Enum):
     softmax = "softmax"
     sigmoid = "sigmoid"
 
+    @property
+    def may_decide_by_threshold(self) -> bool:
+        """Whether this kind's head decides by a threshold on a binary task: the config, checked
+        before any head exists, asks this; a head itself answers `decides_by_threshold`
+        (`cybulde.models.heads`, whose tests hold the two answers equal)."""
+        return self is Head.sigmoid
+
 
 class Pooling(str, Enum):
     cls = "cls"

@@ -155,7 +155,7 @@ def _row(name: str, results: list[tuple[Case, bool]]) -> dict[str, Any]:
 def evaluate_behaviour(model_dir: str | Path, threshold: float | None = None, positive: Sequence[str] = (),
                        cases_file: str | Path = CASES_FILE, batch_size: int = 64) -> dict[str, Any]:
     """The behaviour report of the exported model in `model_dir` (see the module docstring)."""
-    from cybulde.models.checkpoint import read_model_config
+    from cybulde.models.export import read_model_config
 
     config = read_model_config(model_dir)
     suite = load_suite(cases_file)
@@ -183,7 +183,7 @@ def log_behaviour(run: PipelineRun, model_dir: str | Path, threshold: float | No
                   cases_file: str | Path = CASES_FILE) -> dict[str, Any] | None:
     """Run the suite on the model and log its table and accuracies into `run`; None (and a log line)
     when the model's training dataset has no positive labels in the suite."""
-    from cybulde.models.checkpoint import read_model_config
+    from cybulde.models.export import read_model_config
 
     dataset = (read_model_config(model_dir).get("metadata") or {}).get("dataset")
     if str(dataset) not in load_suite(cases_file).positive_labels:

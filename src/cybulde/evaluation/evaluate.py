@@ -14,7 +14,7 @@ A binary sigmoid head decides by threshold: `validate` tunes it (or takes the fi
 value unchanged. Both stages log the evaluation into the MLflow run that trained the model, inside
 the stage the stage script opens (`stages/validate.py`, `stages/test.py`; what else `test` does is
 there too). The model runs at the precision its training's `train.precision`
-resolves to on this machine (`cybulde.models.checkpoint.inference_precision`), the rule `predict` and
+resolves to on this machine (`cybulde.models.export.inference_precision`), the rule `predict` and
 the served model follow too.
 """
 
@@ -31,13 +31,14 @@ from cybulde.config.paths import MODEL_DIR
 from cybulde.errors import CybuldeError
 from cybulde.evaluation.metrics import compute_metrics, flatten_for_logging, round_floats
 from cybulde.evaluation.plots import write_plots
-from cybulde.evaluation.thresholds import needs_threshold, parse_threshold, tune_threshold
+from cybulde.evaluation.thresholds import parse_threshold, tune_threshold
 from cybulde.files import write_json
 
 if TYPE_CHECKING:
     import torch
 
     from cybulde.config.schema import Config
+    from cybulde.models.heads import Head
     from cybulde.tracking.run import PipelineRun
 
 log = logging.getLogger("cybulde.evaluation")
@@ -106,7 +107,7 @@ def evaluate_split(cfg: Config, split: str, *, run: PipelineRun, root: str | Pat
 def evaluate_to_files(cfg: Config, split: str, root: Path, scratch: Path) -> SplitEvaluation:
     """Everything of `evaluate_split` but the MLflow logging; MLflow-only files go to `scratch`."""
     from cybulde.config.paths import fetched_path
-    from cybulde.models.checkpoint import load_model
+    from cybulde.models.export import load_model
     from cybulde.registry.splits import read_split_columns
 
     loaded = load_model(root / MODEL_DIR)
@@ -120,8 +121,7 @@ def evaluate_to_files(cfg: Config, split: str, root: Path, scratch: Path) -> Spl
             f"the data loader's labels for {split} differ from {data_dir}/{split}.parquet")
 
     probabilities = model.head.probabilities(outputs.logits)
-    threshold = decide_threshold(cfg, split, root, str(model.head.kind), len(label_names),
-                                 probabilities, outputs.labels)
+    threshold = decide_threshold(cfg, split, root, model.head, probabilities, outputs.labels)
     predictions = model.head.predict(probabilities, threshold)
     metrics = compute_metrics(probabilities, predictions, outputs.labels, outputs.loss, label_names)
 
@@ -148,7 +148,7 @@ def _run_model(cfg: Config, model: Any, data_dir: Path, split: str, num_rows: in
                label_names: list[str], model_config: dict[str, Any]) -> Any:
     from cybulde.evaluation.inference import collect_outputs
     from cybulde.loading.datamodule import TextDataModule
-    from cybulde.models.checkpoint import inference_precision
+    from cybulde.models.export import inference_precision
     from cybulde.serving.scorer import accelerator_of, pick_device
 
     datamodule = TextDataModule(data_dir, batch_size=cfg.evaluation.batch_size,
@@ -176,10 +176,10 @@ def _check_data_fits_model(datamodule: Any, label_names: list[str], model_config
             f"this dataset version")
 
 
-def decide_threshold(cfg: Config, split: str, root: Path, head_kind: str, num_labels: int,
-                     probabilities: torch.Tensor, labels: torch.Tensor) -> float | None:
-    """None (argmax) unless the head is a binary sigmoid; then tuned, fixed or recorded."""
-    if not needs_threshold(head_kind, num_labels):
+def decide_threshold(cfg: Config, split: str, root: Path, head: Head, probabilities: torch.Tensor,
+                     labels: torch.Tensor) -> float | None:
+    """None (argmax) unless the head decides by a threshold; then tuned, fixed or recorded."""
+    if not head.decides_by_threshold:
         return None
     if split == "validation":
         fixed = parse_threshold(cfg.evaluation.threshold)

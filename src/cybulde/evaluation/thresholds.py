@@ -1,4 +1,5 @@
-"""The decision threshold of a binary sigmoid head, chosen on the validation split.
+"""The decision threshold of a head that decides by one (`Head.decides_by_threshold`), chosen on the
+validation split.
 
 An example is predicted positive when its positive-class probability is `>= threshold` (the rule of
 `Head.predict`). Any threshold between two neighbouring distinct probabilities gives the same
@@ -16,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from cybulde.config.schema import Head
 from cybulde.errors import CybuldeError
 
 THRESHOLD_DIGITS = 6
@@ -24,11 +24,6 @@ THRESHOLD_DIGITS = 6
 
 class ThresholdError(CybuldeError, ValueError):
     """A threshold cannot be chosen or is not a valid probability."""
-
-
-def needs_threshold(head_kind: str | Head, num_labels: int) -> bool:
-    """Only a sigmoid head on two labels decides by threshold; everything else takes the argmax."""
-    return head_kind == Head.sigmoid and num_labels == 2
 
 
 def parse_threshold(setting: str) -> float | None:

@@ -43,7 +43,7 @@ class TextClassifier(nn.Module):
 
 
     def architecture(self) -> dict[str, Any]:
-        """Everything needed to rebuild this model without params.yaml (see `checkpoint.load_model`)."""
+        """Everything needed to rebuild this model without params.yaml (see `export.load_model`)."""
         return {
             "backbone": self.backbone_name,
             "backbone_config": portable_config(self.backbone.config.to_dict()),

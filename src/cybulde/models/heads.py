@@ -4,6 +4,11 @@
 raw logits (the sigmoid lives inside `binary_cross_entropy_with_logits`; the model never applies it),
 and a single logit for a binary task. `probabilities` always returns one column per label.
 
+A head answers every fact about itself that callers need: `num_outputs`, `loss`, `probabilities`,
+`decides_by_threshold` (whether a decision threshold on the positive-class probability may replace
+the argmax) and `predict` (the decision, given an optional threshold). Evaluation, serving and
+training ask the head; none of them tests a head's kind.
+
 `focal_gamma` > 0 turns either loss into the focal loss (Lin et al. 2017): each example's (or, for
 sigmoid, each logit's) cross-entropy `-log p_t` is scaled by `(1 - p_t) ** gamma`, so confidently
 right examples count less and the rare, hard ones more. `focal_gamma=0` is the plain loss.
@@ -43,7 +48,16 @@ class Head:
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    @property
+    def decides_by_threshold(self) -> bool:
+        """Whether `predict` may compare the positive-class probability (label 1) with a threshold."""
+        return False
+
     def predict(self, probabilities: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
+        """Label indices `[N]`: `probabilities[:, 1] >= threshold` where the head decides by a
+        threshold and one is given, else the argmax."""
+        if threshold is not None and self.decides_by_threshold:
+            return (probabilities[:, 1] >= threshold).long()
         return probabilities.argmax(dim=-1)
 
     def __repr__(self) -> str:
@@ -84,6 +98,10 @@ class SigmoidHead(Head):
     def num_outputs(self) -> int:
         return 1 if self.is_binary else self.num_labels
 
+    @property
+    def decides_by_threshold(self) -> bool:
+        return self.is_binary
+
     def loss(self, logits, labels, class_weights=None, focal_gamma=0.0):
         import torch.nn.functional as F
 
@@ -105,11 +123,6 @@ class SigmoidHead(Head):
             return torch.cat([1.0 - scores, scores], dim=-1)
         return scores  # one-vs-rest scores: rows need not sum to 1
 
-    def predict(self, probabilities, threshold=None):
-        if self.is_binary and threshold is not None:
-            return (probabilities[:, 1] >= threshold).long()
-        return probabilities.argmax(dim=-1)
-
 
 def focal(cross_entropy: torch.Tensor, gamma: float) -> torch.Tensor:
     """`(1 - p_t) ** gamma * CE` elementwise, with `p_t = exp(-CE)` the probability given to the truth."""
@@ -129,13 +142,14 @@ def weighted_mean(per_example: torch.Tensor, labels: torch.Tensor,
     return (weights * per_example).sum() / weights.sum()
 
 
-HEADS: dict[HeadKind, type[Head]] = {HeadKind.softmax: SoftmaxHead, HeadKind.sigmoid: SigmoidHead}
+# Each head class under its `kind`, the name config.json records (the schema's `Head` enum lists
+# the kinds `model.head` may take).
+HEADS: dict[str, type[Head]] = {head.kind: head for head in (SoftmaxHead, SigmoidHead)}
 HEAD_KINDS = tuple(member.value for member in HeadKind)  # the schema's enum (name kept for existing importers)
 
 
 def make_head(kind: str | HeadKind, num_labels: int) -> Head:
-    try:
-        head_class = HEADS[HeadKind(kind)]
-    except ValueError:
-        raise HeadError(f"unknown head {kind!r}: expected one of {list(HEAD_KINDS)}") from None
+    head_class = HEADS.get(str(getattr(kind, "value", kind)))
+    if head_class is None:
+        raise HeadError(f"unknown head {kind!r}: expected one of {list(HEAD_KINDS)}")
     return head_class(num_labels)

@@ -144,7 +144,7 @@ def loaded_scorer(model: str, batch_size: int = DEFAULT_BATCH_SIZE, threshold: f
 
 
 def folder_scorer(model_dir: Path, batch_size: int, threshold: float | None, precision: str | None) -> TextScorer:
-    from cybulde.models.checkpoint import ModelFormatError
+    from cybulde.models.export import ModelFormatError
     from cybulde.serving.scorer import TextScorer
 
     if not model_dir.is_dir():

@@ -1,6 +1,6 @@
 """The one text path from a raw string to logits, owned by the exported model.
 
-An exported model (see `cybulde.models.checkpoint`) records in config.json the cleaning its
+An exported model (see `cybulde.models.export`) records in config.json the cleaning its
 training texts went through (`metadata.cleaning`, an id from `cybulde.text.cleaning`) and the
 `max_length` publish truncated them to; its `tokenizer/` is the one publish used. `TextScorer`
 applies exactly that: the recorded cleaning, then `cybulde.text.tokenizer.encode` (the function
@@ -11,7 +11,7 @@ not know (or none) is refused.
 Speed: texts are sorted by token count and cut into batches of `batch_size`, each padded to its own
 longest row (`PadCollator`, as evaluation pads); the model runs under `torch.inference_mode`, in the
 precision its training's `train.precision` resolves to on this machine (bf16 autocast where the
-hardware runs bf16 natively: `cybulde.models.checkpoint.inference_precision`, the rule of the
+hardware runs bf16 natively: `cybulde.models.export.inference_precision`, the rule of the
 validate and test stages too) unless a precision is asked for; the outputs are put back in input order.
 
 Thread safety: a Hugging Face tokenizer object carries mutable settings (truncation, padding) that a
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import torch
 
-    from cybulde.models.checkpoint import LoadedModel
+    from cybulde.models.export import LoadedModel
 
 PROBABILITY_PREFIX = "prob_"
 LABEL_COLUMN = "label"
@@ -130,7 +130,7 @@ class TextScorer:
                  batch_size: int = DEFAULT_BATCH_SIZE, precision: str | None = None,
                  device: torch.device | None = None) -> None:
         from cybulde.hardware import resolve_precision
-        from cybulde.models.checkpoint import TOKENIZER_DIR, inference_precision
+        from cybulde.models.export import TOKENIZER_DIR, inference_precision
         from cybulde.text.batching import PadCollator
 
         origin = f"the model in {model_dir}"
@@ -155,7 +155,7 @@ class TextScorer:
     @classmethod
     def from_dir(cls, model_dir: str | Path, threshold: float | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                  precision: str | None = None, device: torch.device | None = None) -> TextScorer:
-        from cybulde.models.checkpoint import load_model, read_model_config
+        from cybulde.models.export import load_model, read_model_config
 
         config = read_model_config(model_dir)  # refuse an unknown cleaning before loading weights
         model_cleaning(config, f"the model in {model_dir}")
@@ -172,8 +172,8 @@ class TextScorer:
 
     @property
     def decides_by_threshold(self) -> bool:
-        """A binary sigmoid head: its label can follow a threshold instead of the argmax."""
-        return bool(getattr(self.model.head, "is_binary", False))
+        """Whether the model's head lets a threshold replace the argmax (see `Head.predict`)."""
+        return bool(self.model.head.decides_by_threshold)
 
     @property
     def cleaning_id(self) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from cybulde.files import sha256_file
-from cybulde.models.checkpoint import WEIGHTS_FILE
+from cybulde.models.export import WEIGHTS_FILE
 
 LOCK_FILE = "dvc.lock"
 FETCH_STAGE = "fetch"

@@ -89,7 +89,7 @@ def restore_rng_state(state: dict[str, torch.Tensor]) -> None:
 def gather_rng_states(world_size: int) -> dict[str, torch.Tensor]:
     """Every rank's RNG states, stacked by global rank (a collective: call it on all ranks).
 
-    CPU tensors: the process group of `cybulde.training.launch.init_distributed` sends them through gloo.
+    CPU tensors: the process group of `cybulde.training.distributed.init_distributed` sends them through gloo.
     """
     import torch.distributed as dist
 

@@ -61,7 +61,7 @@ def launch(cfg: Config, script: Path, overrides: Sequence[str]) -> None:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
-    from cybulde.training.launch import OWN_STORE_PER_ROUND
+    from cybulde.training.distributed import OWN_STORE_PER_ROUND
 
     preflight(cfg)
     os.environ.setdefault(*OWN_STORE_PER_ROUND)

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from cybulde.registry.manifest import Manifest
     from cybulde.tracking.run import PipelineRun
     from cybulde.training.callbacks import Throughput, ValidationHistory
-    from cybulde.training.launch import LaunchEnv
+    from cybulde.training.distributed import LaunchEnv
     from cybulde.training.resume import ResumeState
 
 log = logging.getLogger("cybulde.training")
@@ -69,7 +69,7 @@ def train(cfg: Config) -> TrainResult:
     from cybulde.config.paths import fetched_path, project_root
     from cybulde.models.backbone import set_offline
     from cybulde.training.determinism import seed_everything
-    from cybulde.training.launch import (
+    from cybulde.training.distributed import (
         barrier,
         check_world_size,
         configure_threads,
@@ -297,7 +297,7 @@ def _export(cfg: Config, trainer: pl.Trainer, module: Any, manifest: Manifest, d
     import torch
 
     from cybulde.config.loader import to_dict
-    from cybulde.models.checkpoint import save_model
+    from cybulde.models.export import save_model
     from cybulde.registry.manifest import tokenizer_dir
 
     best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""

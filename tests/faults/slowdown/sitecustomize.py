@@ -3,7 +3,7 @@
 Put this folder first on PYTHONPATH and set CYBULDE_TEST_DELAYS in the environment of the processes
 to slow down, e.g.
 
-    CYBULDE_TEST_DELAYS="cybulde.training.module:ClassifierModule.training_step=0.5,cybulde.models.checkpoint:write_model_files=30"
+    CYBULDE_TEST_DELAYS="cybulde.training.module:ClassifierModule.training_step=0.5,cybulde.models.export:write_model_files=30"
 
 Each `module:attribute=seconds` wraps that function: after each call it prints
 `slowdown: <module:attribute> returned` to stderr (the first time in a process) and sleeps. Python

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from cybulde.models.checkpoint import WEIGHTS_FILE
+from cybulde.models.export import WEIGHTS_FILE
 
 
 def tensor_differences(left: dict[str, torch.Tensor], right: dict[str, torch.Tensor]) -> list[str]:

@@ -17,7 +17,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.helpers.ports import free_port
+
 STARTUP_TIMEOUT_S = 60.0
 ARTIFACTS_PREFIX = "mlartifacts"  # where in the bucket the tracking server puts run artifacts
 POSTGRES_SUPERUSER = "postgres"
@@ -36,12 +37,6 @@ MLFLOW_DATABASE = "mlflow"
 
 class ServiceError(RuntimeError):
     """A service did not start or did not answer in time."""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def venv_binary(name: str) -> Path:

@@ -1,14 +1,13 @@
-"""Tiny fetched datasets and tiny exported models for evaluation, pyfunc and predict tests.
-
-Imported by tests/evaluation and tests/serving.
+"""Tiny fetched datasets and tiny exported models, for the evaluation, serving, tracking,
+benchmark and integration tests.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tests.models.tiny_data import make_data_dir as make_tiny_data_dir
-from tests.models.tiny_data import sha256_file
+from tests.helpers.tiny_data import make_data_dir as make_tiny_data_dir
+from tests.helpers.tiny_data import sha256_file
 
 LABEL_NAMES = {2: ["not_offensive", "offensive"], 3: ["neither", "offensive", "hate"]}
 MAX_LENGTH = 24
@@ -28,8 +27,8 @@ def make_model_dir(model_dir: Path, data_dir: Path, head: str = "softmax", seed:
     import torch
 
     from cybulde.config.schema import ModelConfig, ScratchBackboneConfig
-    from cybulde.models.checkpoint import save_model
     from cybulde.models.classifier import build_classifier
+    from cybulde.models.export import save_model
 
     torch.manual_seed(seed)
     manifest = json.loads((data_dir / "manifest.json").read_text())

@@ -16,7 +16,7 @@ def reference_scores(model_dir: Path, texts: list[str], threshold: float | None 
     import pandas as pd
     import torch
 
-    from cybulde.models.checkpoint import load_model
+    from cybulde.models.export import load_model
 
     loaded = load_model(model_dir)
     model, tokenizer = loaded.model, loaded.tokenizer

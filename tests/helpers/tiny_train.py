@@ -1,6 +1,6 @@
 """Tiny training setups for tests; also a script torchrun starts in the multi-process tests:
 
-    torchrun ... tests/training/tiny_train.py <project_dir> [key=value ...]
+    torchrun ... tests/helpers/tiny_train.py <project_dir> [key=value ...]
 """
 
 from __future__ import annotations
@@ -9,12 +9,11 @@ import os
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "models"))
-
-import tiny_data  # noqa: E402
+# Started as a script, the repository root is not on sys.path yet.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from cybulde.config.presets import TINY  # noqa: E402
+from tests.helpers import tiny_data  # noqa: E402
 
 # The project's one tiny config, run as one process: the in-process tests call train() directly.
 TINY_OVERRIDES = {**TINY, "launch.nproc_per_node": 1, "train.global_batch_size": TINY["train.batch_size"]}

@@ -3,14 +3,14 @@ import os
 import pytest
 
 from cybulde.config.schema import Config
-from cybulde.training.launch import (
+from cybulde.training.distributed import (
     OWN_STORE_PER_ROUND,
     LaunchError,
     check_world_size,
     read_launch_env,
     threads_per_rank,
 )
-from tests.integration.services import free_port
+from tests.helpers.ports import free_port
 
 
 def torchrun_env(world_size, rank=0, local_world_size=None):
@@ -54,7 +54,7 @@ def test_matching_worlds_pass():
 
 
 def test_threads_share_the_cores_between_local_ranks(monkeypatch):
-    monkeypatch.setattr("cybulde.training.launch.available_cores", lambda: 8)
+    monkeypatch.setattr("cybulde.training.distributed.available_cores", lambda: 8)
     assert threads_per_rank(config(), read_launch_env(torchrun_env(2))) == 4
     assert threads_per_rank(config(), read_launch_env(torchrun_env(16))) == 1
     assert threads_per_rank(config(threads_per_rank=3), read_launch_env(torchrun_env(2))) == 3
@@ -64,7 +64,7 @@ RESTARTED_WORKER = """
 import os, signal, sys, time
 import torch, torch.distributed as dist
 from cybulde.config.schema import Config
-from cybulde.training.launch import init_distributed, read_launch_env
+from cybulde.training.distributed import init_distributed, read_launch_env
 
 env, attempt = read_launch_env(), os.environ["TORCHELASTIC_RESTART_COUNT"]
 if attempt == "1" and env.rank == 1:

@@ -1,12 +1,13 @@
 import json
 
 import pytest
-import tiny_data
 import torch
 
 from cybulde.config.schema import Adapter, Head, ModelConfig, Pooling, ScratchBackboneConfig
-from cybulde.models.checkpoint import ModelFormatError, load_model, save_model
 from cybulde.models.classifier import build_classifier
+from cybulde.models.export import ModelFormatError, load_model, save_model
+from tests.helpers import tiny_data
+from tests.helpers.cpus import WITH_BF16, WITHOUT_BF16, fake_cpu
 
 
 def tiny_model(data_dir, head="softmax", adapter="mlp", pooling="cls"):
@@ -51,8 +52,6 @@ def test_unknown_format_version_is_a_clear_error(tmp_path):
         load_model(tmp_path)
 
 
-WITH_BF16 = "model name\t: Test CPU\nflags\t\t: fpu avx512f avx512_bf16\n"
-WITHOUT_BF16 = "model name\t: Test CPU\nflags\t\t: fpu avx512f\n"
 
 
 @pytest.mark.parametrize(("trained_with", "cpuinfo", "expected"), [
@@ -60,10 +59,9 @@ WITHOUT_BF16 = "model name\t: Test CPU\nflags\t\t: fpu avx512f\n"
     ("32-true", WITH_BF16, "32-true"), ("bf16-mixed", WITHOUT_BF16, "bf16-mixed"), (None, WITH_BF16, "32-true")])
 def test_inference_precision_resolves_the_trained_setting_on_this_machine(tmp_path, monkeypatch, trained_with,
                                                                           cpuinfo, expected):
-    from cybulde.models.checkpoint import inference_precision
+    from cybulde.models.export import inference_precision
 
-    (tmp_path / "cpuinfo").write_text(cpuinfo)
-    monkeypatch.setenv("CYBULDE_CPUINFO", str(tmp_path / "cpuinfo"))
+    fake_cpu(tmp_path, monkeypatch, cpuinfo)
     train_params = {} if trained_with is None else {"train": {"precision": trained_with}}
     config = {"metadata": {"train_params": train_params}}
     assert inference_precision(config, "cpu").precision == expected
@@ -97,7 +95,7 @@ def fill(disk, leave_bytes):
 
 
 def test_a_full_disk_leaves_the_previous_model_whole(tmp_path, tiny_disk):
-    from cybulde.models.checkpoint import ModelExportError
+    from cybulde.models.export import ModelExportError
 
     data_dir = tiny_data.make_data_dir(tmp_path / "data")
     model = tiny_model(data_dir)
