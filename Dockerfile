@@ -1,19 +1,27 @@
 # The training image: the pinned dependencies and the project, run as a non-root user.
-#   CPU (default):  docker build -t cybulde .
+#   CPU (default):  make image                   (docker where it exists, else podman: infra/image/build.sh)
+#                   docker build -t cybulde .
 #   CUDA:           docker build --build-arg TORCH_VARIANT=cu128 -t cybulde:cuda .
-# Mount the project checkout at /workspace and run a stage, the whole pipeline or torchrun:
+# Mount the project checkout (owned by uid 10001) at /workspace and run a stage, the whole pipeline
+# or torchrun:
 #   docker run --rm -v "$PWD:/workspace" cybulde train
 #   docker run --rm --gpus all -v "$PWD:/workspace" cybulde:cuda repro
 # No credentials are baked in: pass them at run time (e.g. GOOGLE_APPLICATION_CREDENTIALS with a
 # mounted key file, MLFLOW_TRACKING_URI / MLFLOW_TRACKING_PASSWORD in the environment).
+#
+# Build options for machines that reach neither Docker Hub nor PyTorch's index, or sit behind a
+# proxy that re-signs TLS; none of them stays in the image (infra/image/README.md):
+#   --build-arg PYTHON_IMAGE=IMAGE       another Python 3.11 base (infra/image/python-base.sh builds one)
+#   --build-arg TORCH_INDEX_URL=URL      where pip finds torch's TORCH_VARIANT build ('': PyPI only)
+#   --secret id=pip-ca-bundle,src=FILE   a CA bundle for pip's downloads
+#   a wheel folder mounted at /run/build/wheels (podman build -v DIR:/run/build/wheels:ro)
 ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
 FROM ${PYTHON_IMAGE}
 
 # cpu: PyTorch's CPU build; cu128 (or another CUDA tag): the CUDA build, which ships its runtime.
 ARG TORCH_VARIANT=cpu
-ENV PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/${TORCH_VARIANT} \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/${TORCH_VARIANT}
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONUNBUFFERED=1 \
     HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1 \
@@ -27,12 +35,25 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 10001 --shell /bin/bash cybulde
 
+# The same install script `make` and CI use, in two layers: the locked dependencies (rebuilt only
+# when the lock changes), then the project. Each RUN turns the build options into pip settings for
+# itself only; pip's downloads stay in a build cache, outside the image.
 WORKDIR /opt/cybulde
-COPY requirements.lock pyproject.toml README.md LICENSE ./
+COPY requirements.lock ./
+COPY scripts/install.sh scripts/
+RUN --mount=type=secret,id=pip-ca-bundle --mount=type=cache,target=/root/.cache/pip \
+    if [[ -n "${TORCH_INDEX_URL}" ]]; then export PIP_EXTRA_INDEX_URL="${TORCH_INDEX_URL}"; fi \
+    && if [[ -f /run/secrets/pip-ca-bundle ]]; then export PIP_CERT=/run/secrets/pip-ca-bundle; fi \
+    && if [[ -d /run/build/wheels ]]; then export PIP_FIND_LINKS=/run/build/wheels; fi \
+    && scripts/install.sh /opt/venv --dependencies-only
+COPY pyproject.toml README.md LICENSE ./
 COPY scripts/ scripts/
 COPY src/ src/
-# The same install script `make` and CI use.
-RUN scripts/install.sh /opt/venv \
+RUN --mount=type=secret,id=pip-ca-bundle --mount=type=cache,target=/root/.cache/pip \
+    if [[ -n "${TORCH_INDEX_URL}" ]]; then export PIP_EXTRA_INDEX_URL="${TORCH_INDEX_URL}"; fi \
+    && if [[ -f /run/secrets/pip-ca-bundle ]]; then export PIP_CERT=/run/secrets/pip-ca-bundle; fi \
+    && if [[ -d /run/build/wheels ]]; then export PIP_FIND_LINKS=/run/build/wheels; fi \
+    && scripts/install.sh /opt/venv \
     && git config --system --add safe.directory /workspace
 
 USER 10001

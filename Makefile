@@ -1,5 +1,6 @@
 # Quick start:  make pipeline   (sets up .venv, publishes the default dataset version, runs dvc repro)
 #               make test       (the test suite; CI runs it through .ci/run)
+#               make image      (the training image, with docker or podman: infra/image/README.md)
 SHELL := /bin/bash
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -17,8 +18,12 @@ HEAD ?= workspace
 S ?=
 # make params-diff [REV=<rev>]: params.yaml against a revision (default HEAD).
 REV ?= HEAD
+# make image [IMAGE=cybulde:latest] [PYTHON_IMAGE=...] [IMAGE_OPTIONS="--offline-base --host-pip ..."]
+IMAGE ?= cybulde:latest
+PYTHON_IMAGE ?=
+IMAGE_OPTIONS ?=
 
-.PHONY: venv publish-default pipeline test test-fast repro-check report experiments preview params-diff \
+.PHONY: venv publish-default pipeline test test-fast image repro-check report experiments preview params-diff \
 	plots lint lock clean
 
 venv: $(VENV)/.installed
@@ -39,7 +44,11 @@ test: venv
 	python -m pytest $(PYTEST_ARGS)
 
 test-fast: venv
-	python -m pytest -m "not slow and not integration" $(PYTEST_ARGS)
+	python -m pytest -m "not slow and not integration and not container" $(PYTEST_ARGS)
+
+# The training image (Dockerfile) with docker where its engine answers, else podman.
+image:
+	infra/image/build.sh --tag "$(IMAGE)" $(if $(PYTHON_IMAGE),--python-image "$(PYTHON_IMAGE)") $(IMAGE_OPTIONS)
 
 repro-check: venv
 	scripts/repro_check.sh

@@ -59,7 +59,8 @@ def epoch_share(save_s: float, step_s: float, every: int, steps_per_epoch: int) 
 def measure(args: argparse.Namespace) -> dict:
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-    from cybulde.config.loader import gradient_accumulation, load_config
+    from cybulde.config.loader import load_config
+    from cybulde.config.topology import resolve_topology
     from cybulde.registry.manifest import Manifest
     from cybulde.training.checkpoints import ResumeCheckpoint
     from cybulde.training.determinism import seed_everything
@@ -76,15 +77,16 @@ def measure(args: argparse.Namespace) -> dict:
     cfg = load_config(args.params, [*args.overrides, f"train.max_steps={args.steps}",
                                     f"train.checkpoint_every_n_steps={args.every}", "train.epochs=1"])
     env = read_launch_env()
-    check_world_size(cfg, env)
+    topology = resolve_topology(cfg)
+    check_world_size(topology, env)
     configure_threads(threads_per_rank(cfg, env))
     seed_everything(cfg.train.seed)
     manifest = Manifest.load(args.data_dir)
     module = build_module(cfg, manifest, args.data_dir)
     init_distributed(cfg, env)
-    datamodule = make_datamodule(cfg, args.data_dir, manifest, env)
+    datamodule = make_datamodule(cfg, topology, args.data_dir, manifest, env)
     with tempfile.TemporaryDirectory(prefix="cybulde-checkpoint-cost-") as folder:
-        trainer, throughput, _ = build_trainer(cfg, env, Path(folder), logger=False)
+        trainer, throughput, _ = build_trainer(cfg, topology, env, Path(folder), logger=False)
         # Training steps and the resume checkpoints only: no validation, so nothing that monitors it.
         trainer.limit_val_batches = 0
         trainer.callbacks[:] = [cb for cb in trainer.callbacks if not isinstance(cb, (EarlyStopping, ModelCheckpoint))]
@@ -101,7 +103,7 @@ def measure(args: argparse.Namespace) -> dict:
     step_s = (throughput.train_seconds - sum(step_saves)) / trainer.global_step
     steps_per_epoch = -(-len(datamodule.split("train")) // (cfg.train.global_batch_size))
     return {"rank": env.rank, "world_size": env.world_size, "steps": trainer.global_step,
-            "global_batch_size": cfg.train.global_batch_size, "accumulation": gradient_accumulation(cfg),
+            "global_batch_size": cfg.train.global_batch_size, "accumulation": topology.accumulation,
             "checkpoint_mb": round(size_mb, 1), "saves": len(step_saves), "save_s": save_s,
             "save_s_max": max(step_saves), "step_s": step_s, "wall_s": wall_s,
             "default_every": default_every, "steps_per_epoch": steps_per_epoch,

@@ -137,6 +137,7 @@ def write_params(cfg: Any, project: Path) -> None:
 
 
 def run_ours(args: argparse.Namespace, data_dir: Path, seed: int, scratch: Path) -> dict[str, Any]:
+    from cybulde.config.topology import resolve_topology
     from cybulde.evaluation.evaluate import evaluate_to_files
 
     project = scratch / f"ours-seed{seed}"
@@ -145,7 +146,7 @@ def run_ours(args: argparse.Namespace, data_dir: Path, seed: int, scratch: Path)
         raise SystemExit("time_to_quality runs ours on one node: set launch.nnodes=1")
     write_params(cfg, project)
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1",
-               f"--nproc_per_node={cfg.launch.nproc_per_node}", "--rdzv_backend=c10d",
+               f"--nproc_per_node={resolve_topology(cfg).nproc_per_node}", "--rdzv_backend=c10d",
                "--rdzv_endpoint=127.0.0.1:0", str(Path(__file__).resolve()), "--worker", "ours",
                "--project", str(project)]
     result = single_result(run_worker(command, "ours"), "ours")
@@ -159,6 +160,7 @@ def run_ours(args: argparse.Namespace, data_dir: Path, seed: int, scratch: Path)
 def ours_worker(project: Path) -> None:
     """Under torchrun: the project's `train` on `project/params.yaml`; rank 0 reports."""
     from cybulde.config.loader import load_config
+    from cybulde.config.topology import resolve_topology
     from cybulde.training.distributed import read_launch_env
     from cybulde.training.train import load_manifest, make_datamodule, train
 
@@ -167,11 +169,10 @@ def ours_worker(project: Path) -> None:
     result = train(cfg)
     if result.model_dir is None:
         return
-    env = read_launch_env()
-    accumulation = cfg.train.global_batch_size // (cfg.train.batch_size * env.world_size)
+    env, topology = read_launch_env(), resolve_topology(cfg)
     data_dir = Path(cfg.data.fetched_dir)
-    batches = len(make_datamodule(cfg, data_dir, load_manifest(data_dir), env).train_batch_sampler())
-    planned = cfg.train.epochs * -(-batches // accumulation)
+    batches = len(make_datamodule(cfg, topology, data_dir, load_manifest(data_dir), env).train_batch_sampler())
+    planned = cfg.train.epochs * -(-batches // topology.accumulation)
     if cfg.train.max_steps > 0:
         planned = min(planned, cfg.train.max_steps)
     steps = int(result.metrics["global_steps"])

@@ -224,6 +224,7 @@ def run_ours(args: argparse.Namespace) -> None:
     import lightning.pytorch as pl
 
     from cybulde.config.schema import Config
+    from cybulde.config.topology import resolve_topology
     from cybulde.registry.manifest import Manifest
     from cybulde.training.determinism import seed_everything
     from cybulde.training.distributed import configure_threads, read_launch_env
@@ -233,7 +234,8 @@ def run_ours(args: argparse.Namespace) -> None:
     configure_threads(max(1, args.threads // env.local_world_size))
     cfg = Config()
     cfg.model.backbone = args.backbone
-    cfg.train.batch_size = args.batch_size // env.world_size
+    cfg.launch.nproc_per_node = str(env.local_world_size)
+    cfg.train.global_batch_size, cfg.train.batch_size = args.batch_size, 0  # the global batch split over ranks
     cfg.train.precision = args.precision
     cfg.train.freeze_embeddings = args.freeze_embeddings
     seed_everything(cfg.train.seed)  # and deterministic kernels, as the train stage
@@ -243,7 +245,7 @@ def run_ours(args: argparse.Namespace) -> None:
         torch.utils.deterministic.fill_uninitialized_memory = True
     manifest = Manifest.load(args.data_dir)
     module = build_module(cfg, manifest, args.data_dir)
-    datamodule = make_datamodule(cfg, args.data_dir, manifest, env)
+    datamodule = make_datamodule(cfg, resolve_topology(cfg), args.data_dir, manifest, env)
     timer = _StepTimer(args.warmup_steps)
 
     class TimerCallback(pl.Callback):

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Install the pinned dependencies and the project into a virtual environment.
 # Shared by `make`, CI and the Dockerfile, so all three install exactly the same thing.
-#   scripts/install.sh [VENV_DIR]      (default .venv; "--system" installs into the current Python)
+#   scripts/install.sh [VENV_DIR] [--dependencies-only]
+#     VENV_DIR: default .venv; "--system" installs into the current Python
+#     --dependencies-only: the locked dependencies without the project (the image's cached layer)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${1:-.venv}"
+dependencies_only="${2:-}"
 if [[ "$target" == "--system" ]]; then
   python=python3
 else
@@ -15,4 +18,5 @@ else
 fi
 "$python" -m pip install --quiet --upgrade "pip==26.3"
 "$python" -m pip install --quiet --requirement requirements.lock
+[[ "$dependencies_only" == --dependencies-only ]] && exit 0
 "$python" -m pip install --quiet --no-deps --editable .

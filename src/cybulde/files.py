@@ -7,6 +7,10 @@ file beside `path` (the same folder, so the final rename is atomic), fsyncs it a
 fails. A write that raises (a full disk, SIGTERM turned into an exception) removes its temporary
 file; one killed outright leaves it behind, named `.<name>.tmp-<pid>`, for `remove_temporary_files`.
 
+Whatever wrote them, new files and folders get the mode an ordinary `open` or `mkdir` would give them
+under this process's umask (`honour_umask`): `tempfile.mkdtemp` and safetensors create theirs private
+(0700, 0600), which would leave an exported model unreadable by any other user.
+
 Every JSON file the project writes goes through `write_json` (indented, keys sorted, so equal data
 gives equal bytes); `sha256_file` and `tree_sha256` are the one file and folder digest.
 """
@@ -22,6 +26,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from cybulde.errors import CybuldeError
+
 TEMP_MARKER = ".tmp-"
 CHUNK_BYTES = 1 << 20
 
@@ -31,12 +37,43 @@ def temporary_path(path: Path) -> Path:
     return path.with_name(f".{path.name}{TEMP_MARKER}{os.getpid()}")
 
 
+def current_umask() -> int:
+    # os.umask can only be read by setting it; set it straight back (no file is created in between).
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(path: Path) -> None:
+    """Give `path` the mode `open` (a file) or `mkdir` (a folder) would have given it under the umask."""
+    full = 0o777 if path.is_dir() else 0o666
+    path.chmod(full & ~current_umask())
+
+
+class UnreadableFileError(CybuldeError, PermissionError):
+    """A file exists but this process may not read it."""
+
+
+def check_readable(path: Path) -> None:
+    """Raise `UnreadableFileError` naming `path`, its mode and owner, if this process cannot open it.
+    (Some readers, safetensors among them, report such a file as missing.)"""
+    try:
+        with open(path, "rb"):
+            pass
+    except PermissionError as error:
+        status = path.stat()
+        raise UnreadableFileError(
+            f"cannot read {path}: permission denied (mode {status.st_mode & 0o777:04o}, owner uid "
+            f"{status.st_uid}; this process runs as uid {os.getuid()})") from error
+
+
 def write_file_atomically(path: str | Path, write: Callable[[Path], Any]) -> Path:
     """Run `write(temporary)`, then make the file it wrote `path` (see the module docstring)."""
     path = Path(path)
     temporary = temporary_path(path)
     try:
         write(temporary)
+        honour_umask(temporary)
         fsync_path(temporary)
         os.replace(temporary, path)
     except BaseException:

@@ -5,6 +5,11 @@ bf16-mixed where bf16 is native (a CUDA GPU with bf16, or a CPU with AVX512-BF16
 otherwise. On a CPU without those instructions bf16 matmuls are emulated and far slower than fp32.
 An explicit precision ("32-true", "bf16-mixed") is kept as it is.
 
+`resolve_workers("auto", accelerator)` is the rule for how many training processes a node runs: one
+per GPU on a GPU node; one process using every core on a CPU node. Ranks on one CPU node split the
+same cores and add a gloo all-reduce of every gradient to each step: on 2 cores, 2 ranks trained
+16% slower than one process (docs/speed.md). An explicit number is kept as it is.
+
 `$CYBULDE_CPUINFO` names a file to read instead of /proc/cpuinfo (tests fake the flags with it).
 `autocast(precision, device)` runs inference in the resolved precision (bf16 autocast or nothing).
 """
@@ -84,6 +89,42 @@ def resolve_precision(requested: str, accelerator: str) -> ResolvedPrecision:
     if cpu_has_native_bf16():
         return ResolvedPrecision(BF16, AUTO, f"auto: {cpu_model_name()} has native bf16 (AVX512-BF16/AMX)")
     return ResolvedPrecision(FP32, AUTO, f"auto: {cpu_model_name()} has no native bf16 (AVX512-BF16/AMX)")
+
+
+@dataclass(frozen=True)
+class ResolvedWorkers:
+    nproc_per_node: int  # training processes on each node
+    requested: str  # as configured ("auto" or a number)
+    reason: str  # one line, for the logs and the MLflow run
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity), not every core of the machine."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def resolve_workers(requested: str, accelerator: str) -> ResolvedWorkers:
+    """The training processes per node for `launch.nproc_per_node` = `requested` on `accelerator`."""
+    if requested != AUTO:
+        if not requested.isdigit() or int(requested) < 1:
+            raise ValueError(f"nproc_per_node must be 'auto' or a positive integer, got {requested!r}")
+        return ResolvedWorkers(int(requested), requested, f"{requested} as configured")
+    if accelerator == "gpu":
+        gpus = gpu_count()
+        if gpus < 1:
+            raise ValueError("nproc_per_node=auto with accelerator gpu, but no CUDA GPU is visible")
+        return ResolvedWorkers(gpus, AUTO, f"auto: one process per GPU ({gpus} GPU(s))")
+    return ResolvedWorkers(1, AUTO, f"auto: one process using this CPU node's {available_cores()} core(s) "
+                                    f"({cpu_model_name()})")
 
 
 def autocast(precision: str, device: Any) -> AbstractContextManager:

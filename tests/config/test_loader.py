@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from cybulde.config.loader import ConfigError, gradient_accumulation, load_config, to_flat_dict
+from cybulde.config.loader import ConfigError, load_config, to_flat_dict
 from cybulde.config.schema import Head
 
 REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
@@ -35,7 +35,9 @@ def test_override_changes_value() -> None:
         ("train.max_time_s=-5", "'train.max_time_s': must be >= 0"),
         ("train.precision=16", "'train.precision'.*32-true"),
         ("evaluation.threshold=1.5", "'evaluation.threshold'"),
-        ("train.global_batch_size=33", "'train.global_batch_size'.*multiple"),
+        ("train.batch_size=-1", "'train.batch_size': must be >= 0"),
+        ("launch.nproc_per_node=0", "'launch.nproc_per_node': must be 'auto'.*got '0'"),
+        ("launch.nproc_per_node=many", "'launch.nproc_per_node': must be 'auto'"),
         ("train.layer_lr_decay=0", "'train.layer_lr_decay': must be in \\(0, 1\\]"),
         ("train.layer_lr_decay=1.5", "'train.layer_lr_decay'"),
         ("model.nope=1", "model.nope"),
@@ -58,10 +60,8 @@ def test_missing_params_file(tmp_path: Path) -> None:
         load_config(tmp_path / "params.yaml")
 
 
-def test_gradient_accumulation_and_flat_dict() -> None:
-    config = load_config(REPO_PARAMS, ["train.batch_size=8", "train.global_batch_size=32",
-                                       "launch.nproc_per_node=2"])
-    assert gradient_accumulation(config) == 2
+def test_flat_dict() -> None:
+    config = load_config(REPO_PARAMS, ["train.batch_size=8"])
     flat = to_flat_dict(config)
     assert flat["model.head"] == "softmax"
     assert flat["train.batch_size"] == 8

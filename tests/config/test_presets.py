@@ -5,6 +5,7 @@ import yaml
 
 from cybulde.config.loader import load_config, to_flat_dict
 from cybulde.config.presets import SCRATCH, TINY, as_overrides, override_value
+from cybulde.config.topology import resolve_topology
 
 REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 
@@ -17,9 +18,8 @@ def test_a_preset_loads_onto_the_repo_params_with_exactly_its_values(preset) -> 
 
 def test_tiny_is_a_scratch_model_that_learns_its_embeddings() -> None:
     assert SCRATCH.items() <= TINY.items()
-    config = load_config(REPO_PARAMS, as_overrides(TINY))
-    world = config.launch.nnodes * config.launch.nproc_per_node
-    assert config.train.global_batch_size == config.train.batch_size * world  # no accumulation
+    topology = resolve_topology(load_config(REPO_PARAMS, as_overrides(TINY)))
+    assert (topology.world_size, topology.micro_batch_size, topology.accumulation) == (2, 8, 1)
 
 
 @pytest.mark.parametrize(("value", "text"), [(False, "false"), (True, "true"), (1e-3, "0.001"),

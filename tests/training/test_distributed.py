@@ -3,6 +3,7 @@ import os
 import pytest
 
 from cybulde.config.schema import Config
+from cybulde.config.topology import Topology
 from cybulde.training.distributed import (
     OWN_STORE_PER_ROUND,
     LaunchError,
@@ -20,9 +21,14 @@ def torchrun_env(world_size, rank=0, local_world_size=None):
 
 def config(nnodes=1, nproc_per_node=2, threads_per_rank=0):
     cfg = Config()
-    cfg.launch.nnodes, cfg.launch.nproc_per_node = nnodes, nproc_per_node
+    cfg.launch.nnodes, cfg.launch.nproc_per_node = nnodes, str(nproc_per_node)
     cfg.launch.threads_per_rank = threads_per_rank
     return cfg
+
+
+def topology(nnodes, nproc_per_node):
+    return Topology(nnodes=nnodes, nproc_per_node=nproc_per_node, micro_batch_size=8, accumulation=1,
+                    reason="as configured")
 
 
 def test_reads_torchrun_variables():
@@ -37,20 +43,20 @@ def test_plain_process_is_a_world_of_one():
 
 
 def test_world_size_mismatch_names_both_sides():
-    with pytest.raises(LaunchError, match=r"1 \* 2 = 2 processes, but torchrun started WORLD_SIZE=3"):
-        check_world_size(config(1, 2), read_launch_env(torchrun_env(3)))
+    with pytest.raises(LaunchError, match=r"1 \* 2 = 2 processes \(as configured\), but torchrun started WORLD_SIZE=3"):
+        check_world_size(topology(1, 2), read_launch_env(torchrun_env(3)))
     with pytest.raises(LaunchError, match="not started by torchrun, so WORLD_SIZE=1"):
-        check_world_size(config(1, 2), read_launch_env({}))
+        check_world_size(topology(1, 2), read_launch_env({}))
 
 
 def test_processes_per_node_must_match_local_world_size():
     with pytest.raises(LaunchError, match="LOCAL_WORLD_SIZE=1"):
-        check_world_size(config(1, 2), read_launch_env(torchrun_env(2, local_world_size=1)))
+        check_world_size(topology(1, 2), read_launch_env(torchrun_env(2, local_world_size=1)))
 
 
 def test_matching_worlds_pass():
-    check_world_size(config(2, 1), read_launch_env(torchrun_env(2, local_world_size=1)))
-    check_world_size(config(1, 1), read_launch_env({}))
+    check_world_size(topology(2, 1), read_launch_env(torchrun_env(2, local_world_size=1)))
+    check_world_size(topology(1, 1), read_launch_env({}))
 
 
 def test_threads_share_the_cores_between_local_ranks(monkeypatch):
@@ -64,6 +70,7 @@ RESTARTED_WORKER = """
 import os, signal, sys, time
 import torch, torch.distributed as dist
 from cybulde.config.schema import Config
+from cybulde.config.topology import Topology
 from cybulde.training.distributed import init_distributed, read_launch_env
 
 env, attempt = read_launch_env(), os.environ["TORCHELASTIC_RESTART_COUNT"]

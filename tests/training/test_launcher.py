@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from cybulde.config.schema import Config
+from cybulde.config.topology import resolve_topology
 from cybulde.training.launcher import torchrun_argv
 from tests.helpers import tiny_train
 
@@ -17,9 +18,9 @@ TRAIN_STAGE = Path(__file__).resolve().parents[2] / "stages" / "train.py"
 
 def test_torchrun_gets_every_launch_setting():
     cfg = Config()
-    cfg.launch.nnodes, cfg.launch.nproc_per_node, cfg.launch.max_restarts = 2, 4, 5
+    cfg.launch.nnodes, cfg.launch.nproc_per_node, cfg.launch.max_restarts = 2, "4", 5
     cfg.launch.rdzv_endpoint = "10.0.0.1:29400"
-    argv = torchrun_argv(cfg, Path("stages/train.py"), ["train.lr=0.1"])
+    argv = torchrun_argv(cfg, resolve_topology(cfg), Path("stages/train.py"), ["train.lr=0.1"])
     assert argv[:5] == ["--nnodes=2", "--nproc-per-node=4", "--rdzv-backend=c10d",
                         "--rdzv-endpoint=10.0.0.1:29400", "--max-restarts=5"]
     assert argv[-2:] == ["stages/train.py", "train.lr=0.1"]
@@ -42,7 +43,7 @@ def run_stage(project: Path, *overrides: str) -> tuple[subprocess.CompletedProce
 def test_one_node_meets_on_a_free_loopback_port_whatever_the_endpoint():
     cfg = Config()
     cfg.launch.rdzv_endpoint = "10.0.0.1:29400"
-    argv = torchrun_argv(cfg, Path("stages/train.py"), [])
+    argv = torchrun_argv(cfg, resolve_topology(cfg), Path("stages/train.py"), [])
     assert "--standalone" in argv and not any(arg.startswith("--rdzv") for arg in argv)
 
 

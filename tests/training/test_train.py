@@ -161,7 +161,7 @@ def test_torchrun_with_two_processes_trains_and_exports_on_rank_zero(one_node_tw
     metrics = json.loads((project / "metrics/train.json").read_text())
     assert metrics["global_steps"] == 6  # 48 rows / (8 per rank * 2 ranks) = 3 steps * 2 epochs
     loaded = load_model(project / "model")
-    assert loaded.config["metadata"]["train_params"]["launch"]["nproc_per_node"] == 2
+    assert loaded.config["metadata"]["train_params"]["launch"]["nproc_per_node"] == "2"
     # The frozen table left training as it came in; the layers above it trained.
     from safetensors.torch import load_file
 
@@ -194,7 +194,8 @@ def test_training_reports_into_the_pipeline_run(tmp_path, monkeypatch):
 
     fake_cpu(tmp_path, monkeypatch, WITH_BF16)
     project = tiny_train.make_project(tmp_path / "project", {"mlflow.tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
-                                                             "train.precision": "auto"})
+                                                             "train.precision": "auto", "launch.nproc_per_node": "auto",
+                                                             "train.global_batch_size": 8, "train.batch_size": 4})
     monkeypatch.chdir(project)
     tiny_train.use_test_doubles(train_module, monkeypatch)
     monkeypatch.setattr(train_module, "start_tracking", train_module.start_tracking.__wrapped__)
@@ -207,6 +208,11 @@ def test_training_reports_into_the_pipeline_run(tmp_path, monkeypatch):
     assert run.data.params["train.precision"] == "auto"  # as configured
     assert run.data.params["train.precision_resolved"] == "bf16-mixed"  # what it meant on this (faked) CPU
     assert run.data.tags["cybulde.precision"].startswith("auto: Test CPU has native bf16")
+    # The topology `auto` resolved to on this CPU node: one process, the global batch of 8 in two micro-batches.
+    assert run.data.params["launch.nproc_per_node"] == "auto"
+    assert [run.data.params[f"{key}_resolved"] for key in ("launch.nproc_per_node", "train.batch_size",
+                                                            "train.accumulation")] == ["1", "4", "2"]
+    assert run.data.tags["cybulde.topology"].startswith("auto: one process using this CPU node's")
     assert run.info.status == "RUNNING"  # the test stage finishes the run
 
 

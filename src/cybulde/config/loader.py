@@ -88,7 +88,8 @@ def validate_config(config: Config) -> None:
     _require(train.grad_clip >= 0, "train.grad_clip", "must be >= 0 (0 disables clipping)")
     _require(0.0 < train.layer_lr_decay <= 1.0, "train.layer_lr_decay",
              f"must be in (0, 1] (1 disables the decay), got {train.layer_lr_decay}")
-    _require(train.batch_size >= 1, "train.batch_size", "must be >= 1")
+    _require(train.batch_size >= 0, "train.batch_size",
+             "must be >= 0 (0: train.global_batch_size / world size, no gradient accumulation)")
     _require(train.precision in PRECISIONS, "train.precision",
              f"expected one of {list(PRECISIONS)}, got {train.precision!r}")
     _require(train.early_stopping_patience >= 1, "train.early_stopping_patience", "must be >= 1")
@@ -101,14 +102,11 @@ def validate_config(config: Config) -> None:
     _require(train.checkpoint_every_n_steps >= 0, "train.checkpoint_every_n_steps",
              "must be >= 0 (0: checkpoints at epoch ends only)")
     _require(launch.nnodes >= 1, "launch.nnodes", "must be >= 1")
-    _require(launch.nproc_per_node >= 1, "launch.nproc_per_node", "must be >= 1")
+    nproc = str(launch.nproc_per_node)
+    _require(nproc == "auto" or (nproc.isdigit() and int(nproc) >= 1), "launch.nproc_per_node",
+             f"must be 'auto' (one process per GPU, or one per CPU node) or a positive integer, got {nproc!r}")
     _require(launch.threads_per_rank >= 0, "launch.threads_per_rank", "must be >= 0 (0 = auto)")
     _require(launch.max_restarts >= 0, "launch.max_restarts", "must be >= 0")
-    world_size = launch.nnodes * launch.nproc_per_node
-    per_step = train.batch_size * world_size
-    _require(train.global_batch_size % per_step == 0, "train.global_batch_size",
-             f"must be a multiple of train.batch_size * world size = {train.batch_size} * "
-             f"{world_size} = {per_step}, got {train.global_batch_size}")
     _require(config.evaluation.batch_size >= 1, "evaluation.batch_size", "must be >= 1")
     _require(config.mlflow.http_timeout_s >= 1, "mlflow.http_timeout_s", "must be >= 1")
     _require(config.mlflow.http_max_retries >= 0, "mlflow.http_max_retries", "must be >= 0")
@@ -148,11 +146,6 @@ def _is_probability(text: str) -> bool:
         return 0.0 < float(text) < 1.0
     except ValueError:
         return False
-
-
-def gradient_accumulation(config: Config) -> int:
-    world_size = config.launch.nnodes * config.launch.nproc_per_node
-    return config.train.global_batch_size // (config.train.batch_size * world_size)
 
 
 def to_flat_dict(config: Config) -> dict[str, Any]:

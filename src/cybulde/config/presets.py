@@ -41,7 +41,7 @@ TINY: dict[str, Any] = {
     "train.lr": 1.0e-3,
     "train.precision": "32-true",  # bit-identical reruns need no bf16 kernels, and it is fast here
     "train.log_every_n_steps": 2,
-    "launch.nproc_per_node": 2,
+    "launch.nproc_per_node": "2",  # DDP on every tiny run, whatever `auto` resolves to
     "launch.threads_per_rank": 1,
     "evaluation.batch_size": 32,
 }

@@ -109,8 +109,11 @@ class TrainConfig:
     epochs: int = 2
     # Stop after this many optimizer steps in total (-1: run all epochs). Used by tiny test configs.
     max_steps: int = -1
-    batch_size: int = 16  # per device (per rank)
-    global_batch_size: int = 32  # = batch_size * world_size * gradient accumulation
+    # The samples behind each optimizer step, however many processes share them (the recipe).
+    global_batch_size: int = 32
+    # Samples per process per forward pass; 0: global_batch_size / world size (no gradient accumulation).
+    # A smaller divisor accumulates gradients, with the same global batch (cybulde.config.topology).
+    batch_size: int = 0
     lr: float = 1.0e-4
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
@@ -151,7 +154,9 @@ class LaunchConfig:
     """How torchrun starts the `train` stage; Lightning checks that it agrees with torchrun."""
 
     nnodes: int = 1
-    nproc_per_node: int = 2
+    # Training processes per node: "auto" = one per GPU on a GPU node, one using every core on a CPU
+    # node (cybulde.hardware.resolve_workers), or a number.
+    nproc_per_node: str = "auto"
     # The rendezvous of several nodes (nnodes > 1); a single node meets on a free loopback port.
     rdzv_endpoint: str = "127.0.0.1:29400"
     accelerator: Accelerator = Accelerator.cpu

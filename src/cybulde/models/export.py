@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cybulde.errors import CybuldeError
-from cybulde.files import fsync_tree, replace_folder, write_json
+from cybulde.files import check_readable, fsync_tree, honour_umask, replace_folder, write_json
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -86,8 +86,9 @@ def write_model_files(model: TextClassifier, folder: Path, metadata: dict[str, A
                       tokenizer_dir: str | Path) -> None:
     from safetensors.torch import save_model as save_safetensors
 
-    folder.chmod(0o755)  # mkdtemp makes it private; an exported model is ordinary project data
+    honour_umask(folder)  # mkdtemp and safetensors make theirs private; an exported model is ordinary data
     save_safetensors(model, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
+    honour_umask(folder / WEIGHTS_FILE)
     config = {"format_version": FORMAT_VERSION, **model.architecture(), "metadata": metadata}
     write_json(config, folder / CONFIG_FILE, default=str)
     shutil.copytree(tokenizer_dir, folder / TOKENIZER_DIR)
@@ -158,6 +159,7 @@ def load_model(model_dir: str | Path) -> LoadedModel:
     weights = model_dir / WEIGHTS_FILE
     if not weights.is_file():
         raise ModelFormatError(f"{weights} not found")
+    check_readable(weights)
     model = rebuild_classifier(config)
     load_safetensors(model, str(weights), strict=True)
     model.eval()

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cybulde.files import replace_folder
+from cybulde.files import honour_umask, replace_folder
 from cybulde.registry.manifest import verify_files
 from cybulde.registry.store import Registry
 
@@ -31,7 +31,7 @@ def fetch(cfg: Config) -> Path:
     registry.manifest(cfg.data.dataset, cfg.data.version)  # unknown dataset/version: fail before any writes
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.fetching-", dir=destination.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; the fetched copy is ordinary project data
+    honour_umask(staging)  # mkdtemp makes it private; the fetched copy is ordinary project data
     try:
         manifest = registry.download(cfg.data.dataset, cfg.data.version, staging)
         verify_files(staging, manifest)  # the folder as it will be used: exactly the manifest's files

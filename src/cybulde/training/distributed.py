@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cybulde.errors import CybuldeError
+from cybulde.hardware import available_cores
 
 if TYPE_CHECKING:
     from cybulde.config.schema import Config
+    from cybulde.config.topology import Topology
 
 
 log = logging.getLogger("cybulde.training")
@@ -29,7 +31,7 @@ OWN_STORE_PER_ROUND = ("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
 
 
 class LaunchError(CybuldeError, RuntimeError):
-    """torchrun's world does not match `launch.nnodes * launch.nproc_per_node`."""
+    """torchrun's world does not match the topology that `launch.*` resolves to on this machine."""
 
 
 @dataclass(frozen=True)
@@ -62,26 +64,18 @@ def read_launch_env(environ: Mapping[str, str] | None = None) -> LaunchEnv:
                      under_torchrun="TORCHELASTIC_RUN_ID" in environ or "WORLD_SIZE" in environ)
 
 
-def check_world_size(config: Config, env: LaunchEnv) -> None:
-    expected = config.launch.nnodes * config.launch.nproc_per_node
-    if expected != env.world_size:
+def check_world_size(topology: Topology, env: LaunchEnv) -> None:
+    nnodes, nproc = topology.nnodes, topology.nproc_per_node
+    if topology.world_size != env.world_size:
         how = ("torchrun started" if env.under_torchrun else "not started by torchrun, so")
         raise LaunchError(
-            f"launch.nnodes * launch.nproc_per_node = {config.launch.nnodes} * {config.launch.nproc_per_node} "
-            f"= {expected} processes, but {how} WORLD_SIZE={env.world_size}; run "
-            f"`torchrun --nnodes={config.launch.nnodes} --nproc_per_node={config.launch.nproc_per_node} "
-            f"stages/train.py` or change launch.* to match")
-    if env.under_torchrun and env.local_world_size != config.launch.nproc_per_node:
+            f"launch.nnodes * launch.nproc_per_node = {nnodes} * {nproc} = {topology.world_size} processes "
+            f"({topology.reason}), but {how} WORLD_SIZE={env.world_size}; run "
+            f"`torchrun --nnodes={nnodes} --nproc_per_node={nproc} stages/train.py` or change launch.* to match")
+    if env.under_torchrun and env.local_world_size != nproc:
         raise LaunchError(
-            f"launch.nproc_per_node = {config.launch.nproc_per_node} but torchrun started "
+            f"launch.nproc_per_node resolves to {nproc} ({topology.reason}) but torchrun started "
             f"LOCAL_WORLD_SIZE={env.local_world_size} processes on this node")
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def threads_per_rank(config: Config, env: LaunchEnv) -> int:

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cybulde.config.topology import Topology, resolve_topology
 from cybulde.training.train import TrainingError
 
 if TYPE_CHECKING:
@@ -34,41 +35,45 @@ log = logging.getLogger("cybulde.training")
 MONITOR_INTERVAL_S = 1.0  # how often the agent checks its workers
 
 
-def preflight(cfg: Config) -> None:
-    """Fail fast, with one line, on what would otherwise fail inside every worker."""
+def preflight(cfg: Config) -> Topology:
+    """Fail fast, with one line, on what would otherwise fail inside every worker; the node's topology."""
     from cybulde.config.paths import fetched_path
     from cybulde.registry.manifest import Manifest
     from cybulde.tracking.run import check_tracking
 
+    topology = resolve_topology(cfg)
     Manifest.load(fetched_path(cfg))
     check_tracking(cfg)
+    return topology
 
 
-def torchrun_argv(cfg: Config, script: Path, overrides: Sequence[str]) -> list[str]:
+def torchrun_argv(cfg: Config, topology: Topology, script: Path, overrides: Sequence[str]) -> list[str]:
     launch = cfg.launch
     # One node rendezvous on a free loopback port (torchrun --standalone): two runs on one machine
     # (two checkouts, experiments side by side) never join each other's rendezvous.
     rendezvous = (["--standalone"] if launch.nnodes == 1
                   else ["--rdzv-backend=c10d", f"--rdzv-endpoint={launch.rdzv_endpoint}"])
-    return [f"--nnodes={launch.nnodes}", f"--nproc-per-node={launch.nproc_per_node}", *rendezvous,
+    return [f"--nnodes={launch.nnodes}", f"--nproc-per-node={topology.nproc_per_node}", *rendezvous,
             f"--max-restarts={launch.max_restarts}", f"--monitor-interval={MONITOR_INTERVAL_S}", str(script),
             *overrides]
 
 
 def launch(cfg: Config, script: Path, overrides: Sequence[str]) -> None:
-    """Check, then run `script` with `overrides` on `launch.nproc_per_node` workers under torchrun's agent."""
+    """Check, then run `script` with `overrides` under torchrun's agent, on as many workers as
+    `launch.nproc_per_node` resolves to on this node (`cybulde.config.topology`)."""
     from torch.distributed.elastic.multiprocessing import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
     from cybulde.training.distributed import OWN_STORE_PER_ROUND
 
-    preflight(cfg)
+    topology = preflight(cfg)
     os.environ.setdefault(*OWN_STORE_PER_ROUND)
-    log.info("starting %d worker(s) on this node (up to %d restarts)", cfg.launch.nproc_per_node,
+    log.info("starting %d worker(s) on this node (%s; micro-batch %d x %d accumulated; up to %d restarts)",
+             topology.nproc_per_node, topology.reason, topology.micro_batch_size, topology.accumulation,
              cfg.launch.max_restarts)
     try:
-        run(get_args_parser().parse_args(torchrun_argv(cfg, script, overrides)))
+        run(get_args_parser().parse_args(torchrun_argv(cfg, topology, script, overrides)))
     except ChildFailedError as error:
         raise TrainingError(failure_summary(error, cfg.launch.max_restarts)) from None
     except SignalException as error:  # the agent has passed the signal on to the workers and waited

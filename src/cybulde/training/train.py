@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import lightning.pytorch as pl
 
     from cybulde.config.schema import Config
+    from cybulde.config.topology import Topology
     from cybulde.registry.manifest import Manifest
     from cybulde.tracking.run import PipelineRun
     from cybulde.training.callbacks import Throughput, ValidationHistory
@@ -67,6 +68,7 @@ class ResumePoint:
 def train(cfg: Config) -> TrainResult:
     """Train with `cfg`; on rank 0 export the best checkpoint to `model/` and write metrics/train.json."""
     from cybulde.config.paths import fetched_path, project_root
+    from cybulde.config.topology import resolve_topology
     from cybulde.models.backbone import set_offline
     from cybulde.training.determinism import seed_everything
     from cybulde.training.distributed import (
@@ -81,7 +83,8 @@ def train(cfg: Config) -> TrainResult:
 
     set_offline()
     env = read_launch_env()
-    check_world_size(cfg, env)
+    topology = resolve_topology(cfg)
+    check_world_size(topology, env)
     stop_with_launcher(env)
     configure_threads(threads_per_rank(cfg, env))
     seed_everything(cfg.train.seed)
@@ -94,15 +97,17 @@ def train(cfg: Config) -> TrainResult:
     module = build_module(cfg, manifest, data_dir)  # raises on a tokenizer mismatch, before any training
     init_distributed(cfg, env)
     state, resume = find_resume_point(cfg, env, root, manifest.sha256)
-    datamodule = make_datamodule(cfg, data_dir, manifest, env, resume)
+    datamodule = make_datamodule(cfg, topology, data_dir, manifest, env, resume)
 
     run = start_tracking(cfg, state) if env.is_rank_zero else None
     with tracked(run):
         if env.is_rank_zero:
             log_precision(cfg, run)
+            log_topology(topology, run)
         if run is not None and resume is not None:
             announce_resume(run, resume.step)
-        trainer, throughput, history = build_trainer(cfg, env, state.folder, logger=_lightning_logger(run))
+        trainer, throughput, history = build_trainer(cfg, topology, env, state.folder,
+                                                       logger=_lightning_logger(run))
         trainer.fit(module, datamodule=datamodule, weights_only=True,
                     ckpt_path=str(state.last_checkpoint) if resume is not None else None)
         result = TrainResult(rank=env.rank, model_dir=None, samples_per_s=throughput.global_samples_per_s,
@@ -177,6 +182,21 @@ def log_precision(cfg: Config, run: PipelineRun | None) -> None:
         run.set_tags({PRECISION_TAG: resolved.reason})
 
 
+TOPOLOGY_PARAMS = ("launch.nproc_per_node_resolved", "train.batch_size_resolved", "train.accumulation_resolved")
+TOPOLOGY_TAG = "cybulde.topology"
+
+
+def log_topology(topology: Topology, run: PipelineRun | None) -> None:
+    """What `launch.nproc_per_node` and `train.batch_size` mean on this machine, in the log and the MLflow run."""
+    log.info("%d process(es) per node x %d node(s) (%s); micro-batch %d, %d accumulated per optimizer step",
+             topology.nproc_per_node, topology.nnodes, topology.reason, topology.micro_batch_size,
+             topology.accumulation)
+    if run is not None:
+        values = (topology.nproc_per_node, topology.micro_batch_size, topology.accumulation)
+        run.log_params(dict(zip(TOPOLOGY_PARAMS, values, strict=True)))
+        run.set_tags({TOPOLOGY_TAG: topology.reason})
+
+
 def start_tracking(cfg: Config, state: ResumeState) -> PipelineRun:
     """The MLflow run of this training (rank 0 only): `cybulde.tracking.run.PipelineRun`, the one recorded
     in the resume state if this training resumes, recorded there otherwise."""
@@ -227,24 +247,23 @@ def build_module(cfg: Config, manifest: Manifest, data_dir: Path) -> pl.Lightnin
                             focal_gamma=focal_gamma(cfg), lr_schedule=cfg.train.lr_schedule.value)
 
 
-def make_datamodule(cfg: Config, data_dir: Path, manifest: Manifest, env: LaunchEnv,
+def make_datamodule(cfg: Config, topology: Topology, data_dir: Path, manifest: Manifest, env: LaunchEnv,
                     resume: ResumePoint | None = None) -> pl.LightningDataModule:
     from cybulde.loading.datamodule import TextDataModule
 
-    return TextDataModule(data_dir, manifest=manifest, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
+    return TextDataModule(data_dir, manifest=manifest, batch_size=topology.micro_batch_size, seed=cfg.train.seed,
                           group_by_length=cfg.train.group_by_length, num_workers=cfg.train.num_workers,
                           world_size=env.world_size, rank=env.rank,
                           start_epoch=resume.epoch if resume else 0,
                           start_batch=resume.batches_done if resume else 0)
 
 
-def build_trainer(cfg: Config, env: LaunchEnv, checkpoint_dir: Path,
+def build_trainer(cfg: Config, topology: Topology, env: LaunchEnv, checkpoint_dir: Path,
                   logger: Any) -> tuple[pl.Trainer, Throughput, ValidationHistory]:
     """The Trainer and its callbacks; checkpoints (best weights, full resume state) go to `checkpoint_dir`."""
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
-    from cybulde.config.loader import gradient_accumulation
     from cybulde.training.callbacks import PlainProgress, Throughput, ValidationHistory, selection_monitor
     from cybulde.training.checkpoints import AtomicCheckpointIO, ResumeCheckpoint
     from cybulde.training.recipe import recipe_callbacks
@@ -271,11 +290,11 @@ def build_trainer(cfg: Config, env: LaunchEnv, checkpoint_dir: Path,
         callbacks.append(PlainProgress(throughput, cfg.train.log_every_n_steps, env.world_size))
     accelerator = cfg.launch.accelerator.value
     trainer = pl.Trainer(
-        accelerator=accelerator, devices=cfg.launch.nproc_per_node, num_nodes=cfg.launch.nnodes,
+        accelerator=accelerator, devices=topology.nproc_per_node, num_nodes=topology.nnodes,
         strategy=_strategy(accelerator, env.world_size),
         precision=training_precision(cfg).precision,
         max_epochs=cfg.train.epochs, max_steps=cfg.train.max_steps,
-        accumulate_grad_batches=gradient_accumulation(cfg),
+        accumulate_grad_batches=topology.accumulation,
         deterministic=True, use_distributed_sampler=False,  # gradient clipping: ClassifierModule
         callbacks=callbacks, logger=logger, log_every_n_steps=cfg.train.log_every_n_steps,
         enable_progress_bar=interactive, enable_model_summary=env.is_rank_zero, num_sanity_val_steps=0,
