@@ -93,7 +93,8 @@ def log_for_serving(model_dir: Path, scratch: Path, batch_size: int) -> tuple[st
     """(tracking URI, model URI) of the model logged into a scratch SQLite store."""
     from mlflow import MlflowClient
 
-    from cybulde.serving.pyfunc import log_pyfunc_model, serving_config
+    from cybulde.publishing import log_pyfunc_model
+    from cybulde.serving.pyfunc import serving_config
 
     uri = f"sqlite:///{scratch / 'mlflow.db'}"
     client = MlflowClient(uri)

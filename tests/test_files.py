@@ -1,5 +1,7 @@
-"""Files and folders that appear whole (cybulde.files)."""
+"""Files and folders that appear whole, the JSON layout and the file digests (cybulde.files)."""
 
+import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -9,7 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from cybulde.files import TEMP_MARKER, remove_temporary_files, replace_folder, write_file_atomically
+from cybulde.files import (
+    TEMP_MARKER,
+    files_sha256,
+    json_text,
+    remove_temporary_files,
+    replace_folder,
+    sha256_file,
+    tree_sha256,
+    write_file_atomically,
+    write_json,
+)
 
 
 def test_an_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path):
@@ -76,3 +88,36 @@ def test_a_folder_is_replaced_whole_and_put_back_when_the_swap_fails(tmp_path, m
     with pytest.raises(OSError, match="no"):
         replace_folder(second, destination)
     assert [p.name for p in destination.iterdir()] == ["b"]  # the old folder is back in place
+
+
+def test_json_is_written_whole_indented_with_sorted_keys(tmp_path, monkeypatch):
+    target = tmp_path / "metrics" / "test.json"
+    assert write_json({"b": 1, "a": [0.5, None]}, target) == target
+    assert target.read_text(encoding="utf-8") == '{\n  "a": [\n    0.5,\n    null\n  ],\n  "b": 1\n}\n'
+    assert json_text({"b": 1, "a": [0.5, None]}) == target.read_text(encoding="utf-8")
+
+    monkeypatch.setattr(json, "dumps", lambda *args, **kwargs: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        write_json({"c": 2}, target)
+    assert json.loads(target.read_text(encoding="utf-8")) == {"a": [0.5, None], "b": 1}
+    assert [path.name for path in target.parent.iterdir()] == ["test.json"]
+
+
+def test_json_of_other_types_needs_a_default(tmp_path):
+    with pytest.raises(TypeError):
+        write_json({"path": Path("x")}, tmp_path / "a.json")
+    assert json.loads(write_json({"path": Path("x")}, tmp_path / "a.json", default=str).read_text()) == {"path": "x"}
+
+
+def test_digests_of_a_file_and_of_a_tree(tmp_path):
+    (tmp_path / "pkg" / "sub").mkdir(parents=True)
+    (tmp_path / "pkg" / "a.py").write_bytes(b"a" * (3 << 20))  # more than one read chunk
+    (tmp_path / "pkg" / "sub" / "b.py").write_bytes(b"b")
+    assert sha256_file(tmp_path / "pkg" / "a.py") == hashlib.sha256(b"a" * (3 << 20)).hexdigest()
+
+    folder = tmp_path / "pkg"
+    expected = hashlib.sha256(f"a.py\0{sha256_file(folder / 'a.py')}\nsub/b.py\0{hashlib.sha256(b'b').hexdigest()}\n"
+                              .encode()).hexdigest()
+    assert tree_sha256(folder) == expected == files_sha256([folder / "a.py", folder / "sub" / "b.py"], folder)
+    (folder / "sub" / "b.py").rename(folder / "b.py")
+    assert tree_sha256(folder) != expected  # a moved file changes the tree's digest

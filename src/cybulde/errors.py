@@ -12,3 +12,9 @@ class CybuldeError(Exception):
 class UsageError(CybuldeError):
     """The command line itself is wrong (a missing or contradictory option): `cybulde` shows the
     usage and exits 2, as for the errors argparse finds."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its type's name if it has none), for one-line reports."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

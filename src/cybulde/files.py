@@ -10,20 +10,26 @@ file; one killed outright leaves it behind, named `.<name>.tmp-<pid>`, for `remo
 Whatever wrote them, new files and folders get the mode an ordinary `open` or `mkdir` would give them
 under this process's umask (`honour_umask`): `tempfile.mkdtemp` and safetensors create theirs private
 (0700, 0600), which would leave an exported model unreadable by any other user.
+
+Every JSON file the project writes goes through `write_json` (indented, keys sorted, so equal data
+gives equal bytes); `sha256_file` and `tree_sha256` are the one file and folder digest.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from cybulde.errors import CybuldeError
 
 TEMP_MARKER = ".tmp-"
+CHUNK_BYTES = 1 << 20
 
 
 def temporary_path(path: Path) -> Path:
@@ -115,3 +121,41 @@ def remove_temporary_files(folder: Path) -> None:
     for entry in folder.iterdir():
         if entry.is_file() and TEMP_MARKER in entry.name:
             entry.unlink(missing_ok=True)
+
+
+def json_text(data: Any, default: Callable[[Any], Any] | None = None) -> str:
+    """The project's JSON layout: indented, keys sorted, one trailing newline."""
+    return json.dumps(data, indent=2, sort_keys=True, default=default) + "\n"
+
+
+def write_json(data: Any, path: str | Path, default: Callable[[Any], Any] | None = None) -> Path:
+    """Write `json_text(data)` to `path` atomically, creating its folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json_text(data, default)
+    return write_file_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def files_sha256(paths: Iterable[Path], root: Path) -> str:
+    """sha256 over each file's path relative to `root` and its sha256, in the order given."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(f"{path.relative_to(root).as_posix()}\0{sha256_file(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def tree_sha256(folder: Path) -> str:
+    """`files_sha256` of every file under `folder`, in sorted order."""
+    return files_sha256(sorted(item for item in folder.rglob("*") if item.is_file()), folder)

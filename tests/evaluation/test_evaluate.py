@@ -1,4 +1,5 @@
 import contextlib
+import importlib
 import json
 import shutil
 from pathlib import Path
@@ -19,7 +20,7 @@ REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 
 
 class FakeRun:
-    """Records what evaluate_split logs, and the stage bookkeeping, like PipelineRun does."""
+    """Records what evaluate_split logs, and the stage bookkeeping the stage scripts do, like PipelineRun does."""
 
     def __init__(self):
         self.run_id = "fake-run"
@@ -66,7 +67,7 @@ def shared_inputs(tmp_path_factory):
 @pytest.fixture
 def make_project(tmp_path, shared_inputs, monkeypatch):
     logged_models = []
-    monkeypatch.setattr("cybulde.tracking.model_registry.publish_served_model",
+    monkeypatch.setattr("cybulde.publishing.publish_served_model",
                         lambda cfg, run, model_dir, metrics, **kw: logged_models.append((model_dir, metrics)))
 
     def build(num_labels=2, head="softmax"):
@@ -85,14 +86,18 @@ def read_json(path):
     return json.loads(Path(path).read_text())
 
 
+def stage_script(name):
+    """The module of `stages/<name>.py` (the tests run with the project root on sys.path)."""
+    return importlib.import_module(f"stages.{name}")
+
+
 def test_validate_and_test_write_metrics_plots_and_predictions(make_project):
     root, cfg, logged_models = make_project(2, "softmax")
     run = FakeRun()
 
     validation = evaluate_split(cfg, "validation", root=root, run=run)
-    assert run.status == "RUNNING" and run.stages == [("validate", False)]
     test = evaluate_split(cfg, "test", root=root, run=run)
-    assert run.status == "FINISHED" and run.stages[-1] == ("test", True)
+    assert run.stages == []  # the stage scripts open the stages
 
     for split, result in (("validation", validation), ("test", test)):
         on_disk = read_json(root / "metrics" / f"{split}.json")
@@ -140,8 +145,39 @@ def test_validate_and_test_write_metrics_plots_and_predictions(make_project):
     logged_plots = {path.name for path, artifact_path in run.artifacts
                     if artifact_path == "plots/test"}
     assert logged_plots == {"confusion.json", "roc.json", "pr.json", "confusion_matrix.png"}
-    assert [model_dir for model_dir, _ in logged_models] == [root / "model"]
-    assert logged_models[0][1]["threshold"] is None
+    assert logged_models == []  # publishing is the test stage's next step, not evaluation's
+
+
+def test_validate_evaluates_and_test_evaluates_publishes_and_probes(make_project, monkeypatch):
+    root, cfg, logged_models = make_project(2, "sigmoid")
+    run, probed = FakeRun(), []
+    monkeypatch.chdir(root)
+    monkeypatch.setattr("cybulde.tracking.run.PipelineRun.for_model", lambda cfg, model_dir: run)
+    monkeypatch.setattr("cybulde.evaluation.behaviour.log_behaviour",
+                        lambda run, model_dir, threshold: probed.append((model_dir, threshold)))
+
+    assert stage_script("validate").evaluate(cfg).endswith("-> metrics/validation.json")
+    assert run.status == "RUNNING" and run.stages == [("validate", False)]
+    assert (logged_models, probed) == ([], [])
+
+    assert stage_script("test").evaluate_publish_and_probe(cfg).endswith("-> metrics/test.json")
+    assert run.status == "FINISHED" and run.stages[-1] == ("test", True)
+    test = read_json(root / "metrics" / "test.json")
+    assert test["threshold"] == read_json(root / "metrics" / "validation.json")["threshold"]
+    assert logged_models == [(root / "model", test)]
+    assert probed == [(root / "model", test["threshold"])]
+    assert {artifact_path for _, artifact_path in run.artifacts} == {
+        "plots/validation", "plots/test", "predictions", "metrics"}
+
+
+def test_a_failing_evaluation_fails_the_test_stage_before_publishing(make_project, monkeypatch):
+    root, cfg, logged_models = make_project(2, "sigmoid")
+    run = FakeRun()
+    monkeypatch.chdir(root)
+    monkeypatch.setattr("cybulde.tracking.run.PipelineRun.for_model", lambda cfg, model_dir: run)
+    with pytest.raises(EvaluationError, match=r"validation\.json not found.*validate"):
+        stage_script("test").evaluate_publish_and_probe(cfg)
+    assert run.status == "FAILED" and logged_models == []
 
 
 def test_outputs_are_byte_identical_across_reruns(make_project):
@@ -180,7 +216,6 @@ def test_sigmoid_threshold_is_tuned_on_validation_and_reused_on_test(make_projec
     # Probabilities in the file are rounded; only rows far from the threshold are unambiguous.
     clear = (frame["prob_offensive"] - threshold).abs() > 1e-5
     assert (frame["predicted"][clear] == expected[clear]).all()
-    assert logged_models[-1][1]["threshold"] == threshold
 
 
 def test_tuned_threshold_maximises_validation_macro_f1(make_project):
@@ -195,10 +230,8 @@ def test_tuned_threshold_maximises_validation_macro_f1(make_project):
 
 def test_test_split_without_recorded_threshold_fails_clearly(make_project):
     root, cfg, _ = make_project(2, "sigmoid")
-    run = FakeRun()
     with pytest.raises(EvaluationError, match=r"validation\.json not found.*validate"):
-        evaluate_split(cfg, "test", root=root, run=run)
-    assert run.status == "FAILED"
+        evaluate_split(cfg, "test", root=root, run=FakeRun())
 
     (root / "metrics").mkdir()
     (root / "metrics" / "validation.json").write_text(json.dumps({"threshold": None}))
@@ -286,7 +319,8 @@ def test_stage_scripts_exit_with_one_line_on_known_errors(tmp_path, monkeypatch,
 
 
 def test_module_constants_match_the_pipeline_layout():
-    assert evaluate_module.STAGE_NAMES == {"validation": "validate", "test": "test"}
+    assert (stage_script("validate").STAGE, stage_script("validate").SPLIT) == ("validate", "validation")
+    assert (stage_script("test").STAGE, stage_script("test").SPLIT) == ("test", "test")
     assert evaluate_module.MODEL_DIR == "model"
 
 
@@ -311,9 +345,11 @@ def test_stages_log_into_the_training_run_and_finish_it(make_project, monkeypatc
     training.mark_model(root / "model")
     client = MlflowClient(uri)
 
-    validation = evaluate_split(cfg, "validation")
+    stage_script("validate").evaluate(cfg)
+    validation = read_json(root / "metrics" / "validation.json")
     assert client.get_run(training.run_id).info.status == "RUNNING"
-    test = evaluate_split(cfg, "test")
+    stage_script("test").evaluate_publish_and_probe(cfg)
+    test = read_json(root / "metrics" / "test.json")
 
     run = client.get_run(training.run_id)
     assert run.info.status == "FINISHED"
@@ -352,6 +388,6 @@ def test_a_failing_test_stage_marks_the_run_failed(make_project, monkeypatch):
     training = PipelineRun.start_training(cfg)
     training.mark_model(root / "model")
     with pytest.raises(EvaluationError, match="validation.json not found"):
-        evaluate_split(cfg, "test")  # validate never ran: no recorded threshold
+        stage_script("test").evaluate_publish_and_probe(cfg)  # validate never ran: no recorded threshold
     status = MlflowClient(cfg.mlflow.tracking_uri).get_run(training.run_id).info.status
     assert status == "FAILED"

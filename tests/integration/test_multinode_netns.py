@@ -212,8 +212,8 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Job:
 def test_two_hosts_train_one_model_into_one_run(uninterrupted: Job) -> None:
     from mlflow import MlflowClient
 
+    from cybulde.tracking.client import MODEL_TAG
     from cybulde.tracking.lineage import model_digest
-    from cybulde.tracking.run import MODEL_TAG
 
     assert set(uninterrupted.digests) == {"rank0.sha256", "rank1.sha256"}
     assert uninterrupted.digests["rank0.sha256"] == uninterrupted.digests["rank1.sha256"]

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from cybulde.config.schema import Config
-from cybulde.tracking.model_registry import publish_served_model
+from cybulde.publishing import publish_served_model
 from cybulde.tracking.run import PipelineRun
 from tests.helpers.model_server import SERVE_STARTUP_S, serve_command, serve_environment
 from tests.helpers.ports import free_port

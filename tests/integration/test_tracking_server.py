@@ -10,8 +10,9 @@ import pytest
 from mlflow import MlflowClient
 
 from cybulde.config.schema import Config
+from cybulde.tracking.client import MODEL_TAG
 from cybulde.tracking.lineage import model_digest
-from cybulde.tracking.run import MODEL_TAG, PipelineRun
+from cybulde.tracking.run import PipelineRun
 from tests.helpers.services import ARTIFACTS_PREFIX, GcsEmulator, MlflowServer, Postgres, list_bucket
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

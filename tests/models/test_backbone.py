@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from cybulde.config.schema import ModelConfig, ScratchBackboneConfig
+from cybulde.files import sha256_file
 from cybulde.models.backbone import (
     BackboneError,
     TokenizerMismatchError,
     TokenizerSpec,
     build_backbone,
     embedding_rows,
-    file_sha256,
     minilm_dir,
 )
 from cybulde.models.classifier import build_classifier, compose_classifier
@@ -53,11 +53,11 @@ def test_minilm_accepts_its_own_tokenizer_also_when_re_saved(tmp_path):
     from transformers import PreTrainedTokenizerFast
 
     packaged = minilm_dir() / "tokenizer.json"
-    encoder = build_backbone("minilm", small_scratch(), spec(vocab_size=30522, sha256=file_sha256(packaged)))
+    encoder = build_backbone("minilm", small_scratch(), spec(vocab_size=30522, sha256=sha256_file(packaged)))
     assert embedding_rows(encoder) == 30522 and encoder.config.hidden_size == 384
     resaved = tmp_path / "tokenizer"
     PreTrainedTokenizerFast.from_pretrained(str(minilm_dir())).save_pretrained(str(resaved))
-    resaved_spec = spec(vocab_size=30522, sha256=file_sha256(resaved / "tokenizer.json"))
+    resaved_spec = spec(vocab_size=30522, sha256=sha256_file(resaved / "tokenizer.json"))
     build_backbone("minilm", small_scratch(), resaved_spec, tokenizer_dir=resaved)
 
 
@@ -89,7 +89,7 @@ def test_minilm_pooler_weights_are_used_by_pooler_pooling_and_dropped_otherwise(
     from cybulde.config.schema import Pooling
 
     packaged = minilm_dir() / "tokenizer.json"
-    data_dir = tiny_data.make_data_dir(tmp_path / "data", kind="pretrained", tokenizer_sha256=file_sha256(packaged))
+    data_dir = tiny_data.make_data_dir(tmp_path / "data", kind="pretrained", tokenizer_sha256=sha256_file(packaged))
     manifest = tiny_data.read_manifest(data_dir)
     manifest["tokenizer"]["vocab_size"] = 30522
     model = build_classifier(ModelConfig(backbone="minilm", pooling=Pooling(pooling)), manifest, data_dir / "tokenizer")
@@ -106,7 +106,7 @@ def test_minilm_pooler_weights_are_used_by_pooler_pooling_and_dropped_otherwise(
 def test_a_pretrained_backbone_exports_no_path_of_this_machine():
     # Two checkouts that train the same weights must export the same config.json bytes.
     packaged = minilm_dir() / "tokenizer.json"
-    encoder = build_backbone("minilm", small_scratch(), spec(vocab_size=30522, sha256=file_sha256(packaged)))
+    encoder = build_backbone("minilm", small_scratch(), spec(vocab_size=30522, sha256=sha256_file(packaged)))
     assert str(minilm_dir()) in json.dumps(encoder.config.to_dict())  # what transformers records
     classifier = compose_classifier(encoder, make_head("softmax", 2), ["a", "b"], "mean", "none", 1, 0.1,
                                     max_length=32, backbone_name="minilm")

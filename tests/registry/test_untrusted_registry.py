@@ -22,6 +22,7 @@ import fsspec
 import pytest
 
 from cybulde.cli import main as cli_main
+from cybulde.files import sha256_bytes
 from cybulde.registry.errors import (
     ChecksumMismatchError,
     InvalidNameError,
@@ -31,7 +32,6 @@ from cybulde.registry.errors import (
 )
 from cybulde.registry.fetch import fetch
 from cybulde.registry.manifest import MANIFEST_FILE, Manifest, files_dir, path_inside
-from cybulde.registry.storage import sha256_bytes
 from cybulde.registry.store import Registry, check_name
 from tests.helpers.raw_data import fetch_config
 from tests.helpers.snapshots import snapshot

@@ -107,7 +107,7 @@ READER = """
 import sys
 
 from cybulde.config.loader import load_config
-from cybulde.tracking.run import configure_http
+from cybulde.tracking.client import configure_http
 from cybulde.training.distributed import LaunchEnv, threads_per_rank
 
 cfg = load_config()

@@ -34,7 +34,8 @@ def logged_model(tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[str
     """The sigmoid model logged (threshold THRESHOLD, fp32, batches of 4) into a fresh SQLite store."""
     from mlflow import MlflowClient
 
-    from cybulde.serving.pyfunc import log_pyfunc_model, serving_config
+    from cybulde.publishing import log_pyfunc_model
+    from cybulde.serving.pyfunc import serving_config
 
     base = tmp_path_factory.mktemp("serving-store")
     uri = f"sqlite:///{base / 'mlflow.db'}"

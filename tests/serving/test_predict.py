@@ -219,7 +219,8 @@ def test_argument_validation(capsys):
 def test_mlflow_runs_uri_reads_the_logged_files_and_applies_the_logged_threshold(tmp_path, models, monkeypatch):
     from mlflow import MlflowClient
 
-    from cybulde.serving.pyfunc import log_pyfunc_model, serving_config
+    from cybulde.publishing import log_pyfunc_model
+    from cybulde.serving.pyfunc import serving_config
 
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

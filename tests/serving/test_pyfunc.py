@@ -13,8 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from cybulde.publishing import log_pyfunc_model
 from cybulde.serving.errors import EmptyTextError, InputLimitError, MissingColumnError, NonTextValueError
-from cybulde.serving.pyfunc import log_pyfunc_model, serving_config
+from cybulde.serving.pyfunc import serving_config
 from cybulde.serving.readers import Limits, texts_from_request
 from cybulde.serving.scorer import ThreadTokenizers
 from tests.helpers.model_server import THRESHOLD

@@ -10,6 +10,7 @@ a trained model and its predictions (after `make pipeline` / `dvc repro`).
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import subprocess
@@ -35,7 +36,6 @@ BF16_TOLERANCE = 1e-2
 @pytest.fixture(scope="module")
 def davidson_project(tmp_path_factory):
     """A project whose `test` stage ran: data/fetched (Davidson, small), model/, predictions/, an MLflow run."""
-    from cybulde.evaluation.evaluate import evaluate_split
     from cybulde.preparation.publish import default_datasets_dir, publish
     from cybulde.training import train as train_module
     from tests.helpers import tiny_train
@@ -57,8 +57,8 @@ def davidson_project(tmp_path_factory):
         patch.setattr(train_module, "start_tracking", train_module.start_tracking)  # the real MLflow run
         cfg = tiny_train.load(project)
         train_module.train(cfg)
-        evaluate_split(cfg, "validation", root=project)
-        evaluate_split(cfg, "test", root=project)
+        importlib.import_module("stages.validate").evaluate(cfg)
+        importlib.import_module("stages.test").evaluate_publish_and_probe(cfg)
     return {"project": project, "tracking_uri": cfg.mlflow.tracking_uri}
 
 

@@ -2,9 +2,11 @@ from pathlib import Path
 
 import pytest
 
+from cybulde.config.paths import redact_uri, tracking_uri
 from cybulde.config.schema import Config
+from cybulde.tracking.client import CLOSED_TAG, MODEL_TAG, TrackingError
 from cybulde.tracking.lineage import data_lock_hash, model_digest
-from cybulde.tracking.run import CLOSED_TAG, MODEL_TAG, PipelineRun, TrackingError, _redact, tracking_uri
+from cybulde.tracking.run import PipelineRun
 
 LOCK = """schema: '2.0'
 stages:
@@ -103,7 +105,7 @@ def test_lock_hash_missing_before_fetch_is_locked(tmp_path: Path) -> None:
 
 
 def test_credentials_are_redacted() -> None:
-    assert _redact("postgresql://bob:secret@db:5432/mlflow") == "postgresql://bob:***@db:5432/mlflow"
+    assert redact_uri("postgresql://bob:secret@db:5432/mlflow") == "postgresql://bob:***@db:5432/mlflow"
 
 
 # -- runs whose stage is gone ------------------------------------------------------------------------

@@ -189,8 +189,8 @@ def test_two_nodes_train_the_same_model_as_one_node_with_two_processes(one_node_
 def test_training_reports_into_the_pipeline_run(tmp_path, monkeypatch):
     from mlflow import MlflowClient
 
+    from cybulde.tracking.client import MODEL_TAG
     from cybulde.tracking.lineage import model_digest
-    from cybulde.tracking.run import MODEL_TAG
 
     fake_cpu(tmp_path, monkeypatch, WITH_BF16)
     project = tiny_train.make_project(tmp_path / "project", {"mlflow.tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",

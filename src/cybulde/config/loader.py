@@ -18,7 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from cybulde.config.access import record_reads_if_asked
 from cybulde.config.schema import PRECISIONS, Backbone, Config, Head
-from cybulde.errors import CybuldeError
+from cybulde.errors import CybuldeError, first_line
 
 
 class ConfigError(CybuldeError, ValueError):
@@ -60,11 +60,7 @@ def _to_schema(raw: DictConfig) -> Config:
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except OmegaConfBaseException as error:
         key = getattr(error, "full_key", "") or "?"
-        raise ConfigError(f"invalid parameter '{key}': {_first_line(error)}") from error
-
-
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0]
+        raise ConfigError(f"invalid parameter '{key}': {first_line(error)}") from error
 
 
 def _require(condition: bool, key: str, message: str) -> None:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from cybulde.config.loader import PARAMS_FILE, ConfigError
 
 DEFAULT_STORE = "mlflow.db"  # the SQLite MLflow store in the workspace root, when nothing else is set
+MODEL_DIR = "model"  # the model `train` exports and the later stages read, relative to the project root
 
 if TYPE_CHECKING:
     from cybulde.config.schema import Config

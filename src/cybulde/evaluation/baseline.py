@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from cybulde.errors import CybuldeError
 from cybulde.evaluation.metrics import compute_metrics, round_floats
-from cybulde.evaluation.plots import PR_FILE, ROC_FILE, pr_points, roc_points, write_json
+from cybulde.evaluation.plots import PR_FILE, ROC_FILE, pr_points, roc_points
+from cybulde.files import write_json
 
 if TYPE_CHECKING:
     import numpy as np

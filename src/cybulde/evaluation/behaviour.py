@@ -24,10 +24,13 @@ import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cybulde.errors import CybuldeError
 from cybulde.evaluation.output import emit
+
+if TYPE_CHECKING:
+    from cybulde.tracking.run import PipelineRun
 
 log = logging.getLogger("cybulde.evaluation")
 
@@ -176,7 +179,7 @@ def format_table(report: Mapping[str, Any]) -> str:
 
 
 # -- the test stage ----------------------------------------------------------------------------------
-def log_behaviour(run: Any, model_dir: str | Path, threshold: float | None,
+def log_behaviour(run: PipelineRun, model_dir: str | Path, threshold: float | None,
                   cases_file: str | Path = CASES_FILE) -> dict[str, Any] | None:
     """Run the suite on the model and log its table and accuracies into `run`; None (and a log line)
     when the model's training dataset has no positive labels in the suite."""

@@ -11,10 +11,9 @@ Outputs (paths relative to the project root, i.e. the stage's working directory)
 
 A binary sigmoid head decides by threshold: `validate` tunes it (or takes the fixed
 `evaluation.threshold`) and records it in metrics/validation.json; `test` applies that recorded
-value unchanged. Both stages log into the MLflow run that trained the model; `test` is the final
-stage, marks the run FINISHED, logs the servable pyfunc model and registers it
-(`cybulde.tracking.model_registry`), and logs the behavioural suite's table
-(`cybulde.evaluation.behaviour`). The model runs at the precision its training's `train.precision`
+value unchanged. Both stages log the evaluation into the MLflow run that trained the model, inside
+the stage the stage script opens (`stages/validate.py`, `stages/test.py`; what else `test` does is
+there too). The model runs at the precision its training's `train.precision`
 resolves to on this machine (`cybulde.models.export.inference_precision`), the rule `predict` and
 the served model follow too.
 """
@@ -28,22 +27,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cybulde.config.paths import MODEL_DIR
 from cybulde.errors import CybuldeError
 from cybulde.evaluation.metrics import compute_metrics, flatten_for_logging, round_floats
-from cybulde.evaluation.plots import write_json, write_plots
+from cybulde.evaluation.plots import write_plots
 from cybulde.evaluation.thresholds import parse_threshold, tune_threshold
+from cybulde.files import write_json
 
 if TYPE_CHECKING:
     import torch
 
     from cybulde.config.schema import Config
     from cybulde.models.heads import Head
+    from cybulde.tracking.run import PipelineRun
 
 log = logging.getLogger("cybulde.evaluation")
 
 SPLITS = ("validation", "test")
-STAGE_NAMES = {"validation": "validate", "test": "test"}
-MODEL_DIR = "model"
 METRICS_DIR = "metrics"
 PLOTS_DIR = "plots"
 PREDICTIONS_DIR = "predictions"
@@ -80,34 +80,27 @@ def with_per_class(headline: dict[str, Any], per_class: dict[str, Any] | None) -
     return {**headline, "per_class": per_class or {}}
 
 
-def evaluate_split(cfg: Config, split: str, *, root: str | Path | None = None,
-                   run: Any = None) -> dict[str, Any]:
-    """Evaluate `model/` on `split` of `cfg.data.fetched_dir`, write the outputs, log to MLflow.
+def exported_model_dir(root: Path) -> Path:
+    """`model/` under the project folder `root`, which the `train` stage must have exported."""
+    model_dir = root / MODEL_DIR
+    if not (model_dir / "config.json").is_file():
+        raise EvaluationError(f"no exported model in {model_dir}: run the `train` stage first")
+    return model_dir
+
+
+def evaluate_split(cfg: Config, split: str, *, run: PipelineRun, root: str | Path | None = None) -> dict[str, Any]:
+    """Evaluate `model/` on `split` of `cfg.data.fetched_dir`, write the outputs, log them into `run`.
 
     `root` is the project folder the relative paths start from (default: the working directory);
-    `run` is the MLflow run handle (default: `PipelineRun.for_model`, the run that trained the model).
-    Returns the content of metrics/<split>.json.
+    the caller opens the stage in `run`. Returns the content of metrics/<split>.json.
     """
     if split not in SPLITS:
         raise EvaluationError(f"unknown split {split!r}: expected one of {list(SPLITS)}")
     root = Path(root) if root is not None else Path.cwd()
-    model_dir = root / MODEL_DIR
-    if not (model_dir / "config.json").is_file():
-        raise EvaluationError(f"no exported model in {model_dir}: run the `train` stage first")
-    if run is None:
-        from cybulde.tracking.run import PipelineRun
-
-        run = PipelineRun.for_model(cfg, model_dir)
-    with run.stage(STAGE_NAMES[split], final=split == "test"), \
-            tempfile.TemporaryDirectory(prefix="cybulde-eval-") as scratch:
+    exported_model_dir(root)  # no evaluation without a model
+    with tempfile.TemporaryDirectory(prefix="cybulde-eval-") as scratch:
         result = evaluate_to_files(cfg, split, root, Path(scratch))
         log_evaluation(run, result)
-        if split == "test":
-            from cybulde.evaluation.behaviour import log_behaviour
-            from cybulde.tracking.model_registry import publish_served_model
-
-            publish_served_model(cfg, run, model_dir, result.metrics, batch_size=cfg.evaluation.batch_size)
-            log_behaviour(run, model_dir, threshold=result.metrics["threshold"])
     return result.metrics
 
 
@@ -234,7 +227,7 @@ def write_predictions(path: Path, rows: dict[str, list[Any]], probabilities: tor
     return path
 
 
-def log_evaluation(run: Any, result: SplitEvaluation) -> None:
+def log_evaluation(run: PipelineRun, result: SplitEvaluation) -> None:
     """Metrics (`<split>/...`), the plots folder, predictions and the metrics JSON into the run."""
     run.log_metrics(flatten_for_logging(with_per_class(result.metrics, result.per_class), result.split))
     for path in sorted(result.plot_paths.values()):

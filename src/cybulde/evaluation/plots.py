@@ -17,10 +17,11 @@ predictions give byte-identical files.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from cybulde.files import write_json
 
 if TYPE_CHECKING:
     import torch
@@ -155,12 +156,6 @@ def save_figure(figure: Figure, path: Path) -> Path:
     FigureCanvasAgg(figure)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png", dpi=100, metadata={"Software": None})
-    return path
-
-
-def write_json(data: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return path
 
 

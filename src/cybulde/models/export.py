@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cybulde.errors import CybuldeError
-from cybulde.files import check_readable, fsync_tree, honour_umask, replace_folder
+from cybulde.files import check_readable, fsync_tree, honour_umask, replace_folder, write_json
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -90,8 +90,7 @@ def write_model_files(model: TextClassifier, folder: Path, metadata: dict[str, A
     save_safetensors(model, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
     honour_umask(folder / WEIGHTS_FILE)
     config = {"format_version": FORMAT_VERSION, **model.architecture(), "metadata": metadata}
-    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n",
-                                      encoding="utf-8")
+    write_json(config, folder / CONFIG_FILE, default=str)
     shutil.copytree(tokenizer_dir, folder / TOKENIZER_DIR)
 
 

@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from cybulde.files import sha256_file
 from cybulde.preparation.sources import BY_HASH, RawBatch
 from cybulde.registry.manifest import SPLITS, ShardInfo, SplitSummary, shard_name
-from cybulde.registry.storage import sha256_file
 from cybulde.text.cleaning import clean_text
 from cybulde.text.tokenizer import backend_tokenizer, encode
 

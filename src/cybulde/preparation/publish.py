@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from cybulde.errors import UsageError
+from cybulde.files import sha256_file
 from cybulde.preparation.engine import ENGINES, Engine, open_engine
 from cybulde.preparation.labels import resolve_label_map
 from cybulde.preparation.prepare import (
@@ -48,7 +49,7 @@ from cybulde.registry.manifest import (
     TokenizerInfo,
     hash_files,
 )
-from cybulde.registry.storage import quiet_storage_logs, sha256_file
+from cybulde.registry.storage import quiet_storage_logs
 from cybulde.registry.store import Registry, check_name
 from cybulde.text.cleaning import CLEANING_ID
 from cybulde.text.tokenizer import DEFAULT_VOCAB_SIZE, TOKENIZER_KINDS

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cybulde.files import sha256_bytes, sha256_file
 from cybulde.registry.errors import (
     ChecksumMismatchError,
     ManifestError,
@@ -33,7 +34,6 @@ from cybulde.registry.errors import (
     UnexpectedFileError,
     UnsafePathError,
 )
-from cybulde.registry.storage import sha256_bytes, sha256_file
 
 MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 2  # what publish writes

@@ -17,7 +17,6 @@ import os
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 import errno  # noqa: E402
-import hashlib  # noqa: E402
 import re  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
@@ -28,7 +27,6 @@ from typing import TypeVar  # noqa: E402
 
 from fsspec import AbstractFileSystem  # noqa: E402
 
-CHUNK_BYTES = 1 << 20
 # HTTP statuses worth another try: request timeout, too many requests, server errors.
 TRANSIENT_HTTP_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _TRANSIENT_ERRNOS = frozenset({errno.ECONNRESET, errno.ECONNABORTED, errno.ECONNREFUSED, errno.ETIMEDOUT,
@@ -102,18 +100,6 @@ def quiet_storage_logs() -> None:
     import logging
 
     logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(CHUNK_BYTES), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 # ---- errors and retries --------------------------------------------------------------------------

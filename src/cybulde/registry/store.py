@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from cybulde.files import sha256_file
 from cybulde.registry.errors import (
     ChecksumMismatchError,
     InvalidNameError,
@@ -56,7 +57,6 @@ from cybulde.registry.storage import (
     is_transient,
     open_location,
     put_atomic,
-    sha256_file,
     storage_error_types,
     with_retries,
 )

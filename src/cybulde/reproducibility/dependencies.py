@@ -29,21 +29,24 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cybulde.config.loader import PARAMS_FILE
 from cybulde.errors import CybuldeError
 
 # Project modules that cannot change any stage's outputs, so no stage needs them in its `deps`, and
 # the params they read are not counted. A package name covers its submodules. Extend it with care:
 # each entry must be code whose changes can never alter a file that a stage writes.
 HARMLESS_MODULES: dict[str, str] = {
-    "cybulde.errors": "exception classes only: an error stops a stage, it never changes what it writes",
+    "cybulde.errors": "exception classes and their one-line message only: an error stops a stage, it never "
+                      "changes what it writes",
     "cybulde.registry.errors": "exception classes only, like cybulde.errors",
     "cybulde.entrypoint": "logging setup, the load_config call and one-line error printing around each stage",
-    "cybulde.tracking": "MLflow logging (params, metrics, artifacts, the servable model): it writes only to "
-                        "the tracking store, never to a DVC output",
+    "cybulde.tracking": "MLflow logging (params, metrics, artifacts): it writes only to the tracking store, "
+                        "never to a DVC output",
+    "cybulde.publishing": "logging and registering the servable model: it writes only to the tracking store, "
+                          "never to a DVC output",
 }
 
 THIS_FILE = "src/cybulde/reproducibility/dependencies.py"
-PARAMS_FILE = "params.yaml"
 SEARCH_ROOTS = ("src", ".")  # where project modules live, relative to the project root
 
 

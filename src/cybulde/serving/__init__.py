@@ -5,8 +5,11 @@
 - `readers` / `writers`: the input files and requests `predict` and the served model accept, with
   their limits, and the output files `predict` writes;
 - `predict`: the `cybulde predict` command;
-- `pyfunc`: the MLflow `python_function` model (logged from code, see `model_code.py`).
+- `pyfunc`: the MLflow `python_function` model (logged from code, see `model_code.py`) and reading a
+  downloaded logged model.
 
-`evaluation` and `tracking` use this package; it depends only on `models`, `data`, `config`,
-`hardware` and `errors`.
+This is the read side: loading, verifying and scoring a model. Logging and registering the served
+model is `cybulde.publishing`'s job, above this package. `evaluation` and `publishing` use it; it
+depends only on `models`, `data`, `config`, `hardware`, `files`, `errors` and, to resolve MLflow
+URIs, `cybulde.tracking.client`.
 """

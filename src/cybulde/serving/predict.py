@@ -26,9 +26,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from cybulde.errors import first_line
 from cybulde.hardware import PRECISIONS
 from cybulde.serving.errors import ModelSourceError, ServingError
-from cybulde.serving.readers import STDIN, TEXT_COLUMN, Limits, read_input
+from cybulde.serving.readers import DEFAULT_MAX_CHARS, STDIN, TEXT_COLUMN, Limits, read_input
+from cybulde.serving.scorer import DEFAULT_BATCH_SIZE
 from cybulde.serving.writers import output_format_of, output_table, write_output
 
 if TYPE_CHECKING:
@@ -36,9 +38,7 @@ if TYPE_CHECKING:
 
     from cybulde.serving.scorer import TextScorer
 
-DEFAULT_BATCH_SIZE = 64
-DEFAULT_MAX_ROWS = 100_000
-DEFAULT_MAX_CHARS = 10_000
+INPUT_MAX_ROWS = 100_000  # texts per `predict` input (--max-rows)
 # Inputs with more texts than this report their progress on standard error.
 LONG_INPUT = 1000
 PROGRESS_EVERY_S = 10.0  # plain progress lines when standard error is not a terminal
@@ -63,8 +63,8 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     parser.add_argument("--precision", choices=PRECISIONS, default=None,
                         help="default: the model's own train.precision, resolved on this machine as in the "
                              "validate and test stages (auto: bf16 where the hardware runs it natively)")
-    parser.add_argument("--max-rows", type=_positive_int, default=DEFAULT_MAX_ROWS,
-                        help=f"refuse an input with more texts than this (default: {DEFAULT_MAX_ROWS:,})")
+    parser.add_argument("--max-rows", type=_positive_int, default=INPUT_MAX_ROWS,
+                        help=f"refuse an input with more texts than this (default: {INPUT_MAX_ROWS:,})")
     parser.add_argument("--max-chars", type=_positive_int, default=DEFAULT_MAX_CHARS,
                         help=f"refuse a text longer than this many characters (default: {DEFAULT_MAX_CHARS:,})")
     parser.add_argument("--tracking-uri", default=None,
@@ -110,7 +110,7 @@ def predict(input_path: str, model: str, text_column: str = TEXT_COLUMN, output:
     Every check on the destination and the input runs before the model is loaded.
     """
     output_format = output_format_of(output)
-    inputs = read_input(input_path, limits or Limits(DEFAULT_MAX_ROWS, DEFAULT_MAX_CHARS), text_column,
+    inputs = read_input(input_path, limits or Limits(INPUT_MAX_ROWS, DEFAULT_MAX_CHARS), text_column,
                         stdin=stdin)
     with loaded_scorer(model, batch_size=batch_size, threshold=threshold, precision=precision,
                        tracking_uri=tracking_uri) as scorer, progress(len(inputs.texts)) as advance:
@@ -167,6 +167,7 @@ def download_logged_model(uri: str, scratch: Path, tracking_uri: str | None) -> 
     from cybulde.config.paths import redact_uri
     from cybulde.config.paths import tracking_uri as default_tracking_uri
     from cybulde.serving.pyfunc import logged_model_parts
+    from cybulde.tracking.client import global_tracking_uri
 
     if tracking_uri is None:
         from cybulde.config.schema import Config
@@ -174,22 +175,15 @@ def download_logged_model(uri: str, scratch: Path, tracking_uri: str | None) -> 
         tracking_uri = default_tracking_uri(Config())
     if not sys.stderr.isatty():  # MLflow's download bar would print a line per file
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    previous_uri = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(tracking_uri)  # runs:/ URIs of logged models resolve through the global one
-    try:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(scratch),
-                                                    tracking_uri=tracking_uri)
-    except Exception as error:  # MlflowException, OSError... for a bad URI or an unreachable store
-        raise ModelSourceError(f"cannot load MLflow model {uri!r} from {redact_uri(tracking_uri)}: "
-                               f"{_first_line(error)}") from error
-    finally:
-        mlflow.set_tracking_uri(previous_uri)
+    # runs:/ URIs of logged models resolve through the global tracking URI.
+    with global_tracking_uri(tracking_uri):
+        try:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(scratch),
+                                                        tracking_uri=tracking_uri)
+        except Exception as error:  # MlflowException, OSError... for a bad URI or an unreachable store
+            raise ModelSourceError(f"cannot load MLflow model {uri!r} from {redact_uri(tracking_uri)}: "
+                                   f"{first_line(error)}") from error
     return logged_model_parts(Path(local), uri)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 # ---- progress --------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from cybulde.errors import first_line
 from cybulde.serving.errors import (
     EmptyInputError,
     EmptyTextError,
@@ -46,6 +47,7 @@ ID_COLUMN = "id"
 INPUT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl",
                  ".ndjson": "jsonl", ".txt": "lines"}
 SHOWN_ROWS = 5  # rows named in an error message
+DEFAULT_MAX_CHARS = 10_000  # characters per text, in a `predict` input and a served request alike
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,7 @@ def _read_table(data: bytes, kind: str, origin: str, limits: Limits) -> pd.DataF
         try:
             return pd.read_parquet(io.BytesIO(data))
         except Exception as error:  # pyarrow raises several types for a broken file
-            raise MalformedInputError(f"cannot read {origin} as Parquet: {_first_line(error)}") from error
+            raise MalformedInputError(f"cannot read {origin} as Parquet: {first_line(error)}") from error
     content = _decode(data, origin)
     if not content.strip():
         raise EmptyInputError(f"{origin} is empty: nothing to score")
@@ -144,7 +146,7 @@ def _read_table(data: bytes, kind: str, origin: str, limits: Limits) -> pd.DataF
         try:
             return pd.read_csv(io.StringIO(content), dtype=str, keep_default_na=False)
         except Exception as error:  # ParserError, EmptyDataError, csv.Error...
-            raise MalformedInputError(f"cannot parse {origin} as CSV: {_first_line(error)}") from error
+            raise MalformedInputError(f"cannot parse {origin} as CSV: {first_line(error)}") from error
     return _read_jsonl(content, origin, limits)
 
 
@@ -159,7 +161,7 @@ def _read_jsonl(content: str, origin: str, limits: Limits) -> pd.DataFrame:
             record = json.loads(line)
         except (ValueError, RecursionError) as error:  # JSONDecodeError, too many digits, too deep
             raise MalformedInputError(f"{origin} line {number} is not valid JSON: "
-                                      f"{getattr(error, 'msg', None) or _first_line(error)}") from error
+                                      f"{getattr(error, 'msg', None) or first_line(error)}") from error
         if not isinstance(record, dict):
             raise MalformedInputError(f"{origin} line {number} is not a JSON object (got "
                                       f"{type(record).__name__}); expected one object per line")
@@ -257,8 +259,3 @@ def _rows(rows: Sequence[int]) -> str:
     shown = ", ".join(str(row + 1) for row in rows[:SHOWN_ROWS])
     more = f" and {len(rows) - SHOWN_ROWS:,} more" if len(rows) > SHOWN_ROWS else ""
     return f"row {shown} is" if len(rows) == 1 else f"rows {shown}{more} are"
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 PROBABILITY_PREFIX = "prob_"
 LABEL_COLUMN = "label"
+DEFAULT_BATCH_SIZE = 64  # texts per forward pass
 # Cleaning ids (recorded by publish in the manifest, by train in config.json) -> the function.
 KNOWN_CLEANINGS: dict[str, Callable[[str], str]] = {CLEANING_ID: clean_text}
 
@@ -126,7 +127,8 @@ class TextScorer:
     """Scores raw texts with an exported model directory (weights, config.json, tokenizer/)."""
 
     def __init__(self, loaded: LoadedModel, model_dir: str | Path, threshold: float | None = None,
-                 batch_size: int = 64, precision: str | None = None, device: torch.device | None = None) -> None:
+                 batch_size: int = DEFAULT_BATCH_SIZE, precision: str | None = None,
+                 device: torch.device | None = None) -> None:
         from cybulde.hardware import resolve_precision
         from cybulde.models.export import TOKENIZER_DIR, inference_precision
         from cybulde.text.batching import PadCollator
@@ -151,7 +153,7 @@ class TextScorer:
         self.model.to(self.device)
 
     @classmethod
-    def from_dir(cls, model_dir: str | Path, threshold: float | None = None, batch_size: int = 64,
+    def from_dir(cls, model_dir: str | Path, threshold: float | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                  precision: str | None = None, device: torch.device | None = None) -> TextScorer:
         from cybulde.models.export import load_model, read_model_config
 

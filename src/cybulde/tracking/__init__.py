@@ -1,1 +1,1 @@
-"""Tracking: the MLflow run shared by all stages and ranks, its lineage, and the served model."""
+"""Tracking: the MLflow client's plumbing (`client`), the run shared by all stages and ranks, and its lineage."""

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import yaml
 
+from cybulde.files import sha256_file
+from cybulde.models.export import WEIGHTS_FILE
+
 LOCK_FILE = "dvc.lock"
 FETCH_STAGE = "fetch"
-WEIGHTS_FILE = "model.safetensors"
 
 
 def data_lock_hash(root: str | Path, fetched_dir: str) -> str:
@@ -28,8 +29,4 @@ def data_lock_hash(root: str | Path, fetched_dir: str) -> str:
 
 def model_digest(model_dir: str | Path) -> str:
     """sha256 of the exported weights: the identity of a trained model."""
-    digest = hashlib.sha256()
-    with open(Path(model_dir) / WEIGHTS_FILE, "rb") as weights:
-        for block in iter(lambda: weights.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(Path(model_dir) / WEIGHTS_FILE)

@@ -14,9 +14,8 @@ and a heartbeat, and every stage that opens a run closes the experiment's runs l
 owner that is gone (KILLED, with a tag saying why). An owner on another host counts as gone once
 its heartbeat is `STALE_AFTER_S` old. Between stages a run has no owner and is left alone.
 
-Tracking servers get bounded HTTP timeouts and retries (`mlflow.http_timeout_s`,
-`mlflow.http_max_retries`); an unreachable server is a one-line `TrackingError` before a stage
-starts its work. During training, metrics go through a `MetricBuffer` (`PipelineRun.buffered`),
+Tracking servers get bounded HTTP timeouts and retries and an unreachable server is a one-line
+`TrackingError` before a stage starts its work (`cybulde.tracking.client`). During training, metrics go through a `MetricBuffer` (`PipelineRun.buffered`),
 so an outage never stops training.
 """
 
@@ -27,7 +26,6 @@ import json
 import logging
 import os
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -35,10 +33,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cybulde.config.loader import to_flat_dict
-from cybulde.config.paths import project_root, tracking_uri, workspace_root
-from cybulde.config.paths import redact_uri as _redact
+from cybulde.config.paths import project_root, redact_uri, tracking_uri, workspace_root
 from cybulde.config.schema import Config
-from cybulde.errors import CybuldeError
+from cybulde.errors import first_line
+from cybulde.tracking.client import (
+    CLOSED_TAG,
+    DATA_TAG,
+    HEARTBEAT_TAG,
+    MODEL_TAG,
+    OWNER_TAG,
+    RUN_COMMIT_TAG,
+    STAGE_TAG,
+    TrackingError,
+    connect,
+    git_commit,
+)
 from cybulde.tracking.lineage import data_lock_hash, model_digest
 
 if TYPE_CHECKING:
@@ -46,63 +55,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MODEL_TAG = "cybulde.model_sha256"
-STAGE_TAG = "cybulde.stage"
-OWNER_TAG = "cybulde.owner"  # JSON: the process running a stage in the run; '' between stages
-HEARTBEAT_TAG = "cybulde.heartbeat"  # unix time, renewed every HEARTBEAT_S while a stage runs
-CLOSED_TAG = "cybulde.closed_reason"  # why another stage closed this run
 DEFAULT_ARTIFACTS = "mlartifacts"
 HEARTBEAT_S = 60.0
 STALE_AFTER_S = 900.0
 FINAL_FLUSH_S = 60.0  # how long the end of training waits for buffered metrics to reach the server
-HTTP_BACKOFF_FACTOR = 1  # retries after 0 s, 2 s, 4 s...
-
-
-class TrackingError(CybuldeError, RuntimeError):
-    """The tracking server cannot be reached, or the run to log into cannot be found."""
-
-
-def configure_http(config: Config) -> None:
-    """Bounded timeouts and retries for every request MLflow makes (read from the environment per request)."""
-    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(config.mlflow.http_timeout_s)
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(config.mlflow.http_max_retries)
-    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(HTTP_BACKOFF_FACTOR)
-    # MLflow draws its jitter from the global `random` module, which training seeds.
-    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_JITTER"] = "0"
-
-
-def check_reachable(uri: str, timeout_s: float) -> None:
-    """For an HTTP tracking server: one request within `timeout_s`, else a one-line `TrackingError`.
-
-    Any HTTP answer counts (a proxy may well refuse /health); only no answer at all is an error.
-    """
-    if not uri.startswith(("http://", "https://")):
-        return
-    import requests
-
-    try:
-        requests.get(uri.rstrip("/") + "/health", timeout=timeout_s).close()
-    except requests.Timeout as error:
-        raise TrackingError(f"cannot reach the MLflow tracking server at {_redact(uri)}: no answer within "
-                            f"{timeout_s:g} s (mlflow.http_timeout_s)") from error
-    except requests.RequestException as error:
-        reason = "connection refused" if "refused" in str(error).lower() else _first_line(error)[:200]
-        raise TrackingError(f"cannot reach the MLflow tracking server at {_redact(uri)}: {reason}") from error
-
-
-def _client(uri: str, config: Config) -> MlflowClient:
-    os.environ.setdefault("MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD", "false")
-    configure_http(config)
-    check_reachable(uri, config.mlflow.http_timeout_s)
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=uri)
 
 
 def check_tracking(config: Config) -> str:
     """Before a stage starts work: the tracking store answers and has the experiment; returns its id."""
     uri = tracking_uri(config)
-    return _experiment_id(_client(uri, config), config, uri)
+    return _experiment_id(connect(uri, config), config, uri)
 
 
 def _experiment_id(client: MlflowClient, config: Config, uri: str) -> str:
@@ -110,8 +72,8 @@ def _experiment_id(client: MlflowClient, config: Config, uri: str) -> str:
     try:
         experiment = client.get_experiment_by_name(name)
     except Exception as error:  # mlflow raises many types for an unreachable server
-        raise TrackingError(f"cannot reach the MLflow tracking store at {_redact(uri)}: "
-                            f"{_first_line(error)}") from error
+        raise TrackingError(f"cannot reach the MLflow tracking store at {redact_uri(uri)}: "
+                            f"{first_line(error)}") from error
     if experiment is not None:
         return experiment.experiment_id
     artifact_location = None
@@ -119,11 +81,6 @@ def _experiment_id(client: MlflowClient, config: Config, uri: str) -> str:
         # Pin artifacts beside the store, not beside whichever folder the first run started in.
         artifact_location = (workspace_root() / DEFAULT_ARTIFACTS).as_uri()
     return client.create_experiment(name, artifact_location=artifact_location)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 class PipelineRun:
@@ -142,7 +99,7 @@ class PipelineRun:
         """The run for a training: `mlflow.run_id` if given, else `continue_run_id` (the run of the training
         being resumed) if it still exists, else a fresh run."""
         uri = tracking_uri(config)
-        client = _client(uri, config)
+        client = connect(uri, config)
         experiment_id = _experiment_id(client, config, uri)
         if config.mlflow.run_id:
             run_id = _existing_run(client, config.mlflow.run_id, uri)
@@ -159,7 +116,7 @@ class PipelineRun:
     def for_model(cls, config: Config, model_dir: str | Path) -> PipelineRun:
         """The run that trained the model in `model_dir` (newest first if several did)."""
         uri = tracking_uri(config)
-        client = _client(uri, config)
+        client = connect(uri, config)
         experiment_id = _experiment_id(client, config, uri)
         if config.mlflow.run_id:
             return cls(client, _existing_run(client, config.mlflow.run_id, uri), uri, experiment_id)
@@ -213,7 +170,7 @@ class PipelineRun:
                 self.client.set_terminated(self.run_id, status=status)
         except Exception as error:  # the stage's own outcome matters more than its bookkeeping
             log.warning("could not record the end of stage %s in MLflow run %s (%s); the next stage that "
-                        "finds the run will close it", name, self.run_id, _first_line(error)[:200])
+                        "finds the run will close it", name, self.run_id, first_line(error)[:200])
 
     @contextlib.contextmanager
     def buffered(self, flush_timeout_s: float = FINAL_FLUSH_S) -> Iterator[PipelineRun]:
@@ -292,15 +249,15 @@ class PipelineRun:
             "world_size": os.environ.get("WORLD_SIZE", "1"),
             "device_type": config.launch.accelerator.value,
         }
-        commit = _git_commit(root)
+        commit = git_commit(root)
         if commit:
-            tags["mlflow.source.git.commit"] = commit
+            tags[RUN_COMMIT_TAG] = commit
         exp_name = os.environ.get("DVC_EXP_NAME")
         if exp_name:
             tags["dvc.exp_name"] = exp_name
         lock_hash = data_lock_hash(root, config.data.fetched_dir)
         if lock_hash:
-            tags["data.dvc_md5"] = lock_hash
+            tags[DATA_TAG] = lock_hash
             self._log_dataset_input(config, lock_hash)
         self.set_tags(tags)
 
@@ -334,17 +291,8 @@ def _existing_run(client: MlflowClient, run_id: str, uri: str) -> str:
     try:
         return client.get_run(run_id).info.run_id
     except Exception as error:
-        raise TrackingError(f"mlflow.run_id={run_id} is not a run in {_redact(uri)}: "
-                            f"{_first_line(error)}") from error
-
-
-def _git_commit(root: Path) -> str:
-    try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                                text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return ""
-    return result.stdout.strip()
+        raise TrackingError(f"mlflow.run_id={run_id} is not a run in {redact_uri(uri)}: "
+                            f"{first_line(error)}") from error
 
 
 def _start_system_metrics(run_id: str, uri: str, stage: str) -> Any:
@@ -357,7 +305,7 @@ def _start_system_metrics(run_id: str, uri: str, stage: str) -> Any:
         monitor.start()
         return monitor
     except Exception as error:  # optional telemetry must never break a stage
-        log.info("system metrics not logged: %s", _first_line(error))
+        log.info("system metrics not logged: %s", first_line(error))
         return None
 
 
@@ -413,7 +361,7 @@ def close_stale_runs(client: MlflowClient, experiment_id: str, closer: str, keep
         running = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'",
                                      max_results=200)
     except Exception as error:
-        log.warning("could not look for runs left RUNNING: %s", _first_line(error)[:200])
+        log.warning("could not look for runs left RUNNING: %s", first_line(error)[:200])
         return []
     closed = []
     for candidate in running:
@@ -433,7 +381,7 @@ def close_stale_runs(client: MlflowClient, experiment_id: str, closer: str, keep
             client.log_batch(candidate.info.run_id, tags=_tags({CLOSED_TAG: reason, OWNER_TAG: ""}))
             client.set_terminated(candidate.info.run_id, status="KILLED")
         except Exception as error:
-            log.warning("could not close run %s: %s", candidate.info.run_id, _first_line(error)[:200])
+            log.warning("could not close run %s: %s", candidate.info.run_id, first_line(error)[:200])
             continue
         log.warning("closed MLflow run %s as KILLED: %s", candidate.info.run_id, reason)
         closed.append(candidate.info.run_id)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cybulde.files import remove_temporary_files, write_file_atomically
+from cybulde.files import files_sha256, remove_temporary_files, write_json
 
 if TYPE_CHECKING:
     from cybulde.config.schema import Config
@@ -40,19 +40,12 @@ TRAINING_CODE = ("training", "models", "loading")
 
 def code_digest(package_root: Path | None = None) -> str:
     """sha256 over the names and contents of the training code's Python files."""
-    import hashlib
-
-    from cybulde.registry.storage import sha256_file
-
     root = package_root or Path(__file__).resolve().parents[1]
     files: list[Path] = []
     for entry in TRAINING_CODE:
         path = root / entry
         files.extend(sorted(path.rglob("*.py")) if path.is_dir() else [path])
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(f"{path.relative_to(root).as_posix()}\0{sha256_file(path)}\n".encode())
-    return digest.hexdigest()
+    return files_sha256(files, root)
 
 
 def result_params(cfg: Config) -> dict[str, Any]:
@@ -104,9 +97,7 @@ class ResumeState:
             return ""
 
     def record_run(self, run_id: str) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        payload = json.dumps({"run_id": run_id}) + "\n"
-        write_file_atomically(self.folder / RUN_FILE, lambda temporary: temporary.write_text(payload))
+        write_json({"run_id": run_id}, self.folder / RUN_FILE)
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

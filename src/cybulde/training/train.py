@@ -10,7 +10,6 @@ in the same MLflow run. The resume state is removed once `model/` has been expor
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import warnings
@@ -20,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cybulde.config.paths import MODEL_DIR
 from cybulde.errors import CybuldeError
+from cybulde.files import write_json
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -28,13 +29,13 @@ if TYPE_CHECKING:
     from cybulde.config.schema import Config
     from cybulde.config.topology import Topology
     from cybulde.registry.manifest import Manifest
+    from cybulde.tracking.run import PipelineRun
     from cybulde.training.callbacks import Throughput, ValidationHistory
     from cybulde.training.distributed import LaunchEnv
     from cybulde.training.resume import ResumeState
 
 log = logging.getLogger("cybulde.training")
 
-MODEL_DIR = "model"
 METRICS_FILE = "metrics/train.json"
 RESUMED_TAG = "cybulde.resumed_at_step"
 
@@ -148,7 +149,7 @@ def find_resume_point(cfg: Config, env: LaunchEnv, root: Path,
     return state, resume
 
 
-def announce_resume(run: Any, step: int) -> None:
+def announce_resume(run: PipelineRun, step: int) -> None:
     run.set_tags({RESUMED_TAG: step})
     run.log_metrics({"train/resumed_at_step": float(step)}, step=step)
 
@@ -172,7 +173,7 @@ def training_precision(cfg: Config) -> Any:
     return resolve_precision(cfg.train.precision, cfg.launch.accelerator.value)
 
 
-def log_precision(cfg: Config, run: Any) -> None:
+def log_precision(cfg: Config, run: PipelineRun | None) -> None:
     """What `train.precision` means on this machine, in the train log and (rank 0) the MLflow run."""
     resolved = training_precision(cfg)
     log.info("train.precision=%s runs as %s (%s)", cfg.train.precision, resolved.precision, resolved.reason)
@@ -185,7 +186,7 @@ TOPOLOGY_PARAMS = ("launch.nproc_per_node_resolved", "train.batch_size_resolved"
 TOPOLOGY_TAG = "cybulde.topology"
 
 
-def log_topology(topology: Topology, run: Any) -> None:
+def log_topology(topology: Topology, run: PipelineRun | None) -> None:
     """What `launch.nproc_per_node` and `train.batch_size` mean on this machine, in the log and the MLflow run."""
     log.info("%d process(es) per node x %d node(s) (%s); micro-batch %d, %d accumulated per optimizer step",
              topology.nproc_per_node, topology.nnodes, topology.reason, topology.micro_batch_size,
@@ -196,7 +197,7 @@ def log_topology(topology: Topology, run: Any) -> None:
         run.set_tags({TOPOLOGY_TAG: topology.reason})
 
 
-def start_tracking(cfg: Config, state: ResumeState) -> Any:
+def start_tracking(cfg: Config, state: ResumeState) -> PipelineRun:
     """The MLflow run of this training (rank 0 only): `cybulde.tracking.run.PipelineRun`, the one recorded
     in the resume state if this training resumes, recorded there otherwise."""
     from cybulde.tracking.run import PipelineRun
@@ -207,7 +208,7 @@ def start_tracking(cfg: Config, state: ResumeState) -> Any:
 
 
 @contextmanager
-def tracked(run: Any) -> Iterator[None]:
+def tracked(run: PipelineRun | None) -> Iterator[None]:
     """The train stage inside its MLflow run (rank 0), with metrics buffered so an outage never stops training."""
     if run is None:
         yield
@@ -216,7 +217,7 @@ def tracked(run: Any) -> Iterator[None]:
         yield
 
 
-def _lightning_logger(run: Any) -> Any:
+def _lightning_logger(run: PipelineRun | None) -> Any:
     return run.lightning_logger() if run is not None else False
 
 
@@ -338,9 +339,7 @@ def _export(cfg: Config, trainer: pl.Trainer, module: Any, manifest: Manifest, d
                 "train_params": {key: to_dict(getattr(cfg, key)) for key in ("model", "train", "launch")},
                 "train_metrics": metrics}
     result.model_dir = save_model(module.model, root / MODEL_DIR, metadata, tokenizer_dir(data_dir, manifest))
-    metrics_path = root / METRICS_FILE
-    metrics_path.parent.mkdir(parents=True, exist_ok=True)
-    metrics_path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_json(metrics, root / METRICS_FILE)
     result.metrics = metrics
     log.info("exported the best checkpoint (epoch %d, val/macro_f1 %.4f) to %s", metrics["best_epoch"],
              metrics["best_val_macro_f1"], result.model_dir)

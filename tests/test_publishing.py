@@ -1,4 +1,4 @@
-"""The `test` stage's served model in the MLflow Model Registry, against a SQLite store.
+"""Publishing the served model: logged into the run and registered as the candidate, against a SQLite store.
 
 (The same flow against the PostgreSQL-backed tracking server: tests/integration/test_registry_on_server.py.)
 """
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from cybulde.config.schema import Config
-from cybulde.tracking.model_registry import CANDIDATE_ALIAS, publish_served_model
+from cybulde.publishing import CANDIDATE_ALIAS, publish_served_model
 from cybulde.tracking.run import PipelineRun
 from tests.helpers.reference import reference_scores
 from tests.helpers.tiny_model import make_data_dir, make_model_dir

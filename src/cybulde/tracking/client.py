@@ -1,0 +1,115 @@
+"""The MLflow client's plumbing, shared by everything that talks to a tracking store.
+
+- HTTP limits: bounded timeouts and retries for every request (`mlflow.http_timeout_s`,
+  `mlflow.http_max_retries`), set through the environment MLflow reads per request;
+- `check_reachable`: an unreachable HTTP server is a one-line `TrackingError` before any work;
+- `global_tracking_uri`: the few MLflow calls that resolve through the *global* tracking URI run
+  inside it, which sets it and restores the previous one;
+- `git_commit`: the commit the project is at, as runs and registered versions record it;
+- the tag names runs, logged models and registered versions carry.
+
+Nothing here knows runs or the registry (`cybulde.tracking.run`, `cybulde.publishing`), so `serving`
+may use it for reading logged models.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cybulde.config.paths import redact_uri
+from cybulde.config.schema import Config
+from cybulde.errors import CybuldeError, first_line
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+# Tags of a run; `MODEL_TAG` also marks logged models and registered versions.
+MODEL_TAG = "cybulde.model_sha256"  # the exported weights' sha256: the identity of a trained model
+STAGE_TAG = "cybulde.stage"
+OWNER_TAG = "cybulde.owner"  # JSON: the process running a stage in the run; '' between stages
+HEARTBEAT_TAG = "cybulde.heartbeat"  # unix time, renewed while a stage runs
+CLOSED_TAG = "cybulde.closed_reason"  # why another stage closed this run
+DATA_TAG = "data.dvc_md5"  # the md5 DVC pinned for the fetched data in dvc.lock
+RUN_COMMIT_TAG = "mlflow.source.git.commit"
+# Tags of a logged served model: what it serves besides the weights.
+CODE_TAG = "cybulde.code_sha256"
+CONFIG_TAG = "cybulde.serving_config"
+# Tags of a registered version.
+COMMIT_TAG = "git.commit"
+MACRO_F1_TAG = "test.macro_f1"
+
+HTTP_BACKOFF_FACTOR = 1  # retries after 0 s, 2 s, 4 s...
+
+
+class TrackingError(CybuldeError, RuntimeError):
+    """The tracking server cannot be reached, or the run to log into cannot be found."""
+
+
+def configure_http(config: Config) -> None:
+    """Bounded timeouts and retries for every request MLflow makes (read from the environment per request)."""
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(config.mlflow.http_timeout_s)
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(config.mlflow.http_max_retries)
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(HTTP_BACKOFF_FACTOR)
+    # MLflow draws its jitter from the global `random` module, which training seeds.
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_JITTER"] = "0"
+
+
+def check_reachable(uri: str, timeout_s: float) -> None:
+    """For an HTTP tracking server: one request within `timeout_s`, else a one-line `TrackingError`.
+
+    Any HTTP answer counts (a proxy may well refuse /health); only no answer at all is an error.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=timeout_s).close()
+    except requests.Timeout as error:
+        raise TrackingError(f"cannot reach the MLflow tracking server at {redact_uri(uri)}: no answer within "
+                            f"{timeout_s:g} s (mlflow.http_timeout_s)") from error
+    except requests.RequestException as error:
+        reason = "connection refused" if "refused" in str(error).lower() else first_line(error)[:200]
+        raise TrackingError(f"cannot reach the MLflow tracking server at {redact_uri(uri)}: {reason}") from error
+
+
+def connect(uri: str, config: Config) -> MlflowClient:
+    """A client for `uri` with the HTTP limits of `config`, once the server has answered."""
+    os.environ.setdefault("MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD", "false")
+    configure_http(config)
+    check_reachable(uri, config.mlflow.http_timeout_s)
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+@contextlib.contextmanager
+def global_tracking_uri(uri: str) -> Iterator[None]:
+    """Within the block MLflow's global tracking URI is `uri`; the previous one is restored after.
+
+    Some MLflow calls ignore a client's URI: logging a model, resolving `runs:/` URIs, and the SQL
+    registry store looking a logged model up.
+    """
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def git_commit(root: Path) -> str:
+    """The commit checked out in `root`, or '' outside a git repository."""
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return result.stdout.strip()
