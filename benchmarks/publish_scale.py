@@ -256,6 +256,7 @@ def fetch_step(registry: Path, destination: Path) -> None:
 
     cfg = Config()
     cfg.data.registry, cfg.data.dataset, cfg.data.version = str(registry), "synthetic", "v1"
+    cfg.data.manifest_sha256 = ""  # a synthetic version, not the one the schema pins
     cfg.data.fetched_dir = str(destination)
     fetch(cfg)
 

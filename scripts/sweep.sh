@@ -49,14 +49,14 @@ case "${1:-}" in
         queue off-seed2 -S train.seed=2
         ;;
     davidson)
-        base=(-S data.dataset=davidson2017)
+        base=(-S data.dataset=davidson2017 -S data.manifest_sha256=)  # the pin in params.yaml is the default dataset's
         queue davidson "${base[@]}"
         queue davidson-class-weights "${base[@]}" -S train.class_weights=true
         queue davidson-focal "${base[@]}" -S train.loss=focal -S train.focal_gamma=2.0
         ;;
     hate)
-        queue hate -S data.dataset=tweeteval_hate
-        queue hate-plus-offensive -S data.dataset=tweeteval_hate_plus_offensive
+        queue hate -S data.dataset=tweeteval_hate -S data.manifest_sha256=
+        queue hate-plus-offensive -S data.dataset=tweeteval_hate_plus_offensive -S data.manifest_sha256=
         ;;
     *)
         echo "usage: $0 offensive|seeds|davidson|hate" >&2

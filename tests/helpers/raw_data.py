@@ -78,4 +78,5 @@ def fetch_config(registry: str | Path, fetched_dir: Path, dataset: str = "tweete
     cfg.data.dataset = dataset
     cfg.data.version = version
     cfg.data.fetched_dir = str(fetched_dir)
+    cfg.data.manifest_sha256 = ""  # the schema's default pins the project's default version
     return cfg

@@ -32,7 +32,7 @@ TRAIN_WITH_DIGEST = Path(__file__).resolve().parent / "multinode_train.py"
 NODE_TIMEOUT_S = 150
 # The project's tiny config, its 2 ranks on 2 hosts of one rank each.
 TINY_PARAMS = [
-    "data.dataset=tiny", "data.version=v1",
+    "data.dataset=tiny", "data.version=v1", "data.manifest_sha256=",
     *as_overrides({**TINY, "launch.nnodes": 2, "launch.nproc_per_node": 1}),
     "mlflow.experiment=multinode",
 ]

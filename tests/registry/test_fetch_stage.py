@@ -103,7 +103,7 @@ def test_stage_entry_point(published_registry: Path, tmp_path: Path, monkeypatch
                            capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "params.yaml").write_text(
         f"data:\n  registry: {published_registry}\n  dataset: tweeteval_offensive\n  version: v1\n"
-        "  fetched_dir: data/fetched\n")
+        "  fetched_dir: data/fetched\n  manifest_sha256: ''\n")
     monkeypatch.chdir(tmp_path)
     spec = importlib.util.spec_from_file_location("fetch_stage", STAGE)
     stage = importlib.util.module_from_spec(spec)

@@ -79,8 +79,9 @@ class DataConfig:
     fetched_dir: str = "data/fetched"
     # The sha256 of the version's manifest.json (64 lowercase hex digits) that `fetch` accepts: a
     # version changed in the registry is then an error, not a silent retrain. Printed by
-    # `cybulde publish --print-pin` and by `fetch`; "" accepts any manifest, with a warning.
-    manifest_sha256: str = ""
+    # `cybulde publish --print-pin` and by `fetch`; "" accepts any manifest, with a warning. The default
+    # pins the default version (tweeteval_offensive/v2 as `cybulde publish` makes it from the datasets).
+    manifest_sha256: str = "e38d71206b3619ba06dbb1cbf387d82497108ed38ce23987e42220d09a160941"
 
 
 @dataclass
