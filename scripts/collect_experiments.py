@@ -1,4 +1,4 @@
-"""Copy finished DVC experiments' results into results/ (committed files the README table reads).
+"""Copy finished DVC experiments' results into results/ (committed files the tables of docs/results.md read).
 
     python scripts/collect_experiments.py sweep off-mean --note "what it tests and taught"
     python scripts/collect_experiments.py seeds default=HEAD off-seed1 off-seed2

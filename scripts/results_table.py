@@ -1,10 +1,10 @@
-"""Regenerate the README's results section from the committed metrics files.
+"""Regenerate the results tables of docs/results.md from the committed metrics files.
 
-    python scripts/results_table.py            # rewrite README.md between the markers
-    python scripts/results_table.py --check    # exit 1 if README.md is out of date
+    python scripts/results_table.py            # rewrite docs/results.md between the markers
+    python scripts/results_table.py --check    # exit 1 if docs/results.md is out of date
 
 The section between `<!-- results:start -->` and `<!-- results:end -->` is replaced; nothing else
-in the README changes. Inputs (paths relative to the project root; all but params.yaml optional):
+on the page changes. Inputs (paths relative to the project root; all but params.yaml optional):
 
 - params.yaml: `data.dataset` / `data.version`, the dataset of the default pipeline's metrics;
 - metrics/validation.json, metrics/test.json (+ metrics/<split>_per_class.json): the default
@@ -38,6 +38,7 @@ from typing import Any
 
 START_MARKER = "<!-- results:start -->"
 END_MARKER = "<!-- results:end -->"
+RESULTS_PAGE = "docs/results.md"
 DATASET_ORDER = ("tweeteval_offensive", "tweeteval_hate", "davidson2017")
 MISSING = "—"
 
@@ -89,7 +90,7 @@ class Inputs:
 
 
 class ResultsTableError(RuntimeError):
-    """The README or a metrics file cannot be used as the results table needs."""
+    """The results page or a metrics file cannot be used as the results table needs."""
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -366,38 +367,38 @@ def render_section(inputs: Inputs) -> str:
     return "\n".join(lines)
 
 
-def replace_section(readme: str, section: str) -> str:
-    start = readme.find(START_MARKER)
-    end = readme.find(END_MARKER)
+def replace_section(page: str, section: str) -> str:
+    start = page.find(START_MARKER)
+    end = page.find(END_MARKER)
     if start < 0 or end < 0 or end < start:
-        raise ResultsTableError(f"the README needs the markers {START_MARKER} and {END_MARKER} "
+        raise ResultsTableError(f"the results page needs the markers {START_MARKER} and {END_MARKER} "
                                 f"(in that order) around the results section")
-    return readme[:start + len(START_MARKER)] + "\n" + section + readme[end:]
+    return page[:start + len(START_MARKER)] + "\n" + section + page[end:]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parent.parent,
                         help="project root holding params.yaml, metrics/ and results/")
-    parser.add_argument("--readme", type=Path, default=None, help="default: <root>/README.md")
-    parser.add_argument("--check", action="store_true", help="fail if the README is out of date")
+    parser.add_argument("--page", type=Path, default=None, help=f"default: <root>/{RESULTS_PAGE}")
+    parser.add_argument("--check", action="store_true", help="fail if the page is out of date")
     args = parser.parse_args(argv)
-    readme_path = args.readme or args.root / "README.md"
+    page_path = args.page or args.root / RESULTS_PAGE
     try:
-        current = readme_path.read_text(encoding="utf-8")
+        current = page_path.read_text(encoding="utf-8")
         updated = replace_section(current, render_section(load_inputs(args.root)))
     except (OSError, ResultsTableError) as error:
         print(f"results_table: error: {error}", file=sys.stderr)
         return 2
     if args.check:
         if updated != current:
-            print(f"results_table: {readme_path} is out of date: run python scripts/results_table.py",
+            print(f"results_table: {page_path} is out of date: run python scripts/results_table.py",
                   file=sys.stderr)
             return 1
         return 0
     if updated != current:
-        readme_path.write_text(updated, encoding="utf-8")
-    print(f"results_table: {readme_path} {'updated' if updated != current else 'already up to date'}")
+        page_path.write_text(updated, encoding="utf-8")
+    print(f"results_table: {page_path} {'updated' if updated != current else 'already up to date'}")
     return 0
 
 

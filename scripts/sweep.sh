@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The sweeps behind the default params and the results tables, as queued DVC experiments (see
-# README, "Results"). Choose on validation macro-F1 only; the test split is read once per run.
+# docs/results.md). Choose on validation macro-F1 only; the test split is read once per run.
 #
 #   scripts/sweep.sh offensive   # TweetEval offensive, one factor at a time around the default recipe
 #                                # (two epochs, lr 1e-4, all weights trained, the backbone's pooler):

@@ -133,9 +133,9 @@ def test_report_on_two_commits_of_this_repository(tmp_path: Path) -> None:
     test_f1 = next(line for line in text.splitlines() if line.startswith("| metrics/test.json") and "| macro_f1 " in line)
     # The committed metrics/test.json of both commits (git show 0c4bb72:metrics/test.json, ...):
     assert "0.80775" in test_f1 and "0.80272" in test_f1
-    # The README shows these tables: each of its rows is a row of the report.
-    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8").split("## Reviewing a change", 1)[1]
-    shown = [line for line in readme.split("\n## ", 1)[0].splitlines() if line.startswith("| ")]
+    # docs/reproducibility.md shows these tables: each of its rows is a row of the report.
+    page = (REPO_ROOT / "docs" / "reproducibility.md").read_text(encoding="utf-8").split("## Reviewing a change", 1)[1]
+    shown = [line for line in page.split("\n## ", 1)[0].splitlines() if line.startswith("| ")]
     assert len(shown) >= 8 and set(shown) <= set(text.splitlines())
     assert sorted(path.name for path in (tmp_path / "out").glob("*.png")) == [
         "test-confusion.png", "test-pr.png", "test-roc.png",

@@ -1,4 +1,4 @@
-"""scripts/results_table.py: the README results section generated from metrics files."""
+"""scripts/results_table.py: the results tables of docs/results.md generated from metrics files."""
 
 from __future__ import annotations
 
@@ -10,7 +10,16 @@ import pytest
 
 from tests.helpers.script_module import load_script
 
-README = "# project\n\n## Results\n\n<!-- results:start -->\nSTALE-CONTENT\n<!-- results:end -->\n\n## After\n"
+PAGE = "# Results\n\n## Tables\n\n<!-- results:start -->\nSTALE-CONTENT\n<!-- results:end -->\n\n## After\n"
+
+
+def results_page(root: Path) -> Path:
+    return root / "docs" / "results.md"
+
+
+def write_page(root: Path, text: str) -> None:
+    results_page(root).parent.mkdir(parents=True, exist_ok=True)
+    results_page(root).write_text(text, encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +47,7 @@ def write(path: Path, data: dict) -> None:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    (tmp_path / "README.md").write_text(README, encoding="utf-8")
+    write_page(tmp_path, PAGE)
     (tmp_path / "params.yaml").write_text("data:\n  dataset: tweeteval_offensive\n  version: v1\n")
     write_split(tmp_path, "", "validation", 0.81)
     write_split(tmp_path, "", "test", 0.8312)
@@ -63,20 +72,20 @@ def run(results_table: ModuleType, project: Path, *extra: str) -> int:
 
 def test_generates_the_section(results_table: ModuleType, project: Path) -> None:
     assert run(results_table, project) == 0
-    readme = (project / "README.md").read_text(encoding="utf-8")
-    assert readme.startswith("# project\n\n## Results\n\n<!-- results:start -->\n")
-    assert readme.endswith("<!-- results:end -->\n\n## After\n")
-    assert "STALE-CONTENT" not in readme
-    assert "| **cybulde MiniLM-L6** (default pipeline, `metrics/test.json`) | 0.831 | — | — |" in readme
-    assert "0.840 ± 0.010 (n=3)" in readme
-    assert "hate_speech 0.310 ± 0.000" in readme  # per-class F1 of the seeds, mean ± std
-    assert "| **cybulde TF-IDF + logistic regression** (baseline) | 0.727 |" in readme
+    page = results_page(project).read_text(encoding="utf-8")
+    assert page.startswith("# Results\n\n## Tables\n\n<!-- results:start -->\n")
+    assert page.endswith("<!-- results:end -->\n\n## After\n")
+    assert "STALE-CONTENT" not in page
+    assert "| **cybulde MiniLM-L6** (default pipeline, `metrics/test.json`) | 0.831 | — | — |" in page
+    assert "0.840 ± 0.010 (n=3)" in page
+    assert "hate_speech 0.310 ± 0.000" in page  # per-class F1 of the seeds, mean ± std
+    assert "| **cybulde TF-IDF + logistic regression** (baseline) | 0.727 |" in page
     assert "| TF-IDF + LR (C=8.0, class_weight=balanced) | tweeteval_offensive | 0.700 | 0.727 | 0.900 | " \
-           "hate_speech 0.460 |" in readme  # details.json joined in: C, class weights, per-class F1
-    assert "Barbieri et al. 2020" in readme and "0.829" in readme
-    assert "hate_speech 0.310" in readme
-    assert "| tweeteval_offensive | 0.600 |" in readme
-    assert "validation split only" in readme
+           "hate_speech 0.460 |" in page  # details.json joined in: C, class weights, per-class F1
+    assert "Barbieri et al. 2020" in page and "0.829" in page
+    assert "hate_speech 0.310" in page
+    assert "| tweeteval_offensive | 0.600 |" in page
+    assert "validation split only" in page
 
 
 def test_check_passes_when_current_and_fails_when_stale(results_table: ModuleType, project: Path,
@@ -84,10 +93,10 @@ def test_check_passes_when_current_and_fails_when_stale(results_table: ModuleTyp
     assert run(results_table, project, "--check") == 1
     assert "out of date" in capsys.readouterr().err
     assert run(results_table, project) == 0
-    before = (project / "README.md").read_bytes()
+    before = results_page(project).read_bytes()
     assert run(results_table, project, "--check") == 0
     assert run(results_table, project) == 0
-    assert (project / "README.md").read_bytes() == before
+    assert results_page(project).read_bytes() == before
     write_split(project, "", "test", 0.85)
     assert run(results_table, project, "--check") == 1
 
@@ -97,23 +106,23 @@ def test_a_run_without_per_class_detail_or_baseline_details_shows_what_it_has(
     (project / "metrics" / "test_per_class.json").unlink()
     (project / "metrics" / "baseline" / "details.json").unlink()
     assert run(results_table, project) == 0
-    readme = (project / "README.md").read_text(encoding="utf-8")
-    assert "| MiniLM-L6 (default pipeline) | tweeteval_offensive | 0.810 | 0.831 | 0.900 | — |" in readme
-    assert "(baseline) | 0.727 |" not in readme  # an incomplete baseline output is not a result
+    page = results_page(project).read_text(encoding="utf-8")
+    assert "| MiniLM-L6 (default pipeline) | tweeteval_offensive | 0.810 | 0.831 | 0.900 | — |" in page
+    assert "(baseline) | 0.727 |" not in page  # an incomplete baseline output is not a result
 
 
 def test_missing_markers_is_an_error(results_table: ModuleType, project: Path,
                                      capsys: pytest.CaptureFixture[str]) -> None:
-    (project / "README.md").write_text("# no markers\n", encoding="utf-8")
+    write_page(project, "# no markers\n")
     assert run(results_table, project) == 2
     assert "results:start" in capsys.readouterr().err
 
 
 def test_works_without_any_metrics(results_table: ModuleType, tmp_path: Path) -> None:
-    (tmp_path / "README.md").write_text(README, encoding="utf-8")
+    write_page(tmp_path, PAGE)
     (tmp_path / "params.yaml").write_text("data:\n  dataset: tweeteval_offensive\n")
     assert run(results_table, tmp_path) == 0
-    assert "OffensEval-2019 winner" in (tmp_path / "README.md").read_text(encoding="utf-8")
+    assert "OffensEval-2019 winner" in results_page(tmp_path).read_text(encoding="utf-8")
 
 
 def test_sweep_table_shows_the_params_the_sweep_varies(results_table: ModuleType, project: Path) -> None:
@@ -125,13 +134,13 @@ def test_sweep_table_shows_the_params_the_sweep_varies(results_table: ModuleType
             "params": {"train.lr": lr, "train.epochs": 1}, "validation": split_metrics(score),
             "test": split_metrics(1.6 - score)})
     assert run(results_table, project) == 0
-    readme = (project / "README.md").read_text(encoding="utf-8")
+    page = results_page(project).read_text(encoding="utf-8")
     assert ("| Experiment | Dataset | `train.lr` | Validation macro-F1 | Test macro-F1 (not used to choose) | Note |"
-            in readme)  # epochs never varies
-    assert readme.index("| high-lr | tweeteval_offensive | 0.0001 | 0.780 | 0.820 | high-lr note |") < readme.index(
+            in page)  # epochs never varies
+    assert page.index("| high-lr | tweeteval_offensive | 0.0001 | 0.780 | 0.820 | high-lr note |") < page.index(
         "| low-lr | tweeteval_offensive | 5e-05 | 0.760 | 0.840 | low-lr note |")  # ranked on validation only
     # Per dataset (the default one first): a higher score on another dataset ranks nothing.
-    assert readme.index("| low-lr |") < readme.index("| davidson | davidson2017 | 0.0001 | 0.790 | 0.810 |")
+    assert page.index("| low-lr |") < page.index("| davidson | davidson2017 | 0.0001 | 0.790 | 0.810 |")
 
 
 def test_ensembles_and_time_to_quality_are_shown(results_table: ModuleType, project: Path) -> None:
@@ -146,12 +155,12 @@ def test_ensembles_and_time_to_quality_are_shown(results_table: ModuleType, proj
         "machine": {"device": "Test CPU", "native_bf16": True, "accelerator": "cpu", "budget_s": 600, "seeds": [0, 1],
                     "batch_size": 32}, "runs": runs})
     assert run(results_table, project) == 0
-    readme = (project / "README.md").read_text(encoding="utf-8")
-    assert "| **cybulde MiniLM-L6** (ensemble of the 3 seeds: mean class probabilities) | 0.812 | — | — |" in readme
-    assert "| MiniLM-L6 (ensemble of 3 seeds) | tweeteval_offensive | 0.790 | 0.812 | 0.900 |" in readme
-    assert "Test CPU (native bf16: yes), CPU; a budget of 600 s of training per run; seeds 0, 1; global batch 32." in readme
+    page = results_page(project).read_text(encoding="utf-8")
+    assert "| **cybulde MiniLM-L6** (ensemble of the 3 seeds: mean class probabilities) | 0.812 | — | — |" in page
+    assert "| MiniLM-L6 (ensemble of 3 seeds) | tweeteval_offensive | 0.790 | 0.812 | 0.900 |" in page
+    assert "Test CPU (native bf16: yes), CPU; a budget of 600 s of training per run; seeds 0, 1; global batch 32." in page
     # By hand: ours test (0.80, 0.82) -> 0.810 ± 0.014; samples/s (100, 101) -> 100.5 ± 0.7.
-    assert "| cybulde (default params) | 2 | 200 ± 0 | 100.5 ± 0.7 | 0.780 ± 0.000 | 0.810 ± 0.014 |" in readme
+    assert "| cybulde (default params) | 2 | 200 ± 0 | 100.5 ± 0.7 | 0.780 ± 0.000 | 0.810 ± 0.014 |" in page
 
 
 def test_a_multi_source_model_is_scored_under_its_test_set(results_table: ModuleType, project: Path) -> None:
@@ -163,8 +172,8 @@ def test_a_multi_source_model_is_scored_under_its_test_set(results_table: Module
         "dataset": "hate_plus", "test_set": "tweeteval_hate", "extra_training": extra, "C": 1.0,
         "validation": split_metrics(0.7), "test": split_metrics(0.41)})
     assert run(results_table, project) == 0
-    readme = (project / "README.md").read_text(encoding="utf-8")
-    assert "| System | tweeteval_offensive | tweeteval_hate | davidson2017 |" in readme  # no hate_plus column
+    page = results_page(project).read_text(encoding="utf-8")
+    assert "| System | tweeteval_offensive | tweeteval_hate | davidson2017 |" in page  # no hate_plus column
     assert ("| **cybulde MiniLM-L6** + tweeteval_offensive train (default recipe, mean ± std over n seeds) "
-            "| — | 0.560 (n=1) | — |") in readme
-    assert "| **cybulde TF-IDF + logistic regression** + tweeteval_offensive train (baseline) | — | 0.410 | — |" in readme
+            "| — | 0.560 (n=1) | — |") in page
+    assert "| **cybulde TF-IDF + logistic regression** + tweeteval_offensive train (baseline) | — | 0.410 | — |" in page
