@@ -7,8 +7,8 @@ An explicit precision ("32-true", "bf16-mixed") is kept as it is.
 
 `resolve_workers("auto", accelerator)` is the rule for how many training processes a node runs: one
 per GPU on a GPU node; one process using every core on a CPU node. Ranks on one CPU node split the
-same cores and add a gloo all-reduce of every gradient to each step: on 2 cores, 2 ranks trained
-16% slower than one process (docs/speed.md). An explicit number is kept as it is.
+same cores and add a gloo all-reduce of every gradient to each step, so they train slower than one
+process using those cores (measured in docs/speed.md). An explicit number is kept as it is.
 
 `$CYBULDE_CPUINFO` names a file to read instead of /proc/cpuinfo (tests fake the flags with it).
 `autocast(precision, device)` runs inference in the resolved precision (bf16 autocast or nothing).

@@ -22,7 +22,7 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
     # Deterministic mode also fills every new tensor's memory with NaN to expose reads of uninitialized
     # memory; no kernel we run reads it (the weights are bit-identical without it), and the fill slowed
-    # CPU training by 3-20% (README, Speed).
+    # CPU training by 3-20% (docs/speed.md).
     torch.utils.deterministic.fill_uninitialized_memory = False
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
