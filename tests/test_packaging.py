@@ -35,6 +35,15 @@ def test_no_credentials_are_baked_in() -> None:
     assert not any(".dvc" in line or "config.local" in line for line in copied)
 
 
+def test_env_files_stay_out_of_the_build_context() -> None:
+    """Later lines win in .dockerignore: the credential patterns come after every allowed folder."""
+    patterns = [line for line in (ROOT / ".dockerignore").read_text().splitlines()
+                if line and not line.startswith("#")]
+    last_allowed = max(index for index, line in enumerate(patterns) if line.startswith("!"))
+    for credential in ("**/.env", "**/*.env", "**/.env.*"):
+        assert patterns.index(credential) > last_allowed
+
+
 def test_dockerfile_passes_hadolint() -> None:
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     if not Path(hadolint).exists():

@@ -14,7 +14,12 @@
 #
 # Every node needs the same checkout, params.yaml and fetched data (`dvc pull` or `python
 # stages/fetch.py`) and the same MLFLOW_TRACKING_URI (a server every node reaches, e.g.
-# infra/tracking-server). --iface names the network interface the collective traffic uses
+# infra/tracking-server), with its credential in MLFLOW_TRACKING_USERNAME/PASSWORD: from the
+# environment only, never in the URI (messages show it) or an override (torchrun's arguments).
+# The rendezvous and the collectives authenticate nothing and the checkpoint broadcast unpickles
+# what it receives: run the nodes on a network only they are on (a VPC or VLAN of their own, a
+# firewall opening the rendezvous port and the ephemeral ports to the nodes only, no public
+# address; `cybulde gcp up` makes one). --iface names the network interface the collective traffic uses
 # (GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME) where a node has several. Extra key=value overrides go
 # to the training script after `--`; launch.* and mlflow.run_id are set from the options above.
 # --max-restarts (default 3): a killed or failed worker restarts the workers, which resume from the
@@ -24,7 +29,7 @@
 set -euo pipefail
 
 usage() {
-  sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'
   exit "${1:-2}"
 }
 
@@ -71,6 +76,12 @@ cd "$project_dir" || fail "--project-dir '$project_dir' does not exist"
 [[ "$nproc_per_node" =~ ^[1-9][0-9]*$ ]] || fail "--nproc-per-node must be a positive integer (got '$nproc_per_node')"
 [[ "$max_restarts" =~ ^[0-9]+$ ]] || fail "--max-restarts must be a non-negative integer (got '$max_restarts')"
 [[ "$rdzv_endpoint" == *:* ]] || fail "--rdzv-endpoint must be HOST:PORT on the first node (got '$rdzv_endpoint')"
+for override in "${overrides[@]}"; do
+  case "$override" in
+    mlflow.tracking_uri=*://*@*)
+      fail "mlflow.tracking_uri must carry no credentials: put them in MLFLOW_TRACKING_USERNAME/PASSWORD" ;;
+  esac
+done
 # The run records the launch settings as params, so it is created with exactly those of the job.
 job_overrides=(
   "launch.nnodes=$nnodes"

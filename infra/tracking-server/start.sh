@@ -58,13 +58,37 @@ with_psycopg2_driver() {
   esac
 }
 
+# The URI for the log, without its secrets: the password of user:password@ (or a lone user part,
+# which may be a token), whatever characters it holds, and the values of query parameters named
+# like a secret. cybulde.config.paths.redact_uri redacts the same way.
 redacted() {
   local uri="$1"
-  [[ "$uri" == *@* ]] || { printf '%s' "$uri"; return; }
-  local scheme="${uri%%://*}" rest="${uri#*://}"
-  local user="${rest%%@*}"
-  printf '%s://%s:***@%s' "$scheme" "${user%%:*}" "${rest#*@}"
+  if [[ "$uri" == *://* ]]; then
+    local scheme="${uri%%://*}" rest="${uri#*://}"
+    if [[ "$rest" == *@* && "$rest" != /* ]]; then
+      local credentials="${rest%@*}" host="${rest##*@}"  # the last @: a raw password may hold @, :, / or %
+      if [[ "$credentials" == *:* ]]; then
+        uri="$scheme://${credentials%%:*}:***@$host"
+      else
+        uri="$scheme://***@$host"
+      fi
+    fi
+  fi
+  without_secret_parameters "$uri"
 }
+
+without_secret_parameters() (
+  shopt -s nocasematch
+  local text="$1" masked=""
+  # A value runs to the next parameter: a raw & or ; followed by no = is part of it.
+  local parameter='^(.*)([?&;][^=?&;#]*(pass|pwd|secret|token|key|credential|auth)[^=?&;#]*=)'
+  parameter+='([^&;#]*([&;][^=&;#]*)*)(([&;#].*)?)$'
+  while [[ "$text" =~ $parameter ]]; do  # from the last such parameter to the first
+    masked="${BASH_REMATCH[2]}***${BASH_REMATCH[6]}$masked"
+    text="${BASH_REMATCH[1]}"
+  done
+  printf '%s' "$text$masked"
+)
 
 case "${1:-}" in -h | --help) usage 0 ;; esac
 for argument in "$@"; do

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from cybulde.config.loader import ConfigError, load_config
-from cybulde.config.paths import project_root, resolve_location, workspace_root
+from cybulde.config.paths import project_root, redact_uri, resolve_location, workspace_root
 
 
 def _project(folder: Path) -> Path:
@@ -91,3 +91,19 @@ def test_registry_may_not_be_the_project_or_overlap_the_fetched_data(tmp_path: P
             _load(root, f"data.registry={value}")
     assert _load(root, "data.registry=../registry").data.registry == "../registry"
     assert _load(root, "data.registry=gs://bucket/registry").data.registry == "gs://bucket/registry"
+
+
+@pytest.mark.parametrize("uri, redacted", [
+    ("postgresql://bob:secret@db:5432/mlflow", "postgresql://bob:***@db:5432/mlflow"),
+    ("postgresql://bob:p@ss:w/rd%2@db/mlflow", "postgresql://bob:***@db/mlflow"),
+    ("https://t0ken@mlflow.example.com", "https://***@mlflow.example.com"),
+    ("postgresql://bob@db/mlflow?sslmode=require&Password=s3&sslkey=/k.pem",
+     "postgresql://***@db/mlflow?sslmode=require&Password=***&sslkey=***"),
+    ("postgresql://db/mlflow?password=a&b;c&application_name=x", "postgresql://db/mlflow?password=***&application_name=x"),
+    ("https://mlflow.example.com/?token=abc#top", "https://mlflow.example.com/?token=***#top"),
+    ("sqlite:////srv/a@b/mlflow.db", "sqlite:////srv/a@b/mlflow.db"),
+    ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+    ("mlruns", "mlruns"),
+])
+def test_redact_uri_hides_every_password_and_secret_parameter(uri: str, redacted: str) -> None:
+    assert redact_uri(uri) == redacted

@@ -19,6 +19,7 @@ not overlap `data.fetched_dir`.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -144,11 +145,19 @@ def tracking_uri(config: Config) -> str:
     return f"sqlite:///{workspace_root() / DEFAULT_STORE}"
 
 
+# A query parameter named like a secret (`?password=`, `&sslkey=`, `;token=`) and its value, which
+# runs to the next parameter (a raw & or ; followed by no = is part of it).
+SECRET_PARAMETER = re.compile(r"([?&;][^=?&;#]*(?:pass|pwd|secret|token|key|credential|auth)[^=?&;#]*=)"
+                              r"[^&;#]*(?:[&;][^=&;#]*(?=[&;#]|$))*", re.IGNORECASE)
+
+
 def redact_uri(uri: str) -> str:
-    """A URI without the password part of `user:password@host`, for messages and logs."""
-    if "@" not in uri or "://" not in uri:
-        return uri
-    scheme, rest = uri.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
+    """A URI without its secrets, for messages and logs: the password of `user:password@host` (or a
+    lone user part, which may be a token), whatever characters it holds, and the values of query
+    parameters named like a secret. infra/tracking-server/start.sh redacts the same way."""
+    scheme, separator, rest = uri.partition("://")
+    if separator and "@" in rest and not rest.startswith("/"):
+        credentials, host = rest.rsplit("@", 1)  # the last @: a raw password may hold @, :, / or %
+        user, colon, _ = credentials.partition(":")
+        uri = f"{scheme}://{user}:***@{host}" if colon else f"{scheme}://***@{host}"
+    return SECRET_PARAMETER.sub(r"\1***", uri)
