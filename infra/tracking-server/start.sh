@@ -4,7 +4,8 @@
 #
 #   MLFLOW_BACKEND_STORE_URI=postgresql+psycopg2://USER:PASSWORD@HOST:5432/DB \
 #   MLFLOW_ARTIFACTS_DESTINATION=gs://BUCKET/mlartifacts \
-#   infra/tracking-server/start.sh [--host 0.0.0.0] [--port 5000] [other `mlflow server` options]
+#   MLFLOW_AUTH_ADMIN_PASSWORD=... \
+#   infra/tracking-server/start.sh [--host 127.0.0.1] [--port 5000] [--no-auth] [other `mlflow server` options]
 #
 # Connection settings come from the environment only, never from arguments (which `ps` shows) or
 # params.yaml: MLFLOW_BACKEND_STORE_URI, or the libpq variables PGHOST, PGPORT, PGUSER, PGPASSWORD,
@@ -12,11 +13,19 @@
 # (GOOGLE_APPLICATION_CREDENTIALS or the VM's service account); STORAGE_EMULATOR_HOST points the
 # server at a GCS emulator instead.
 #
+# Authentication is on: MLflow's basic-auth app, its users and permissions in the same database
+# (or MLFLOW_AUTH_DATABASE_URI), anonymous requests refused. MLFLOW_AUTH_ADMIN_PASSWORD is the admin's
+# first password (ignored once the admin exists); MLFLOW_AUTH_ADMIN_USERNAME (admin),
+# MLFLOW_AUTH_DEFAULT_PERMISSION (READ: every user may read), MLFLOW_FLASK_SERVER_SECRET_KEY (the
+# CSRF key; random per start unless set) or a whole MLFLOW_AUTH_CONFIG_PATH are optional.
+# --no-auth serves without any authentication, with a warning. TLS and a request size cap: put
+# proxy.sh in front (see README.md).
+#
 # Optional: MLFLOW_BIN (default: mlflow on PATH), MLFLOW_WORKERS (default 1).
 set -euo pipefail
 
 usage() {
-  sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'
   exit "${1:-2}"
 }
 
@@ -90,11 +99,35 @@ without_secret_parameters() (
   printf '%s' "$text$masked"
 )
 
+# The auth app's settings in a file only this user can read: its database URI holds the password.
+write_auth_config() (
+  umask 077
+  local folder uri="${MLFLOW_AUTH_DATABASE_URI:-$1}"
+  folder="$(mktemp -d "${TMPDIR:-/tmp}/mlflow-auth.XXXXXX")"
+  # configparser reads % as interpolation: a percent-encoded password needs %%.
+  printf '[mlflow]\ndefault_permission = %s\ndatabase_uri = %s\nadmin_username = admin\n' \
+    "${MLFLOW_AUTH_DEFAULT_PERMISSION:-READ}" "${uri//%/%%}" > "$folder/basic_auth.ini"
+  printf '%s' "$folder/basic_auth.ini"
+)
+
+warn_no_auth() {
+  cat >&2 <<'WARNING'
+WARNING: --no-auth: this tracking server has NO authentication. Anyone who can reach its port can
+WARNING: read, change and delete runs, register model versions, move aliases (what serving loads)
+WARNING: and overwrite artifacts. Use it only on loopback for a try-out or a test.
+WARNING
+}
+
 case "${1:-}" in -h | --help) usage 0 ;; esac
+auth=on
+arguments=()
 for argument in "$@"; do
   case "$argument" in
     --backend-store-uri* | --artifacts-destination* | --default-artifact-root*)
       fail "$argument: pass the store through MLFLOW_BACKEND_STORE_URI / PG* and the bucket through MLFLOW_ARTIFACTS_DESTINATION" ;;
+    --app-name*) fail "$argument: authentication is on unless --no-auth; its settings come from MLFLOW_AUTH_*" ;;
+    --no-auth) auth=off ;;
+    *) arguments+=("$argument") ;;
   esac
 done
 
@@ -120,12 +153,37 @@ for optional in STORAGE_EMULATOR_HOST GOOGLE_APPLICATION_CREDENTIALS; do
   fi
 done
 
+if [[ "$auth" == on && -z "${MLFLOW_AUTH_ADMIN_PASSWORD:-}" && -z "${MLFLOW_AUTH_CONFIG_PATH:-}" ]]; then
+  fail "authentication is on: set MLFLOW_AUTH_ADMIN_PASSWORD (the admin's first password), or pass --no-auth"
+fi
+
 mlflow_bin="${MLFLOW_BIN:-mlflow}"
 command -v "$mlflow_bin" >/dev/null || fail "'$mlflow_bin' not found: activate the project's .venv or set MLFLOW_BIN"
 
-echo "mlflow server: store $(redacted "$store_uri"), artifacts $destination${STORAGE_EMULATOR_HOST:+ (emulator $STORAGE_EMULATOR_HOST)}"
+auth_options=()
+if [[ "$auth" == on ]]; then
+  if [[ -n "${MLFLOW_AUTH_CONFIG_PATH:-}" ]]; then
+    auth_summary="basic-auth ($MLFLOW_AUTH_CONFIG_PATH)"
+  else
+    MLFLOW_AUTH_CONFIG_PATH="$(write_auth_config "$store_uri")"
+    export MLFLOW_AUTH_CONFIG_PATH
+    auth_summary="basic-auth (users in $(redacted "${MLFLOW_AUTH_DATABASE_URI:-$store_uri}"), default permission ${MLFLOW_AUTH_DEFAULT_PERMISSION:-READ})"
+  fi
+  # The auth app's CSRF key: random for one server; several servers behind one name need the same.
+  if [[ -z "${MLFLOW_FLASK_SERVER_SECRET_KEY:-}" ]]; then
+    MLFLOW_FLASK_SERVER_SECRET_KEY="$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
+    export MLFLOW_FLASK_SERVER_SECRET_KEY
+  fi
+  auth_options=(--app-name basic-auth)
+else
+  warn_no_auth
+  auth_summary="OFF (--no-auth)"
+fi
+
+echo "mlflow server: store $(redacted "$store_uri"), artifacts $destination${STORAGE_EMULATOR_HOST:+ (emulator $STORAGE_EMULATOR_HOST)}, authentication $auth_summary"
 exec "$mlflow_bin" server \
+  "${auth_options[@]}" \
   --serve-artifacts \
   --artifacts-destination "$destination" \
   --workers "${MLFLOW_WORKERS:-1}" \
-  "$@"
+  "${arguments[@]}"

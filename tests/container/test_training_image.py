@@ -122,7 +122,8 @@ def image_run(image: str, projects: Projects) -> subprocess.CompletedProcess[str
 @pytest.fixture(scope="module")
 def host_run(projects: Projects, tracking_stack: str) -> str:
     """The same tiny pipeline on the host, logging into the tracking stack."""
-    return run(projects.host, "dvc", "repro", env={**tool_env(), "MLFLOW_TRACKING_URI": tracking_stack})
+    return run(projects.host, "dvc", "repro", env={**tool_env(), "MLFLOW_TRACKING_URI": tracking_stack,
+                                                   **STACK_ADMIN_CREDENTIAL})
 
 
 def test_pipeline_in_the_image_gives_the_hosts_weights_and_metrics(
@@ -231,6 +232,9 @@ def test_image_size(image: str) -> None:
 
 
 # -- the tracking-server compose stack ------------------------------------------------------------------
+# The stack's server has authentication on; the host's pipeline logs in as its admin.
+STACK_ADMIN_PASSWORD = secrets.token_hex(16)
+STACK_ADMIN_CREDENTIAL = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": STACK_ADMIN_PASSWORD}
 _VARIABLE = re.compile(r"\$\{(\w+)(?:(:?[-?+])([^}]*))?\}")
 
 
@@ -334,9 +338,11 @@ def tracking_stack(image: str) -> Iterator[str]:
                    env=PODMAN_ENV, capture_output=True, timeout=BUILD_TIMEOUT_S)
     port = free_port()
     dot_env = {"POSTGRES_PASSWORD": secrets.token_hex(16), "POSTGRES_IMAGE": POSTGRES_IMAGE,
-               "MLFLOW_PUBLIC_HOST": f"127.0.0.1:{port}"}
+               "MLFLOW_PUBLIC_HOST": f"127.0.0.1:{port}", "MLFLOW_AUTH_ADMIN_PASSWORD": STACK_ADMIN_PASSWORD}
     services = compose_services(dot_env, profile="emulator")
-    assert set(services) == {"postgres", "gcs", "mlflow"}
+    assert set(services) == {"postgres", "gcs", "mlflow", "proxy"}
+    # nginx's image comes from Docker Hub; tests/integration runs the same template with Debian's nginx.
+    del services["proxy"]
     stack = ComposeStack(services, dot_env, images={"cybulde:latest": image}, published={5000: port})
     try:
         for name in start_order(services):
@@ -350,7 +356,10 @@ def tracking_stack(image: str) -> Iterator[str]:
         stack.remove()
 
 
-def test_host_pipeline_logs_into_the_compose_stack(host_run: str, tracking_stack: str) -> None:
+def test_host_pipeline_logs_into_the_compose_stack(host_run: str, tracking_stack: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in STACK_ADMIN_CREDENTIAL.items():
+        monkeypatch.setenv(name, value)
     client = MlflowClient(tracking_stack)
     experiment = client.get_experiment_by_name("cybulde")
     assert experiment is not None

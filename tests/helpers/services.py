@@ -1,4 +1,5 @@
-"""Real services on loopback for integration tests: PostgreSQL and an MLflow tracking server.
+"""Real services on loopback for integration tests: PostgreSQL, an MLflow tracking server and the
+TLS proxy in front of it.
 
 The GCS emulator is the session fixture `gcs_emulator` of tests/conftest.py; `GcsEmulator` and
 `list_bucket` here describe and read it.
@@ -23,7 +24,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -203,7 +204,7 @@ def _accepts_connections(server: Postgres) -> Callable[[], bool]:
     return probe
 
 
-def _create_database(server: Postgres, name: str) -> None:
+def create_database(server: Postgres, name: str) -> None:
     connection = server.connect(database="postgres")
     try:
         connection.autocommit = True
@@ -239,7 +240,7 @@ def start_postgres(database: str = MLFLOW_DATABASE) -> Iterator[Postgres]:
         _pg_ctl(bin_dir, data_dir, log_path, "start", "--options", options)
         started = True
         wait_until(_accepts_connections(server), "PostgreSQL", log_path)
-        _create_database(server, database)
+        create_database(server, database)
         yield server
     finally:
         if started:
@@ -269,21 +270,77 @@ TRACKING_SERVER_SCRIPT = Path(__file__).resolve().parents[2] / "infra" / "tracki
 
 @contextlib.contextmanager
 def start_mlflow_server(workdir: Path, store_env: Mapping[str, str], artifacts_destination: str,
-                        extra_env: Mapping[str, str] | None = None) -> Iterator[MlflowServer]:
+                        extra_env: Mapping[str, str] | None = None,
+                        options: Sequence[str] = ()) -> Iterator[MlflowServer]:
     """The project's tracking server script (infra/tracking-server/start.sh) on a free loopback port.
 
     `store_env` holds the connection settings (MLFLOW_BACKEND_STORE_URI or the PG* variables): the
-    script reads them from its environment, as it would in production.
+    script reads them from its environment, as it would in production; so do the auth settings
+    (MLFLOW_AUTH_*) in `extra_env`. `options` go to the script (`--no-auth`).
     """
     port = free_port()
     log_path = workdir / "mlflow-server.log"
     inherited = {k: v for k, v in os.environ.items()
                  if not k.startswith("PG") and k != "MLFLOW_BACKEND_STORE_URI"}
     env = {**inherited, **store_env, "MLFLOW_ARTIFACTS_DESTINATION": artifacts_destination,
-           "MLFLOW_BIN": str(venv_binary("mlflow")), **(extra_env or {})}
-    argv = ["bash", str(TRACKING_SERVER_SCRIPT), "--host", "127.0.0.1", "--port", str(port)]
+           "MLFLOW_BIN": str(venv_binary("mlflow")), "TMPDIR": str(workdir), **(extra_env or {})}
+    argv = ["bash", str(TRACKING_SERVER_SCRIPT), "--host", "127.0.0.1", "--port", str(port), *options]
     with background_process(argv, log_path, env=env, cwd=workdir) as process:
         url = f"http://127.0.0.1:{port}"
         wait_until(http_ok(url + "/health"), "mlflow server", log_path, process, timeout_s=90)
         yield MlflowServer(url=url, artifacts_destination=artifacts_destination, log_path=log_path,
                            pid=process.pid)
+
+
+# -- TLS proxy (nginx) -----------------------------------------------------------------------------
+TLS_PROXY_SCRIPT = TRACKING_SERVER_SCRIPT.parent / "proxy.sh"
+
+
+def nginx_binary() -> Path | None:
+    """nginx on PATH or Debian's /usr/sbin/nginx (package `nginx`); None if absent."""
+    found = shutil.which("nginx") or "/usr/sbin/nginx"
+    return Path(found) if os.access(found, os.X_OK) else None
+
+
+def self_signed_certificate(folder: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A throwaway certificate for `host` (an IP address) and its key, made with openssl."""
+    folder.mkdir(parents=True, exist_ok=True)
+    certificate, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-keyout", str(key),
+                    "-out", str(certificate), "-subj", f"/CN={host}", "-addext", f"subjectAltName=IP:{host}"],
+                   check=True, capture_output=True)
+    return certificate, key
+
+
+def _https_ok(url: str, certificate: Path) -> Callable[[], bool]:
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(certificate))
+
+    def probe() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2, context=context) as response:
+                return 200 <= response.status < 300
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    return probe
+
+
+@contextlib.contextmanager
+def start_tls_proxy(workdir: Path, upstream: str, certificate: Path, key: Path,
+                    extra_env: Mapping[str, str] | None = None) -> Iterator[str]:
+    """infra/tracking-server/proxy.sh (nginx) on a free loopback port in front of `upstream` (host:port);
+    yields its https:// URL once it passes /health through."""
+    nginx = nginx_binary()
+    if nginx is None:
+        raise ServiceError("nginx not found (install Debian's `nginx` package)")
+    port = free_port()
+    log_path = workdir / "proxy.log"
+    env = {**os.environ, "NGINX_BIN": str(nginx), "TLS_CERTIFICATE": str(certificate),
+           "TLS_CERTIFICATE_KEY": str(key), "PROXY_RUNTIME_DIR": str(workdir / "proxy"), **(extra_env or {})}
+    argv = ["bash", str(TLS_PROXY_SCRIPT), "--listen", f"127.0.0.1:{port}", "--upstream", upstream]
+    with background_process(argv, log_path, env=env, cwd=workdir) as process:
+        url = f"https://127.0.0.1:{port}"
+        wait_until(_https_ok(url + "/health", certificate), "TLS proxy", log_path, process)
+        yield url

@@ -58,10 +58,11 @@ def postgres() -> Iterator[Postgres]:
 @pytest.fixture(scope="session")
 def tracking_server(tmp_path_factory: pytest.TempPathFactory, postgres: Postgres,
                     gcs_bucket_emulator: GcsEmulator) -> Iterator[MlflowServer]:
-    """`mlflow server` on PostgreSQL, with artifacts proxied to the emulated bucket."""
+    """`mlflow server` on PostgreSQL, with artifacts proxied to the emulated bucket; without
+    authentication (test_tracking_server_auth.py starts its own server with it)."""
     destination = f"gs://{gcs_bucket_emulator.bucket}/{ARTIFACTS_PREFIX}"
     with start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"), postgres.libpq_environment(),
-                             destination, gcs_bucket_emulator.environment()) as server:
+                             destination, gcs_bucket_emulator.environment(), options=["--no-auth"]) as server:
         yield server
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import configparser
 import os
 import subprocess
 from pathlib import Path
@@ -11,6 +12,7 @@ from sqlalchemy.engine import make_url
 
 SCRIPT = Path(__file__).resolve().parents[2] / "infra" / "tracking-server" / "start.sh"
 PASSWORD = "p@ss:w/rd %é"
+ADMIN_PASSWORD = "adm1n-first-password"
 
 
 @pytest.fixture
@@ -18,7 +20,7 @@ def fake_mlflow(tmp_path: Path) -> Path:
     """An `mlflow` that records its environment's store URI and its arguments."""
     binary = tmp_path / "mlflow"
     binary.write_text('#!/bin/bash\nprintf "%s\\n" "$MLFLOW_BACKEND_STORE_URI" "$MLFLOW_SERVER_ENABLE_JOB_EXECUTION" '
-                      f'"${{PGPASSWORD:-unset}}" "$*" > {tmp_path / "calls.txt"}\n')
+                      f'"${{PGPASSWORD:-unset}}" "$*" "${{MLFLOW_AUTH_CONFIG_PATH:-unset}}" > {tmp_path / "calls.txt"}\n')
     binary.chmod(0o755)
     return binary
 
@@ -26,7 +28,8 @@ def fake_mlflow(tmp_path: Path) -> Path:
 def _start(fake_mlflow: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "MLFLOW_"))}
     return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True,
-                          env={**clean, "MLFLOW_BIN": str(fake_mlflow), **env})
+                          env={**clean, "MLFLOW_BIN": str(fake_mlflow), "TMPDIR": str(fake_mlflow.parent),
+                               "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD, **env})
 
 
 def _recorded(fake_mlflow: Path) -> list[str]:
@@ -38,13 +41,14 @@ def test_libpq_variables_become_a_psycopg2_uri_off_the_command_line(fake_mlflow:
                                   "PGDATABASE": "runs", "MLFLOW_ARTIFACTS_DESTINATION": "gs://b/art"},
                     "--port", "5000")
     assert result.returncode == 0, result.stderr
-    store_uri, job_execution, pgpassword, argv = _recorded(fake_mlflow)
+    store_uri, job_execution, pgpassword, argv, _ = _recorded(fake_mlflow)
     url = make_url(store_uri)
     assert (url.drivername, url.username, url.password, url.host, url.port, url.database) == \
         ("postgresql+psycopg2", "ml flow", PASSWORD, "db", 6543, "runs")
     assert job_execution == "false"
     assert pgpassword == "unset"
-    assert argv == "server --serve-artifacts --artifacts-destination gs://b/art --workers 1 --port 5000"
+    assert argv == ("server --app-name basic-auth --serve-artifacts --artifacts-destination gs://b/art --workers 1 "
+                    "--port 5000")
     assert PASSWORD not in result.stdout + result.stderr
     assert "postgresql+psycopg2://ml%20flow:***@db:6543/runs" in result.stdout
 
@@ -70,3 +74,36 @@ def test_misconfigurations_are_refused(fake_mlflow: Path, env: dict, args: list,
     assert result.returncode == 2
     assert message in result.stderr
     assert not (fake_mlflow.parent / "calls.txt").exists()
+
+
+def test_authentication_is_on_with_its_settings_in_a_private_file(fake_mlflow: Path) -> None:
+    result = _start(fake_mlflow, {"PGHOST": "db", "PGUSER": "mlflow", "PGPASSWORD": "50%off",
+                                  "MLFLOW_ARTIFACTS_DESTINATION": "gs://b/art"})
+    assert result.returncode == 0, result.stderr
+    config_path = Path(_recorded(fake_mlflow)[4])
+    assert config_path.stat().st_mode & 0o077 == 0 and config_path.parent.stat().st_mode & 0o077 == 0
+    settings = configparser.ConfigParser()
+    settings.read(config_path)
+    assert settings["mlflow"]["default_permission"] == "READ"
+    assert make_url(settings["mlflow"]["database_uri"]).password == "50%off"  # %% survives configparser
+    assert ADMIN_PASSWORD not in config_path.read_text() + result.stdout + result.stderr
+    assert "authentication basic-auth (users in postgresql+psycopg2://mlflow:***@db:5432/mlflow" in result.stdout
+
+
+def test_authentication_needs_the_admins_first_password(fake_mlflow: Path) -> None:
+    result = _start(fake_mlflow, {"PGHOST": "db", "PGUSER": "u", "MLFLOW_ARTIFACTS_DESTINATION": "gs://b/a",
+                                  "MLFLOW_AUTH_ADMIN_PASSWORD": ""})
+    assert result.returncode == 2
+    assert "authentication is on: set MLFLOW_AUTH_ADMIN_PASSWORD" in result.stderr
+    assert not (fake_mlflow.parent / "calls.txt").exists()
+
+
+def test_no_auth_is_explicit_and_loud(fake_mlflow: Path) -> None:
+    result = _start(fake_mlflow, {"PGHOST": "db", "PGUSER": "u", "MLFLOW_ARTIFACTS_DESTINATION": "gs://b/a",
+                                  "MLFLOW_AUTH_ADMIN_PASSWORD": ""}, "--no-auth", "--port", "5000")
+    assert result.returncode == 0, result.stderr
+    assert "WARNING: --no-auth: this tracking server has NO authentication" in result.stderr
+    assert "authentication OFF (--no-auth)" in result.stdout
+    assert _recorded(fake_mlflow)[3] == "server --serve-artifacts --artifacts-destination gs://b/a --workers 1 --port 5000"
+    assert _start(fake_mlflow, {"PGHOST": "db", "PGUSER": "u", "MLFLOW_ARTIFACTS_DESTINATION": "gs://b/a"},
+                  "--app-name", "x").returncode == 2

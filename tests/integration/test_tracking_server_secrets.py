@@ -37,9 +37,11 @@ def fake_mlflow(tmp_path: Path) -> Path:
 
 def _start(fake_mlflow: Path, store_uri: str) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "MLFLOW_"))}
+    # Authentication on: the auth app's database (the same store) is printed redacted too.
     return subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, timeout=30,
                           env={**clean, "MLFLOW_BIN": str(fake_mlflow), "MLFLOW_BACKEND_STORE_URI": store_uri,
-                               "MLFLOW_ARTIFACTS_DESTINATION": "gs://b/art"})
+                               "MLFLOW_ARTIFACTS_DESTINATION": "gs://b/art", "MLFLOW_AUTH_ADMIN_PASSWORD": "adm1n",
+                               "TMPDIR": str(fake_mlflow.parent)})
 
 
 @pytest.mark.parametrize("store_uri, secrets", CRAFTED)
@@ -52,13 +54,14 @@ def test_start_sh_prints_the_store_without_its_passwords(fake_mlflow: Path, stor
         assert secret not in printed
     # the script and the package redact alike, and the server stays named
     assert f"store {redact_uri(store_uri)}, artifacts gs://b/art" in result.stdout
+    assert f"basic-auth (users in {redact_uri(store_uri)}, default permission READ)" in result.stdout
     assert "db" in redact_uri(store_uri)
 
 
 def test_libpq_variables_with_any_password_character_stay_hidden(tmp_path: Path, fake_mlflow: Path) -> None:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "MLFLOW_"))}
     password = "p@ss:w/rd%41?password=x&y#z"
-    result = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, timeout=30,
+    result = subprocess.run(["bash", str(SCRIPT), "--no-auth"], capture_output=True, text=True, timeout=30,
                             env={**clean, "MLFLOW_BIN": str(fake_mlflow), "PGHOST": "db", "PGUSER": "mlflow",
                                  "PGPASSWORD": password, "MLFLOW_ARTIFACTS_DESTINATION": "gs://b/art"})
     assert result.returncode == 0, result.stderr

@@ -2,7 +2,9 @@
 
 - HTTP limits: bounded timeouts and retries for every request (`mlflow.http_timeout_s`,
   `mlflow.http_max_retries`), set through the environment MLflow reads per request;
-- `check_reachable`: an unreachable HTTP server is a one-line `TrackingError` before any work;
+- `check_reachable`: an unreachable HTTP server, or one that refuses this process's credential
+  (MLflow's environment variables, never arguments or params), is a one-line `TrackingError` before
+  any work;
 - `global_tracking_uri`: the few MLflow calls that resolve through the *global* tracking URI run
   inside it, which sets it and restores the previous one;
 - `git_commit`: the commit the project is at, as runs and registered versions record it;
@@ -19,7 +21,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cybulde.config.paths import redact_uri
 from cybulde.config.schema import Config
@@ -27,6 +29,7 @@ from cybulde.errors import CybuldeError, first_line
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+    from mlflow.utils.rest_utils import MlflowHostCreds
 
 # Tags of a run; `MODEL_TAG` also marks logged models and registered versions.
 MODEL_TAG = "cybulde.model_sha256"  # the exported weights' sha256: the identity of a trained model
@@ -44,6 +47,7 @@ COMMIT_TAG = "git.commit"
 MACRO_F1_TAG = "test.macro_f1"
 
 HTTP_BACKOFF_FACTOR = 1  # retries after 0 s, 2 s, 4 s...
+CREDENTIAL_PROBE = "/api/2.0/mlflow/experiments/search"  # on every server; behind authentication where it is on
 
 
 class TrackingError(CybuldeError, RuntimeError):
@@ -60,22 +64,58 @@ def configure_http(config: Config) -> None:
 
 
 def check_reachable(uri: str, timeout_s: float) -> None:
-    """For an HTTP tracking server: one request within `timeout_s`, else a one-line `TrackingError`.
+    """For an HTTP tracking server: within `timeout_s` it answers and accepts this process's credential,
+    else a one-line `TrackingError` naming the server, never the secret.
 
-    Any HTTP answer counts (a proxy may well refuse /health); only no answer at all is an error.
+    The credential and TLS settings are MLflow's own, from the environment: MLFLOW_TRACKING_USERNAME /
+    MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN), MLFLOW_TRACKING_SERVER_CERT_PATH,
+    MLFLOW_TRACKING_INSECURE_TLS. Any other HTTP answer counts (a proxy may well refuse the probe).
     """
     if not uri.startswith(("http://", "https://")):
         return
     import requests
+    from mlflow.utils.credentials import get_default_host_creds
 
+    credential = get_default_host_creds(uri)
+    server = f"the MLflow tracking server at {redact_uri(uri)}"
     try:
-        requests.get(uri.rstrip("/") + "/health", timeout=timeout_s).close()
+        response = requests.get(uri.rstrip("/") + CREDENTIAL_PROBE, params={"max_results": 1}, timeout=timeout_s,
+                                **_request_credential(credential))
+        response.close()
+    except requests.exceptions.SSLError as error:
+        raise TrackingError(f"{server} failed TLS verification: set MLFLOW_TRACKING_SERVER_CERT_PATH to its "
+                            f"certificate ({first_line(error)[:120]})") from error
     except requests.Timeout as error:
-        raise TrackingError(f"cannot reach the MLflow tracking server at {redact_uri(uri)}: no answer within "
-                            f"{timeout_s:g} s (mlflow.http_timeout_s)") from error
+        raise TrackingError(f"cannot reach {server}: no answer within {timeout_s:g} s "
+                            "(mlflow.http_timeout_s)") from error
     except requests.RequestException as error:
         reason = "connection refused" if "refused" in str(error).lower() else first_line(error)[:200]
-        raise TrackingError(f"cannot reach the MLflow tracking server at {redact_uri(uri)}: {reason}") from error
+        raise TrackingError(f"cannot reach {server}: {reason}") from error
+    if response.status_code in (401, 403):
+        raise TrackingError(_refusal(server, response.status_code, credential))
+
+
+def _request_credential(credential: MlflowHostCreds) -> dict[str, Any]:
+    """`requests` arguments that send what MLflow's own requests will send."""
+    arguments: dict[str, Any] = {"verify": credential.server_cert_path or not credential.ignore_tls_verification}
+    if credential.token:
+        arguments["headers"] = {"Authorization": f"Bearer {credential.token}"}
+    elif credential.username and credential.password:
+        arguments["auth"] = (credential.username, credential.password)
+    if credential.client_cert_path:
+        arguments["cert"] = credential.client_cert_path
+    return arguments
+
+
+def _refusal(server: str, status: int, credential: MlflowHostCreds) -> str:
+    if not (credential.token or credential.username):
+        return (f"{server} refused an anonymous request ({status}): set MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD in the environment")
+    who = "MLFLOW_TRACKING_TOKEN" if credential.token else f"user {credential.username!r}"
+    if status == 401:
+        return (f"{server} refused the credential of {who} ({status}): check MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD")
+    return f"{server} refused {who} ({status}): it may not read the experiments"
 
 
 def connect(uri: str, config: Config) -> MlflowClient:
