@@ -6,7 +6,8 @@ Usage: python scripts/mlflow_screenshot.py [--store sqlite:///mlflow.db] [--expe
 Starts `mlflow server` on a free loopback port against the store, opens the experiment's runs
 page (sorted by the headline metric) in headless Chromium, saves the screenshot and stops the
 server. Needs `chromium` on PATH (Debian: `apt-get install chromium`); reaches nothing but
-127.0.0.1.
+127.0.0.1. docs/images/mlflow-runs.png shows the store of a tiny pipeline (tests/helpers/tiny_project.py)
+after `dvc repro` and `dvc exp run -S model.head=sigmoid`.
 """
 
 from __future__ import annotations
@@ -125,8 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--store", default=f"sqlite:///{ROOT / 'mlflow.db'}", help="MLflow backend store URI")
     parser.add_argument("--experiment", default="cybulde")
     parser.add_argument("--out", type=Path, default=ROOT / "docs/images/mlflow-runs.png")
-    parser.add_argument("--width", type=int, default=1600)
-    parser.add_argument("--height", type=int, default=720)
+    parser.add_argument("--width", type=int, default=1920)  # wide enough for the Source and Models columns
+    parser.add_argument("--height", type=int, default=560)
     args = parser.parse_args(argv)
     experiment = experiment_id(args.store, args.experiment)
     with mlflow_server(args.store, free_port()) as base:
