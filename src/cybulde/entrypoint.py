@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 
 from cybulde.config.schema import Config
-from cybulde.errors import CybuldeError
+from cybulde.errors import CybuldeError, interrupting_signal
 
 
 def run_stage(name: str, action: Callable[[Config], str | None], argv: Sequence[str] | None = None) -> int:
@@ -63,16 +63,3 @@ def default_sigterm() -> None:
 
 def _raise_exit(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
-
-
-def interrupting_signal(stop: BaseException) -> int | None:
-    """The signal behind a KeyboardInterrupt or a SystemExit(128 + n), or None for an ordinary exit.
-
-    Lightning turns a KeyboardInterrupt during `fit` into `sys.exit(1)`; the interrupt is its context.
-    """
-    if isinstance(stop, KeyboardInterrupt) or isinstance(stop.__context__, KeyboardInterrupt):
-        return int(signal.SIGINT)
-    code = getattr(stop, "code", None)
-    if isinstance(code, int) and 128 < code < 128 + signal.NSIG:
-        return code - 128
-    return None

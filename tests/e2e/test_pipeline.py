@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,13 @@ from mlflow import MlflowClient
 from cybulde.config.access import RECORD_ENV
 from cybulde.reproducibility.check import tool_env
 from cybulde.reproducibility.dependencies import check_dependencies
+from cybulde.tracking.client import (
+    DVC_EXPERIMENT_TAG,
+    EXPERIMENT_KIND_TAG,
+    FAILURE_TAG,
+    MODEL_TRAINING_KIND,
+    SOURCE_NAME_TAG,
+)
 from tests.helpers.tiny_project import REPO_ROOT, git, make_tiny_project, run
 
 pytestmark = pytest.mark.slow
@@ -69,13 +78,26 @@ def test_one_finished_run_carries_the_locked_data_hash(pipeline: tuple[Path, str
     assert run_.data.tags["data.dvc_md5"] == data_md5
     assert [d.dataset.digest for d in run_.inputs.dataset_inputs] == [data_md5]
     assert run_.data.params["model.head"] == "softmax"
-    assert run_.data.tags["mlflow.source.git.commit"]
+    commit = run_.data.tags["mlflow.source.git.commit"]
+    # Not a DVC experiment: named from what it is, by a name no seed fixes.
+    assert re.fullmatch(rf"tiny-v1-softmax-{commit[:7]}-\d{{1,3}}", run_.info.run_name), run_.info.run_name
+    assert run_.data.tags[SOURCE_NAME_TAG] == "stages/train.py" and DVC_EXPERIMENT_TAG not in run_.data.tags
+    experiment = MlflowClient(tracking_uri).get_experiment(run_.info.experiment_id)
+    assert experiment.tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND  # the UI opens on the runs
     assert run_.data.tags["world_size"] == "2"  # both DDP ranks, logged once by rank 0
     metric_keys = set(run_.data.metrics)
     assert {"validation/macro_f1", "test/macro_f1", "test/roc_auc"} <= metric_keys
     assert any(key.startswith("train/loss") for key in metric_keys)
+    # In-training values are marked as such, apart from the validate stage's `validation/...`.
+    assert {"train/val_macro_f1", "train/val_loss", "train/epoch"} <= metric_keys
+    assert not any(key.startswith("val/") for key in metric_keys)
+    epochs = MlflowClient(tracking_uri).get_metric_history(run_.info.run_id, "train/epoch")
+    assert max(point.value for point in epochs) == 6  # 1-based: train.epochs=6
     artifacts = {a.path for a in MlflowClient(tracking_uri).list_artifacts(run_.info.run_id)}
     assert {"metrics", "plots", "predictions"} <= artifacts
+    plots = {a.path for a in MlflowClient(tracking_uri).list_artifacts(run_.info.run_id, "plots/test")}
+    assert {f"plots/test/{name}" for name in ("roc.json", "roc_curve.png", "pr.json", "pr_curve.png",
+                                              "confusion_matrix.png")} <= plots
 
 
 def test_logged_model_scores_raw_text(pipeline: tuple[Path, str]) -> None:
@@ -104,14 +126,22 @@ def test_experiment_with_sigmoid_head_is_a_new_run(pipeline: tuple[Path, str]) -
     run(project, "dvc", "exp", "run", "-S", "model.head=sigmoid")
     runs = _runs(tracking_uri)
     assert len(runs) == 2
-    newest = max(runs, key=lambda r: r.info.start_time)
+    first, newest = sorted(runs, key=lambda r: r.info.start_time)
     assert newest.data.params["model.head"] == "sigmoid"
-    assert newest.data.tags.get("dvc.exp_name")
+    # The run carries the experiment's name, which `dvc exp show` lists too.
+    assert newest.info.run_name == newest.data.tags[DVC_EXPERIMENT_TAG] != first.info.run_name
     assert newest.info.status == "FINISHED"
     metrics = json.loads((project / "metrics/validation.json").read_text())
     assert metrics["threshold"] is not None
     shown = json.loads(run(project, "dvc", "exp", "show", "--json"))
     assert "sigmoid" in json.dumps(shown)
+    assert newest.info.run_name in _experiment_names(shown)
+
+
+def _experiment_names(shown: list) -> set[str]:
+    """The names of the experiments in `dvc exp show --json`."""
+    return {exp.get("name") for baseline in shown for experiment in baseline.get("experiments") or []
+            for exp in experiment.get("revs") or [] if exp.get("name")}
 
 
 def test_queued_grid_runs_land_in_the_workspace_store(tmp_path: Path,
@@ -126,6 +156,10 @@ def test_queued_grid_runs_land_in_the_workspace_store(tmp_path: Path,
     heads = sorted(r.data.params["model.head"] for r in _runs(store))
     assert heads == ["sigmoid", "softmax"]
     assert all(r.info.status == "FINISHED" for r in _runs(store))
+    # Two experiments, two run names: DVC's names for them.
+    names = [r.info.run_name for r in _runs(store)]
+    assert len(set(names)) == 2 and names == [r.data.tags[DVC_EXPERIMENT_TAG] for r in _runs(store)]
+    assert set(names) <= _experiment_names(json.loads(run(project, "dvc", "exp", "show", "--json")))
     shown = run(project, "dvc", "exp", "show", "--no-pager", "--csv")
     assert shown.count("model.head") >= 1 and "sigmoid" in shown and "softmax" in shown
 
@@ -148,3 +182,14 @@ def test_the_readme_views_fit_120_columns(pipeline: tuple[Path, str]) -> None:
         lines = [line for line in output.splitlines() if line.strip()]
         assert "macro_f1" in output and len(lines) >= 2, (view, output)
         assert max(map(len, lines)) <= 120 and "…" not in output, (view, output)
+
+
+def test_a_failing_stage_leaves_its_run_failed_with_the_reason(pipeline: tuple[Path, str]) -> None:
+    """Last, as it fails the run of the workspace's model."""
+    project, tracking_uri = pipeline
+    stage = subprocess.run([sys.executable, "stages/validate.py", "data.fetched_dir=no/such/data"], cwd=project,
+                           env=tool_env(), capture_output=True, text=True)
+    assert stage.returncode != 0
+    failed = max(_runs(tracking_uri), key=lambda r: r.info.start_time)
+    assert failed.info.status == "FAILED"
+    assert failed.data.tags[FAILURE_TAG].startswith("stage 'validate' failed: "), failed.data.tags[FAILURE_TAG]

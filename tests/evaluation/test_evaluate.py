@@ -144,7 +144,8 @@ def test_validate_and_test_write_metrics_plots_and_predictions(make_project):
     assert logged == {"plots/validation", "plots/test", "predictions", "metrics"}
     logged_plots = {path.name for path, artifact_path in run.artifacts
                     if artifact_path == "plots/test"}
-    assert logged_plots == {"confusion.json", "roc.json", "pr.json", "confusion_matrix.png"}
+    assert logged_plots == {"confusion.json", "roc.json", "pr.json", "confusion_matrix.png", "roc_curve.png",
+                            "pr_curve.png"}  # each plot beside its image
     assert logged_models == []  # publishing is the test stage's next step, not evaluation's
 
 

@@ -73,7 +73,7 @@ def test_multiclass_write_plots_adds_per_class_files(tmp_path):
                                                                       "roc.json"]
     assert {path.name for path in paths.values()} == {
         "confusion.json", "roc.json", "pr.json", "confusion_matrix.png", "roc_per_class.json",
-        "pr_per_class.json"}
+        "pr_per_class.json", "roc_curve.png", "pr_curve.png"}
     per_class = json.loads(paths["roc_per_class"].read_text())["roc"]
     assert {p["class"] for p in per_class} == set(MULTI_NAMES)
 
@@ -84,13 +84,14 @@ def test_write_plots_is_deterministic(tmp_path):
                         BINARY_LABELS, BINARY_NAMES, matrix, "validation")
     second = write_plots(tmp_path / "two", tmp_path / "x2", BINARY_PROBS, [0, 1, 0, 1],
                          BINARY_LABELS, BINARY_NAMES, matrix, "validation")
-    # Only the files dvc.yaml declares land in the plots folder; the PNG is for MLflow.
+    # Only the files dvc.yaml declares land in the plots folder; the PNGs are for MLflow.
     assert sorted(p.name for p in (tmp_path / "one").iterdir()) == ["confusion.json", "pr.json",
                                                                     "roc.json"]
-    assert first["confusion_png"].parent == tmp_path / "x1"
     for kind, path in first.items():
         assert path.read_bytes() == second[kind].read_bytes(), kind
-    assert first["confusion_png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for image in ("confusion_png", "roc_png", "pr_png"):
+        assert first[image].parent == tmp_path / "x1"
+        assert first[image].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     roc = json.loads(first["roc"].read_text())
     assert set(roc) == {"roc"}
     assert set(json.loads(first["pr"].read_text())) == {"pr"}

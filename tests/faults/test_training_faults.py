@@ -27,6 +27,7 @@ import pytest
 from mlflow import MlflowClient
 
 from cybulde.reproducibility.check import copy_project, set_params, tool_env
+from cybulde.tracking.client import FAILURE_TAG
 from tests.helpers import tiny_train
 from tests.helpers.ports import free_port
 from tests.helpers.processes import descendants, is_alive, read_proc, stop_group
@@ -366,4 +367,4 @@ def test_interrupted_stages_leave_nothing_that_breaks_the_next_repro(tmp_path: P
     assert "up to date" in status.stdout, status.stdout + status.stderr
     assert untracked(project) == []
     run = only_run(store)
-    assert run.info.status == "FINISHED" and run.data.tags.get("cybulde.closed_reason") is None
+    assert run.info.status == "FINISHED" and run.data.tags.get(FAILURE_TAG) is None

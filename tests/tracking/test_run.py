@@ -1,10 +1,19 @@
+import random
+import re
 from pathlib import Path
 
 import pytest
 
 from cybulde.config.paths import redact_uri, tracking_uri
 from cybulde.config.schema import Config
-from cybulde.tracking.client import CLOSED_TAG, MODEL_TAG, TrackingError
+from cybulde.tracking.client import (
+    DVC_EXPERIMENT_TAG,
+    EXPERIMENT_KIND_TAG,
+    FAILURE_TAG,
+    MODEL_TAG,
+    MODEL_TRAINING_KIND,
+    TrackingError,
+)
 from cybulde.tracking.lineage import data_lock_hash, model_digest
 from cybulde.tracking.run import PipelineRun
 
@@ -44,7 +53,7 @@ def test_training_run_records_context(project: Config) -> None:
     data = run.client.get_run(run.run_id).data
     assert data.params["model.head"] == "softmax"
     assert data.tags["data.dvc_md5"] == "0123456789abcdef0123456789abcdef.dir"
-    assert data.tags["dvc.exp_name"] == "tall-oaks"
+    assert data.tags[DVC_EXPERIMENT_TAG] == "tall-oaks"
     assert data.tags["world_size"] == "1"
     assert data.tags["device_type"] == "cpu"
     inputs = run.client.get_run(run.run_id).inputs.dataset_inputs
@@ -70,11 +79,54 @@ def test_stages_share_one_run_and_status_is_truthful(project: Config, tmp_path: 
     assert len(runs) == 1
 
 
-def test_failing_stage_marks_run_failed(project: Config) -> None:
+def test_failing_stage_marks_run_failed_and_says_why(project: Config) -> None:
     run = PipelineRun.start_training(project)
     with pytest.raises(RuntimeError, match="boom"), run.stage("train"):
-        raise RuntimeError("boom")
-    assert run.client.get_run(run.run_id).info.status == "FAILED"
+        raise RuntimeError("boom\nthe rest of the message")
+    failed = run.client.get_run(run.run_id)
+    assert failed.info.status == "FAILED"
+    assert failed.data.tags[FAILURE_TAG] == "stage 'train' failed: RuntimeError: boom"
+    with run.stage("train"):
+        pass  # a resumed run is no longer failed
+    assert FAILURE_TAG not in run.client.get_run(run.run_id).data.tags
+
+
+def test_interrupted_stage_marks_run_killed_with_the_signal(project: Config) -> None:
+    run = PipelineRun.start_training(project)
+    with pytest.raises(KeyboardInterrupt), run.stage("validate"):
+        raise KeyboardInterrupt
+    killed = run.client.get_run(run.run_id)
+    assert (killed.info.status, killed.data.tags[FAILURE_TAG]) == ("KILLED", "stage 'validate' stopped by SIGINT")
+
+
+def test_run_is_named_and_sourced_from_what_it_is(project: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cybulde.tracking.client import SOURCE_NAME_TAG, SOURCE_TYPE_TAG
+
+    named = PipelineRun.start_training(project)
+    assert named.client.get_run(named.run_id).info.run_name == "tall-oaks"  # the DVC experiment's name
+    monkeypatch.delenv("DVC_EXP_NAME")
+    monkeypatch.setattr("cybulde.tracking.run.git_commit", lambda root: "1a2b3c4d5e6f" + "0" * 28)
+    runs = []
+    for _ in range(4):
+        random.seed(1234)  # what training does before it opens its run
+        runs.append(PipelineRun.start_training(project))
+    names = [run.client.get_run(run.run_id).info.run_name for run in runs]
+    assert all(re.fullmatch(r"tweeteval_offensive-v2-softmax-1a2b3c4-\d{1,3}", name) for name in names), names
+    assert len(set(names)) > 1, names  # no seed makes them all the same
+    tags = runs[0].client.get_run(runs[0].run_id).data.tags
+    assert tags[SOURCE_TYPE_TAG] == "LOCAL" and tags[SOURCE_NAME_TAG]
+    assert tags["mlflow.source.git.commit"].startswith("1a2b3c4") and DVC_EXPERIMENT_TAG not in tags
+
+
+def test_experiment_is_a_model_training_one(project: Config) -> None:
+    run = PipelineRun.start_training(project)
+    assert run.client.get_experiment(run.experiment_id).tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND
+    run.client.delete_experiment_tag(run.experiment_id, EXPERIMENT_KIND_TAG)  # a store from before
+    PipelineRun.start_training(project)
+    assert run.client.get_experiment(run.experiment_id).tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND
+    run.client.set_experiment_tag(run.experiment_id, EXPERIMENT_KIND_TAG, "finetuning")  # the user's choice
+    PipelineRun.start_training(project)
+    assert run.client.get_experiment(run.experiment_id).tags[EXPERIMENT_KIND_TAG] == "finetuning"
 
 
 def test_unknown_model_gets_a_new_tagged_run(project: Config, tmp_path: Path) -> None:
@@ -138,7 +190,7 @@ def _status(store: str, run_id: str):
     from mlflow import MlflowClient
 
     run = MlflowClient(store).get_run(run_id)
-    return run.info.status, run.data.tags.get(CLOSED_TAG, "")
+    return run.info.status, run.data.tags.get(FAILURE_TAG, "")
 
 
 @pytest.mark.slow
@@ -165,7 +217,8 @@ def test_runs_of_killed_stages_are_closed_by_the_next_stage(project: Config, tmp
         for process in (killed, terminated):
             if process.poll() is None:
                 process.kill()
-    assert _status(store, terminated_id) == ("KILLED", "")  # the stage said so itself on the way out
+    # The stage said so itself on the way out.
+    assert _status(store, terminated_id) == ("KILLED", "stage 'train' stopped by SIGTERM")
     assert _status(store, killed_id)[0] == "RUNNING"  # SIGKILL: nobody could say so yet
 
     with PipelineRun.for_model(project, _model(tmp_path / "model", b"w")).stage("validate"):

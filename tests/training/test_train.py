@@ -202,8 +202,9 @@ def test_training_reports_into_the_pipeline_run(tmp_path, monkeypatch):
     result = train_module.train(tiny_train.load(project))
 
     run = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(result.run_id)
-    assert {"train/loss", "val/loss", "val/macro_f1", "train/samples_per_s", "train/tokens_per_s"} <= set(
-        run.data.metrics)
+    assert {"train/loss", "train/val_loss", "train/val_macro_f1", "train/epoch", "train/samples_per_s",
+            "train/tokens_per_s"} <= set(run.data.metrics)
+    assert not any(key.startswith("val/") for key in run.data.metrics)  # one name per quantity
     assert run.data.tags[MODEL_TAG] == model_digest(project / "model")
     assert run.data.params["train.precision"] == "auto"  # as configured
     assert run.data.params["train.precision_resolved"] == "bf16-mixed"  # what it meant on this (faked) CPU

@@ -5,8 +5,8 @@ Outputs (paths relative to the project root, i.e. the stage's working directory)
   accuracy, macro_f1, roc_auc, threshold, num_examples); `metrics/<split>_per_class.json`: precision,
   recall, f1 and support per label, a plain output kept out of those tables. Floats are rounded to 6
   decimals and keys sorted, so an unchanged model and data give identical bytes;
-- `plots/<split>/`: confusion.json, roc.json, pr.json (DVC plots); the confusion-matrix PNG
-  (and per-class curves for more than two labels) go to MLflow only;
+- `plots/<split>/`: confusion.json, roc.json, pr.json (DVC plots); their PNGs (confusion matrix,
+  ROC and precision-recall curves) and per-class curves for more than two labels go to MLflow only;
 - `predictions/<split>.parquet`: id, text, label, predicted, prob_<label name> per example.
 
 A binary sigmoid head decides by threshold: `validate` tunes it (or takes the fixed
@@ -137,8 +137,7 @@ def evaluate_to_files(cfg: Config, split: str, root: Path, scratch: Path) -> Spl
     metrics_path = write_json(report, root / metrics_file(split))
     per_class_path = write_json(per_class, root / per_class_file(split))
     plot_paths = write_plots(root / PLOTS_DIR / split, scratch / PLOTS_DIR / split, probabilities,
-                             predictions, outputs.labels, label_names, metrics["confusion_matrix"],
-                             f"{split} confusion matrix")
+                             predictions, outputs.labels, label_names, metrics["confusion_matrix"], split)
     predictions_path = write_predictions(root / PREDICTIONS_DIR / f"{split}.parquet", rows,
                                          probabilities, predictions, label_names)
     return SplitEvaluation(split, report, metrics_path, plot_paths, predictions_path, per_class, per_class_path)

@@ -1,4 +1,4 @@
-"""Plot data for `dvc plots` and a confusion-matrix image for MLflow.
+"""Plot data for `dvc plots`, and images of the same plots for MLflow.
 
 Files written into `plots/<split>/` (the plots dvc.yaml declares):
 - `confusion.json`: `[{"actual": name, "predicted": name}, ...]`, one row per example, for DVC's
@@ -8,7 +8,8 @@ Files written into `plots/<split>/` (the plots dvc.yaml declares):
   one curve, of the positive (second) label for two labels, micro-averaged for more.
 
 Logged to MLflow only (written to a scratch folder, so the workspace holds no undeclared output):
-- `confusion_matrix.png`: counts with label names, rendered with the Agg backend;
+- `confusion_matrix.png`: counts with label names, `roc_curve.png` and `pr_curve.png`: the curves of
+  roc.json and pr.json (and, for more than two labels, every label's), rendered with the Agg backend;
 - for more than two labels, `roc_per_class.json` / `pr_per_class.json`: one-vs-rest curves of
   every label in one list, each point carrying a `"class"` field.
 All numbers are rounded to 6 decimals and the JSON is written with sorted keys, so identical
@@ -32,6 +33,10 @@ CONFUSION_FILE = "confusion.json"
 ROC_FILE = "roc.json"
 PR_FILE = "pr.json"
 CONFUSION_PNG = "confusion_matrix.png"
+ROC_PNG = "roc_curve.png"
+PR_PNG = "pr_curve.png"
+MICRO_AVERAGE = "micro-average"
+AXIS_TITLES = {"fpr": "false positive rate", "tpr": "true positive rate"}
 ROC_PER_CLASS_FILE = "roc_per_class.json"
 PR_PER_CLASS_FILE = "pr_per_class.json"
 
@@ -149,6 +154,39 @@ def confusion_figure(matrix: Sequence[Sequence[int]], label_names: Sequence[str]
     return figure
 
 
+def curve_figure(curves: dict[str, list[dict[str, Any]]], x: str, y: str, title: str,
+                 diagonal: bool = False) -> Figure:
+    """One line per named curve of `{x: ..., y: ...}` points, on the unit square (with the
+    chance diagonal if `diagonal`)."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(5.0, 5.0))
+    axes = figure.add_subplot()
+    if diagonal:
+        axes.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance")
+    for name, points in curves.items():
+        axes.plot([point[x] for point in points], [point[y] for point in points], label=name)
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1.02)
+    axes.set_xlabel(AXIS_TITLES.get(x, x))
+    axes.set_ylabel(AXIS_TITLES.get(y, y))
+    axes.set_title(title)
+    axes.legend(loc="lower right" if diagonal else "lower left")
+    figure.tight_layout()
+    return figure
+
+
+def _named_curves(overall: list[dict[str, Any]], per_class: list[dict[str, Any]] | None,
+                  label_names: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    """The positive label's curve for two labels; the micro-average and each label's for more."""
+    if per_class is None:
+        return {label_names[-1]: overall}
+    curves = {MICRO_AVERAGE: overall}
+    for name in label_names:
+        curves[name] = [point for point in per_class if point["class"] == name]
+    return curves
+
+
 def save_figure(figure: Figure, path: Path) -> Path:
     """PNG via the Agg canvas (no display needed), without the time-stamped metadata."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -161,29 +199,32 @@ def save_figure(figure: Figure, path: Path) -> Path:
 
 def write_plots(out_dir: Path, extra_dir: Path, probabilities: Any, predictions: Any, labels: Any,
                 label_names: Sequence[str], confusion_matrix: Sequence[Sequence[int]],
-                title: str) -> dict[str, Path]:
+                split: str) -> dict[str, Path]:
     """The DVC plot files of one split into `out_dir`, the MLflow-only extras into `extra_dir`.
 
     `out_dir` receives exactly confusion.json, roc.json and pr.json, the files dvc.yaml declares;
-    the confusion-matrix PNG and, for more than two labels, the per-class curves go to `extra_dir`.
+    the PNGs and, for more than two labels, the per-class curves go to `extra_dir`.
     Returns the paths by kind.
     """
     out_dir, extra_dir = Path(out_dir), Path(extra_dir)
+    roc = roc_points(probabilities, labels, label_names)
+    pr = pr_points(probabilities, labels, label_names)
     paths = {
         "confusion": write_json(confusion_rows(predictions, labels, label_names),
                                 out_dir / CONFUSION_FILE),
-        "roc": write_json({"roc": roc_points(probabilities, labels, label_names)},
-                          out_dir / ROC_FILE),
-        "pr": write_json({"pr": pr_points(probabilities, labels, label_names)},
-                         out_dir / PR_FILE),
-        "confusion_png": save_figure(confusion_figure(confusion_matrix, label_names, title),
+        "roc": write_json({"roc": roc}, out_dir / ROC_FILE),
+        "pr": write_json({"pr": pr}, out_dir / PR_FILE),
+        "confusion_png": save_figure(confusion_figure(confusion_matrix, label_names, f"{split} confusion matrix"),
                                      extra_dir / CONFUSION_PNG),
     }
+    roc_per_class = pr_per_class = None
     if len(label_names) > 2:
-        paths["roc_per_class"] = write_json(
-            {"roc": roc_points(probabilities, labels, label_names, per_class=True)},
-            extra_dir / ROC_PER_CLASS_FILE)
-        paths["pr_per_class"] = write_json(
-            {"pr": pr_points(probabilities, labels, label_names, per_class=True)},
-            extra_dir / PR_PER_CLASS_FILE)
+        roc_per_class = roc_points(probabilities, labels, label_names, per_class=True)
+        pr_per_class = pr_points(probabilities, labels, label_names, per_class=True)
+        paths["roc_per_class"] = write_json({"roc": roc_per_class}, extra_dir / ROC_PER_CLASS_FILE)
+        paths["pr_per_class"] = write_json({"pr": pr_per_class}, extra_dir / PR_PER_CLASS_FILE)
+    paths["roc_png"] = save_figure(curve_figure(_named_curves(roc, roc_per_class, label_names), "fpr", "tpr",
+                                                f"{split} ROC curve", diagonal=True), extra_dir / ROC_PNG)
+    paths["pr_png"] = save_figure(curve_figure(_named_curves(pr, pr_per_class, label_names), "recall",
+                                               "precision", f"{split} precision-recall curve"), extra_dir / PR_PNG)
     return paths

@@ -36,9 +36,15 @@ MODEL_TAG = "cybulde.model_sha256"  # the exported weights' sha256: the identity
 STAGE_TAG = "cybulde.stage"
 OWNER_TAG = "cybulde.owner"  # JSON: the process running a stage in the run; '' between stages
 HEARTBEAT_TAG = "cybulde.heartbeat"  # unix time, renewed while a stage runs
-CLOSED_TAG = "cybulde.closed_reason"  # why another stage closed this run
+FAILURE_TAG = "cybulde.failure"  # why the run is FAILED or KILLED: the error's first line, the signal, or who closed it
 DATA_TAG = "data.dvc_md5"  # the md5 DVC pinned for the fetched data in dvc.lock
+DVC_EXPERIMENT_TAG = "dvc.experiment"  # the name `dvc exp run` gave the experiment (DVC_EXP_NAME)
 RUN_COMMIT_TAG = "mlflow.source.git.commit"
+SOURCE_NAME_TAG = "mlflow.source.name"  # the entry point, shown in the UI's Source column
+SOURCE_TYPE_TAG = "mlflow.source.type"
+# Tag of the experiment: MLflow 3's UI opens a model-training experiment on its runs, not on GenAI traces.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
 # Tags of a logged served model: what it serves besides the weights.
 CODE_TAG = "cybulde.code_sha256"
 CONFIG_TAG = "cybulde.serving_config"

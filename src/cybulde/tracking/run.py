@@ -7,12 +7,18 @@ nothing changed runs no stage and so creates no run, and an experiment in a temp
 repo finds its run in the shared store. Only rank 0 of a distributed job opens a `PipelineRun`.
 
 Status is truthful: a failing stage marks the run FAILED, an interrupted one (SIGINT, SIGTERM)
-KILLED; only the final stage (`test`) marks it FINISHED; earlier stages leave it RUNNING for the
-next one. A stage that is killed outright (SIGKILL, OOM killer, a lost node) cannot say so itself:
-while a stage runs, the run carries an owner tag (host, boot, pid and start time of the process)
-and a heartbeat, and every stage that opens a run closes the experiment's runs left RUNNING by an
-owner that is gone (KILLED, with a tag saying why). An owner on another host counts as gone once
-its heartbeat is `STALE_AFTER_S` old. Between stages a run has no owner and is left alone.
+KILLED, either with a `FAILURE_TAG` saying why; only the final stage (`test`) marks it FINISHED;
+earlier stages leave it RUNNING for the next one. A stage that is killed outright (SIGKILL, OOM
+killer, a lost node) cannot say so itself: while a stage runs, the run carries an owner tag (host,
+boot, pid and start time of the process) and a heartbeat, and every stage that opens a run closes
+the experiment's runs left RUNNING by an owner that is gone (KILLED, with the `FAILURE_TAG`). An
+owner on another host counts as gone once its heartbeat is `STALE_AFTER_S` old. Between stages a
+run has no owner and is left alone.
+
+A run is found by what it is: its name is the DVC experiment's (`dvc exp run` sets DVC_EXP_NAME)
+or else dataset, version, head and short commit with a number drawn from the operating system, so
+no seed makes every run's name the same; the `mlflow.source.*` tags name the entry point and the
+commit. The experiment is created as a model-training one, so MLflow's UI opens on its runs.
 
 Tracking servers get bounded HTTP timeouts and retries and an unreachable server is a one-line
 `TrackingError` before a stage starts its work (`cybulde.tracking.client`). During training, metrics go through a `MetricBuffer` (`PipelineRun.buffered`),
@@ -25,7 +31,10 @@ import contextlib
 import json
 import logging
 import os
+import secrets
+import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -35,14 +44,19 @@ from typing import TYPE_CHECKING, Any
 from cybulde.config.loader import to_flat_dict
 from cybulde.config.paths import project_root, redact_uri, tracking_uri, workspace_root
 from cybulde.config.schema import Config
-from cybulde.errors import first_line
+from cybulde.errors import first_line, interrupting_signal
 from cybulde.tracking.client import (
-    CLOSED_TAG,
     DATA_TAG,
+    DVC_EXPERIMENT_TAG,
+    EXPERIMENT_KIND_TAG,
+    FAILURE_TAG,
     HEARTBEAT_TAG,
     MODEL_TAG,
+    MODEL_TRAINING_KIND,
     OWNER_TAG,
     RUN_COMMIT_TAG,
+    SOURCE_NAME_TAG,
+    SOURCE_TYPE_TAG,
     STAGE_TAG,
     TrackingError,
     connect,
@@ -59,6 +73,9 @@ DEFAULT_ARTIFACTS = "mlartifacts"
 HEARTBEAT_S = 60.0
 STALE_AFTER_S = 900.0
 FINAL_FLUSH_S = 60.0  # how long the end of training waits for buffered metrics to reach the server
+DVC_EXPERIMENT_ENV = "DVC_EXP_NAME"  # set by `dvc exp run` for the stages it runs
+SHORT_COMMIT = 7
+MAX_FAILURE_CHARS = 500
 
 
 def check_tracking(config: Config) -> str:
@@ -75,12 +92,15 @@ def _experiment_id(client: MlflowClient, config: Config, uri: str) -> str:
         raise TrackingError(f"cannot reach the MLflow tracking store at {redact_uri(uri)}: "
                             f"{first_line(error)}") from error
     if experiment is not None:
+        if EXPERIMENT_KIND_TAG not in experiment.tags:  # a store from before the kind was set; a chosen kind stays
+            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
         return experiment.experiment_id
     artifact_location = None
     if uri.startswith("sqlite:"):
         # Pin artifacts beside the store, not beside whichever folder the first run started in.
         artifact_location = (workspace_root() / DEFAULT_ARTIFACTS).as_uri()
-    return client.create_experiment(name, artifact_location=artifact_location)
+    return client.create_experiment(name, artifact_location=artifact_location,
+                                    tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
 
 
 class PipelineRun:
@@ -106,8 +126,7 @@ class PipelineRun:
         elif continue_run_id and _run_exists(client, continue_run_id):
             run_id = continue_run_id
         else:
-            run_name = os.environ.get("DVC_EXP_NAME") or None
-            run_id = client.create_run(experiment_id, run_name=run_name).info.run_id
+            run_id = _create_run(client, experiment_id, config)
         run = cls(client, run_id, uri, experiment_id)
         run._record_context(config)
         return run
@@ -129,7 +148,7 @@ class PipelineRun:
             return cls(client, runs[0].info.run_id, uri, experiment_id)
         log.warning("no MLflow run trained the model in %s (sha256 %s); starting a new run",
                     model_dir, digest[:12])
-        run = cls(client, client.create_run(experiment_id).info.run_id, uri, experiment_id)
+        run = cls(client, _create_run(client, experiment_id, config), uri, experiment_id)
         run._record_context(config)
         run.set_tags({MODEL_TAG: digest})
         return run
@@ -146,7 +165,7 @@ class PipelineRun:
         self.client.log_batch(self.run_id, tags=_tags({STAGE_TAG: name, OWNER_TAG: json.dumps(_this_process(name)),
                                                        HEARTBEAT_TAG: int(time.time())}))
         with contextlib.suppress(Exception):
-            self.client.delete_tag(self.run_id, CLOSED_TAG)  # a resumed run is open again
+            self.client.delete_tag(self.run_id, FAILURE_TAG)  # a resumed run is open again
         close_stale_runs(self.client, self.experiment_id, closer=name, keep=self.run_id)
         monitor = _start_system_metrics(self.run_id, self.tracking_uri, name)
         heartbeat = _Heartbeat(self.client, self.run_id)
@@ -156,16 +175,18 @@ class PipelineRun:
             heartbeat.stop()
             _stop(monitor)
             interrupted = isinstance(error, (KeyboardInterrupt, SystemExit))
-            self._end_stage(name, "KILLED" if interrupted else "FAILED")
+            self._end_stage(name, "KILLED" if interrupted else "FAILED", why=failure_reason(name, error))
             raise
         heartbeat.stop()
         _stop(monitor)
         self._end_stage(name, "FINISHED" if final else None)
 
-    def _end_stage(self, name: str, status: str | None) -> None:
-        """Give up ownership and set `status` (None: stay RUNNING); a server that is down only gets a warning."""
+    def _end_stage(self, name: str, status: str | None, why: str = "") -> None:
+        """Give up ownership and set `status` (None: stay RUNNING), with `why` in the `FAILURE_TAG` if given;
+        a server that is down only gets a warning."""
+        tags = {OWNER_TAG: "", **({FAILURE_TAG: why} if why else {})}
         try:
-            self.client.log_batch(self.run_id, tags=_tags({OWNER_TAG: ""}))
+            self.client.log_batch(self.run_id, tags=_tags(tags))
             if status is not None:
                 self.client.set_terminated(self.run_id, status=status)
         except Exception as error:  # the stage's own outcome matters more than its bookkeeping
@@ -242,6 +263,8 @@ class PipelineRun:
         self.log_params({k: v for k, v in to_flat_dict(config).items() if not k.startswith("mlflow.")})
         root = project_root()
         tags: dict[str, Any] = {
+            SOURCE_NAME_TAG: entry_point(root),
+            SOURCE_TYPE_TAG: "LOCAL",
             "data.registry": config.data.registry,
             "data.dataset": config.data.dataset,
             "data.version": config.data.version,
@@ -252,9 +275,9 @@ class PipelineRun:
         commit = git_commit(root)
         if commit:
             tags[RUN_COMMIT_TAG] = commit
-        exp_name = os.environ.get("DVC_EXP_NAME")
+        exp_name = os.environ.get(DVC_EXPERIMENT_ENV)
         if exp_name:
-            tags["dvc.exp_name"] = exp_name
+            tags[DVC_EXPERIMENT_TAG] = exp_name
         lock_hash = data_lock_hash(root, config.data.fetched_dir)
         if lock_hash:
             tags[DATA_TAG] = lock_hash
@@ -272,6 +295,43 @@ class PipelineRun:
         )
         context = InputTag(key="mlflow.data.context", value="train")
         self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, tags=[context])])
+
+
+def run_name(config: Config, commit: str) -> str:
+    """The DVC experiment's name, else e.g. `tweeteval_offensive-v2-softmax-1a2b3c4-417`.
+
+    The number tells apart runs of one commit with different workspace params; it comes from the
+    operating system, because MLflow's own names come from the `random` module training seeds.
+    """
+    exp_name = os.environ.get(DVC_EXPERIMENT_ENV)
+    if exp_name:
+        return exp_name
+    head = getattr(config.model.head, "value", config.model.head)
+    parts = [config.data.dataset, config.data.version, head, commit[:SHORT_COMMIT], str(secrets.randbelow(1000))]
+    return "-".join(str(part) for part in parts if part)
+
+
+def entry_point(root: Path) -> str:
+    """The script this process runs, relative to the project when it lies inside (`stages/train.py`)."""
+    script = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else Path(sys.executable)
+    with contextlib.suppress(ValueError):
+        return script.relative_to(root.resolve()).as_posix()
+    return script.name
+
+
+def failure_reason(stage: str, error: BaseException) -> str:
+    """One line for the `FAILURE_TAG`: the signal that stopped the stage, or the error it raised."""
+    if isinstance(error, (KeyboardInterrupt, SystemExit)):
+        signum = interrupting_signal(error)
+        how = f"by {signal.Signals(signum).name}" if signum else f"with exit status {getattr(error, 'code', None)}"
+        return f"stage '{stage}' stopped {how}"
+    message = str(error).strip()
+    described = f"{type(error).__name__}: {first_line(error)}" if message else type(error).__name__
+    return f"stage '{stage}' failed: {described}"[:MAX_FAILURE_CHARS]
+
+
+def _create_run(client: MlflowClient, experiment_id: str, config: Config) -> str:
+    return client.create_run(experiment_id, run_name=run_name(config, git_commit(project_root()))).info.run_id
 
 
 def _tags(tags: Mapping[str, Any]) -> list[Any]:
@@ -354,7 +414,7 @@ def owner_is_gone(owner: Mapping[str, Any], heartbeat: float, now: float | None 
 
 
 def close_stale_runs(client: MlflowClient, experiment_id: str, closer: str, keep: str) -> list[str]:
-    """Mark KILLED (with a `CLOSED_TAG` saying why) the experiment's RUNNING runs whose stage is gone."""
+    """Mark KILLED (with a `FAILURE_TAG` saying why) the experiment's RUNNING runs whose stage is gone."""
     if not experiment_id:
         return []
     try:
@@ -378,7 +438,7 @@ def close_stale_runs(client: MlflowClient, experiment_id: str, closer: str, keep
             continue
         reason += f"; closed by stage '{closer}' (pid {os.getpid()} on host {socket.gethostname()})"
         try:
-            client.log_batch(candidate.info.run_id, tags=_tags({CLOSED_TAG: reason, OWNER_TAG: ""}))
+            client.log_batch(candidate.info.run_id, tags=_tags({FAILURE_TAG: reason, OWNER_TAG: ""}))
             client.set_terminated(candidate.info.run_id, status="KILLED")
         except Exception as error:
             log.warning("could not close run %s: %s", candidate.info.run_id, first_line(error)[:200])
