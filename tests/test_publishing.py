@@ -48,8 +48,12 @@ def config(name=NAME) -> Config:
     return cfg
 
 
+def file_sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def weights_sha256(model_dir) -> str:
-    return hashlib.sha256((model_dir / "model.safetensors").read_bytes()).hexdigest()
+    return file_sha256(model_dir / "model.safetensors")
 
 
 def test_the_test_stage_registers_a_tagged_candidate_once(store, monkeypatch, tmp_path, capsys):
@@ -63,7 +67,9 @@ def test_the_test_stage_registers_a_tagged_candidate_once(store, monkeypatch, tm
     assert (first.name, first.version, first.created) == (NAME, "1", True)
     version = client.get_model_version(NAME, "1")
     assert version.tags == {"data.dvc_md5": DATA_MD5, "git.commit": COMMIT, "test.macro_f1": "0.612346",
-                            "cybulde.model_sha256": weights_sha256(model_dir)}
+                            "cybulde.model_sha256": weights_sha256(model_dir),
+                            "cybulde.config_sha256": file_sha256(model_dir / "config.json"),
+                            "cybulde.tokenizer_sha256": file_sha256(model_dir / "tokenizer" / "tokenizer.json")}
     assert version.run_id == run.run_id
     assert str(client.get_model_version_by_alias(NAME, CANDIDATE_ALIAS).version) == "1"
 

@@ -3,16 +3,19 @@
 The `test` stage logs the exported model as the pyfunc model `model` of the run that trained it
 (`cybulde.serving.pyfunc` is what MLflow then serves), logged *from code*: `model_code.py` and a
 copy of the `cybulde` package travel with it, the exported model folder as the artifact
-`model_dir`. The logged model is tagged with what it serves: the weights' sha256 (`MODEL_TAG`), the
-shipped code's sha256 and the serving config; a rerun that would log the same three reuses the
-model logged the first time.
+`model_dir`. The logged model is tagged with what it serves: the sha256 of the weights
+(`MODEL_TAG`), of config.json and of tokenizer.json (`cybulde.serving.integrity`), the shipped
+code's sha256 and the serving config (which holds the three file digests too, for the served model
+to check its files against); a rerun that would log the same reuses the model logged the first time.
 
 When `mlflow.registered_model` names one, the logged model is registered there as a new version
 tagged with
 - `data.dvc_md5`: the md5 DVC pinned for the fetched data in dvc.lock,
 - `git.commit`: the commit the pipeline ran at,
 - `test.macro_f1`: the test split's macro-F1,
-- `cybulde.model_sha256`: the weights' sha256,
+- `cybulde.model_sha256`, `cybulde.config_sha256`, `cybulde.tokenizer_sha256`: the sha256 of the
+  weights, config.json and tokenizer.json, which `cybulde predict -m models:/...` verifies the
+  downloaded files against,
 and the alias `candidate` points at it: `models:/NAME@candidate` then loads it (`cybulde predict`,
 `mlflow models serve`). A model already registered keeps its version instead of getting a duplicate
 (an unchanged `dvc repro` does not run the stage at all).
@@ -36,6 +39,7 @@ from cybulde.config.paths import project_root
 from cybulde.config.schema import Config
 from cybulde.files import tree_sha256
 from cybulde.models.export import read_model_config
+from cybulde.serving.integrity import DIGESTS_CONFIG_KEY, digest_tags, file_digests
 from cybulde.serving.pyfunc import MODEL_CODE, MODEL_DIR_ARTIFACT, MODEL_NAME, serving_config
 from cybulde.serving.readers import TEXT_COLUMN
 from cybulde.serving.scorer import LABEL_COLUMN, model_cleaning, probability_column
@@ -45,12 +49,11 @@ from cybulde.tracking.client import (
     CONFIG_TAG,
     DATA_TAG,
     MACRO_F1_TAG,
-    MODEL_TAG,
     RUN_COMMIT_TAG,
     git_commit,
     global_tracking_uri,
 )
-from cybulde.tracking.lineage import data_lock_hash, model_digest
+from cybulde.tracking.lineage import data_lock_hash
 from cybulde.tracking.run import PipelineRun
 
 if TYPE_CHECKING:
@@ -119,11 +122,11 @@ def log_pyfunc_model(run_id: str, model_dir: str | Path, tracking_uri: str,
     exported = read_model_config(model_dir)
     model_cleaning(exported, f"the model in {model_dir}")  # never log a model that cannot be served
     label_names = [str(name) for name in exported["label_names"]]
-    config = config or serving_config()
+    config = {**(config or serving_config()), DIGESTS_CONFIG_KEY: file_digests(model_dir)}
     client = mlflow.MlflowClient(tracking_uri)
     with tempfile.TemporaryDirectory() as scratch:
         code = package_copy(Path(scratch))
-        identity = {MODEL_TAG: model_digest(model_dir), CODE_TAG: tree_sha256(Path(code)),
+        identity = {**digest_tags(model_dir), CODE_TAG: tree_sha256(Path(code)),
                     CONFIG_TAG: json.dumps(config, sort_keys=True)}
         existing = logged_model_with_tags(client, run_id, identity)
         if existing:
@@ -195,14 +198,14 @@ def logged_model_with_tags(client: MlflowClient, run_id: str, tags: dict[str, st
 
 # -- the Model Registry ---------------------------------------------------------------------------------
 def version_tags(run: PipelineRun, cfg: Config, model_dir: str | Path, macro_f1: float) -> dict[str, str]:
-    """What a registered version records: data hash, git commit, test macro-F1, weights digest."""
+    """What a registered version records: data hash, git commit, test macro-F1, the model files' digests."""
     run_tags = run.client.get_run(run.run_id).data.tags
     root = project_root()
     return {
         DATA_TAG: run_tags.get(DATA_TAG) or data_lock_hash(root, cfg.data.fetched_dir),
         COMMIT_TAG: run_tags.get(RUN_COMMIT_TAG) or git_commit(root),
         MACRO_F1_TAG: f"{macro_f1:.6f}",
-        MODEL_TAG: model_digest(model_dir),
+        **digest_tags(model_dir),
     }
 
 

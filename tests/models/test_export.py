@@ -184,3 +184,22 @@ def test_another_user_loads_an_exported_model_and_an_unreadable_one_is_named(tmp
     last_line = refused.stderr.strip().splitlines()[-1]
     assert f"cannot read {model_dir / 'model.safetensors'}: permission denied" in last_line
     assert "No such file" not in refused.stderr
+
+
+def test_a_config_asking_for_huge_tensors_is_refused_before_allocating(tmp_path):
+    """config.json says vocab_size 10^9 (64 GB of embeddings); the weights hold a tiny model. Under
+    `ulimit -v` a regression fails the load instead of exhausting the machine."""
+    from tests.helpers.bounded import quiet_environment, under_memory_limit
+
+    exported = export_tiny_model(tmp_path)
+    config_path = exported / "config.json"
+    config = json.loads(config_path.read_text())
+    config["backbone_config"]["vocab_size"] = 10**9
+    config_path.write_text(json.dumps(config))
+    result = subprocess.run(under_memory_limit([sys.executable, "-c", LOAD, str(exported)], 4096),
+                            capture_output=True, text=True, timeout=120, env=quiet_environment())
+    assert result.returncode == 1
+    assert "ModelFormatError" in result.stderr and "MemoryError" not in result.stderr
+    assert (f"{config_path} does not match {exported / 'model.safetensors'}: tensor "
+            f"backbone.embeddings.word_embeddings.weight is [1,000,000,000, 16] in the config's architecture "
+            f"and [") in result.stderr

@@ -65,7 +65,7 @@ CASES = [
     Case("a 10 MB text", "in.txt", TEN_MB.encode(), 1, "longer than the limit of 10,000 characters per text "
          "(--max-chars; the longest has 10,000,000)", inputs([TEN_MB]), JSON, 400,
          "longer than the limit of 10,000 characters per text (serving.max_chars"),
-    Case("100k rows", "in.txt", b"hello\n" * ROWS_100K, 1, "holds 100,001 texts, over the limit of 100,000 "
+    Case("100k rows", "in.txt", b"hello\n" * ROWS_100K, 1, "holds more than 100,000 texts, over the limit of 100,000 "
          "(--max-rows)", inputs(["hello"] * ROWS_100K), JSON, 400,
          "holds 100,001 texts, over the limit of 1,000 (serving.max_rows)"),
     Case("numbers instead of strings", "in.jsonl", jsonl({"text": 5}, {"text": 2.5}), 1,
@@ -116,3 +116,31 @@ def test_nul_bytes_are_scored_as_the_tokenizer_sees_the_text(tmp_path, logged_mo
     for answer in (predicted, served):
         assert answer["label"] == expected["label"][0]
         assert answer["prob_offensive"] == pytest.approx(expected["prob_offensive"][0], abs=1e-5)
+
+
+TWENTY_MB = 20_000_000
+MARKER = "q7x" * 40  # a run of request text that must never come back
+
+
+@pytest.mark.parametrize("body", [
+    b'{"inputs": ["' + MARKER.encode() * (TWENTY_MB // len(MARKER)),  # not JSON: never closed
+    b'{"inputs": ["' + MARKER.encode() * (TWENTY_MB // len(MARKER) // 2) + b'\xff"]}',  # not UTF-8
+    inputs([MARKER * (TWENTY_MB // len(MARKER))]),  # one text over max_chars
+    inputs([MARKER] * (TWENTY_MB // (len(MARKER) + 3))),  # rows over max_rows
+    json.dumps({"dataframe_split": {"columns": ["body"], "data": [[MARKER]] * 100_000}}).encode(),  # no text column
+], ids=["malformed JSON", "not UTF-8", "a 20 MB text", "too many rows", "no text column"])
+def test_a_20_mb_body_is_refused_without_being_echoed(model_server, body):
+    status, answer = model_server.post(body)
+    assert status == 400, answer[:2000]
+    assert len(answer) < 2000 and MARKER.encode() not in answer, answer[:2000]
+    assert "stack_trace" not in json.loads(answer)
+
+
+@pytest.mark.parametrize("body", [
+    b'{"inputs": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
+    b'{"dataframe_records": [' + b'{"text": ' * 50_000 + b'"x"' + b"}" * 50_000 + b"]}",
+], ids=["lists", "objects"])
+def test_deeply_nested_json_is_a_400(model_server, body):
+    status, answer = model_server.post(body)
+    assert status == 400, answer[:2000]
+    assert json.loads(answer)["message"] == "the request is nested too deeply to parse"

@@ -237,7 +237,7 @@ def test_mlflow_runs_uri_reads_the_logged_files_and_applies_the_logged_threshold
     for model_uri in (f"runs:/{run_id}/model", logged.model_uri):
         output = tmp_path / "out.parquet"
         assert main(["predict", str(source), "--model", model_uri, "--tracking-uri", uri, "--output", str(output),
-                     "--precision", FP32]) == 0
+                     "--precision", FP32, "--overwrite"]) == 0
         table = pd.read_parquet(output)
         assert_scores(table, reference_scores(models["sigmoid"], TEXTS, threshold=threshold))
         assert table["label"].tolist().count("offensive") == 4

@@ -52,14 +52,28 @@ FUZZ = settings(max_examples=150, deadline=timedelta(seconds=5), derandomize=Tru
     ("jsonl", b"[" * 100_000, MalformedInputError, "line 1 is not valid JSON"),
     ("jsonl", b'{"text": ' + b"9" * 5000 + b"}", MalformedInputError, "line 1 is not valid JSON"),
     ("parquet", b"PAR1 not really", MalformedInputError, "cannot read standard input as Parquet"),
-    ("lines", b"x\n" * 51, InputLimitError, r"holds 51 texts, over the limit of 50 \(--max-rows\); split the input"),
-    ("jsonl", b'{"text": "x"}\n' * 51, InputLimitError, "holds 51 texts, over the limit of 50"),
+    ("lines", b"x\n" * 51, InputLimitError,
+     r"holds more than 50 texts, over the limit of 50 \(--max-rows\); split the input"),
+    ("jsonl", b'{"text": "x"}\n' * 51, InputLimitError, "holds more than 50 texts, over the limit of 50"),
+    ("csv", b"text\n" + b"x\n" * 51, InputLimitError, "holds more than 50 texts, over the limit of 50"),
     ("lines", b"ok\n" + b"y" * 201 + b"\n", InputLimitError,
      r"row 2 is longer than the limit of 200 characters per text \(--max-chars; the longest has 201\)"),
 ])
 def test_bad_input_gets_a_specific_error(kind, data, error, message):
     with pytest.raises(error, match=message):
         parse_input(data, kind, "standard input", LIMITS)
+
+
+@pytest.mark.parametrize("kind", ["lines", "csv", "jsonl", "parquet"])
+def test_input_over_the_byte_limit_is_refused(kind, tmp_path):
+    limits = Limits(max_rows=50, max_chars=200, max_bytes=1000)
+    data = b"text\n" + b"y" * 1000
+    with pytest.raises(InputLimitError, match=r"larger than the limit of 1,000 bytes \(--max-bytes\)"):
+        parse_input(data, kind, "standard input", limits)
+    path = tmp_path / "in.txt"
+    path.write_bytes(data)
+    with pytest.raises(InputLimitError, match=r"in.txt is larger than the limit of 1,000 bytes"):
+        read_input(str(path), limits)
 
 
 def test_parquet_with_numbers_in_the_text_column_is_refused(tmp_path):

@@ -8,6 +8,11 @@ Layout of a model directory:
                        train_params, ...}}
   tokenizer/          a copy of the data's tokenizer directory
 
+`load_model` reads the weights' safetensors header (8 bytes little-endian length, then JSON with each
+tensor's shape) and checks that the architecture config.json describes has exactly those tensors and
+shapes before it builds anything: a config asking for huge tensors is refused in one line, not
+allocated.
+
 `save_model` is atomic: the files are written and fsync'ed in a staging folder beside the target
 (`.model.partial-*`) and renamed into place, so a model directory is complete or absent, never
 partial, whether the export is killed or runs out of disk; leftovers of a killed export are
@@ -37,6 +42,7 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 TOKENIZER_DIR = "tokenizer"
 FORMAT_VERSION = 1
+MAX_HEADER_BYTES = 100 * 2**20  # of a safetensors header (its JSON index of tensors)
 
 
 class ModelFormatError(CybuldeError, ValueError):
@@ -132,6 +138,45 @@ def rebuild_classifier(config: dict[str, Any]) -> TextClassifier:
         max_length=config.get("max_length"), backbone_name=config.get("backbone", ""))
 
 
+def weights_header_shapes(weights: Path) -> dict[str, list[int]]:
+    """Tensor name -> shape, from the safetensors header of `weights` (nothing else is read)."""
+    size = weights.stat().st_size
+    with open(weights, "rb") as stream:
+        length_bytes = stream.read(8)
+        length = int.from_bytes(length_bytes, "little") if len(length_bytes) == 8 else -1
+        if not 0 < length <= min(MAX_HEADER_BYTES, size - 8):
+            raise ModelFormatError(f"{weights} is not a safetensors file: its header length {length:,} does not fit "
+                                   f"the file's {size:,} bytes")
+        try:
+            header = json.loads(stream.read(length))
+            return {name: [int(dim) for dim in entry["shape"]] for name, entry in header.items()
+                    if name != "__metadata__"}
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            raise ModelFormatError(f"{weights} is not a safetensors file: unreadable header ({error})") from error
+
+
+def check_config_against_weights(config: dict[str, Any], weights: Path, config_path: Path) -> None:
+    """Refuse a config.json whose architecture has other tensors or shapes than the weights file holds,
+    before any memory is allocated for it (the architecture is built on the `meta` device)."""
+    import torch
+
+    stored = weights_header_shapes(weights)
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            described = {name: list(tensor.shape) for name, tensor in rebuild_classifier(config).state_dict().items()}
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModelFormatError(f"{config_path} does not describe a model: {error!r}") from error
+    for name in sorted(described.keys() | stored.keys()):
+        if described.get(name) != stored.get(name):
+            raise ModelFormatError(
+                f"{config_path} does not match {weights}: tensor {name} is {_shape(described.get(name))} in the "
+                f"config's architecture and {_shape(stored.get(name))} in the weights; refusing to build it")
+
+
+def _shape(shape: list[int] | None) -> str:
+    return "absent" if shape is None else "[" + ", ".join(f"{dim:,}" for dim in shape) + "]"
+
+
 def inference_precision(config: dict[str, Any], accelerator: str) -> Any:
     """The precision to run an exported model in on this machine (a `cybulde.hardware.ResolvedPrecision`).
 
@@ -160,6 +205,7 @@ def load_model(model_dir: str | Path) -> LoadedModel:
     if not weights.is_file():
         raise ModelFormatError(f"{weights} not found")
     check_readable(weights)
+    check_config_against_weights(config, weights, model_dir / CONFIG_FILE)
     model = rebuild_classifier(config)
     load_safetensors(model, str(weights), strict=True)
     model.eval()

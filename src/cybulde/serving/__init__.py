@@ -6,7 +6,9 @@
   their limits, and the output files `predict` writes;
 - `predict`: the `cybulde predict` command;
 - `pyfunc`: the MLflow `python_function` model (logged from code, see `model_code.py`) and reading a
-  downloaded logged model.
+  downloaded logged model;
+- `integrity`: the digests of a model's files recorded at registration, and the check against them;
+- `scoring_guard`: what MLflow's scoring server answers a refused request (one line, never the request).
 
 This is the read side: loading, verifying and scoring a model. Logging and registering the served
 model is `cybulde.publishing`'s job, above this package. `evaluation` and `publishing` use it; it

@@ -8,10 +8,18 @@ Input: a .csv, .parquet or .jsonl/.ndjson file with a text column, a .txt file, 
 (one text per line, blank lines skipped); see `cybulde.serving.readers` for what is refused. The
 model: an exported model folder (`model/` of the pipeline) or an MLflow model URI (runs:/...,
 models:/NAME/VERSION, models:/NAME@ALIAS); a URI's files are downloaded and read as data
-(safetensors weights, JSON config, the tokenizer): nothing of the model is unpickled or run. Texts
+(safetensors weights, JSON config, the tokenizer): nothing of the model is unpickled or run, and
+each file must have the sha256 the tracking server records for the version (or the run's logged
+model: `cybulde.serving.integrity`). The server is asked with the pipeline's bounded HTTP timeouts
+(`mlflow.http_timeout_s`, `mlflow.http_max_retries`): an unreachable one is one line in seconds. Texts
 go through the model's own text path (`cybulde.serving.scorer`). Output rows follow the input rows:
 the input's `id` column if it has one, `text`, `label` and `prob_<label name>` per label; written
 as .csv/.parquet/.jsonl by the --output extension, or as JSON lines on standard output.
+
+Bounds: the input is read in chunks up to --max-bytes and stops at --max-rows + 1 texts; the
+output path is checked before any reading (an existing file needs --overwrite; the input itself, a
+folder or an unwritable place is refused); SIGINT and SIGTERM stop the command within a second
+(exit status 130 / 143, one line, no output file).
 """
 
 from __future__ import annotations
@@ -19,19 +27,23 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
+import socket
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from cybulde.errors import first_line
 from cybulde.hardware import PRECISIONS
 from cybulde.serving.errors import ModelSourceError, ServingError
-from cybulde.serving.readers import DEFAULT_MAX_CHARS, STDIN, TEXT_COLUMN, Limits, read_input
+from cybulde.serving.readers import DEFAULT_MAX_BYTES, DEFAULT_MAX_CHARS, STDIN, TEXT_COLUMN, Limits, read_input
 from cybulde.serving.scorer import DEFAULT_BATCH_SIZE
-from cybulde.serving.writers import output_format_of, output_table, write_output
+from cybulde.serving.writers import check_destination, output_format_of, output_table, write_output
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -42,6 +54,8 @@ INPUT_MAX_ROWS = 100_000  # texts per `predict` input (--max-rows)
 # Inputs with more texts than this report their progress on standard error.
 LONG_INPUT = 1000
 PROGRESS_EVERY_S = 10.0  # plain progress lines when standard error is not a terminal
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STOP_GRACE_S = 0.7  # after a stop signal, cleanup may take this long before the process just exits
 
 
 def add_predict_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -67,6 +81,10 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
                         help=f"refuse an input with more texts than this (default: {INPUT_MAX_ROWS:,})")
     parser.add_argument("--max-chars", type=_positive_int, default=DEFAULT_MAX_CHARS,
                         help=f"refuse a text longer than this many characters (default: {DEFAULT_MAX_CHARS:,})")
+    parser.add_argument("--max-bytes", type=_positive_int, default=DEFAULT_MAX_BYTES,
+                        help=f"refuse an input larger than this many bytes (default: {DEFAULT_MAX_BYTES:,})")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --output file (never the input itself)")
     parser.add_argument("--tracking-uri", default=None,
                         help="MLflow tracking URI to resolve runs:/ and models:/ URIs (default: "
                              "$MLFLOW_TRACKING_URI, else the project's SQLite store)")
@@ -95,23 +113,29 @@ def _probability(text: str) -> float:
 
 def run_predict(args: argparse.Namespace) -> int:
     """The `cybulde predict` command (errors are reported by `cybulde.cli`)."""
-    predict(input_path=args.input, model=args.model, text_column=args.text_column, output=args.output,
-            batch_size=args.batch_size, threshold=args.threshold, precision=args.precision,
-            limits=Limits(args.max_rows, args.max_chars), tracking_uri=args.tracking_uri)
+    try:
+        with stopped_by_signals():
+            predict(input_path=args.input, model=args.model, text_column=args.text_column, output=args.output,
+                    batch_size=args.batch_size, threshold=args.threshold, precision=args.precision,
+                    limits=Limits(args.max_rows, args.max_chars, max_bytes=args.max_bytes),
+                    tracking_uri=args.tracking_uri, overwrite=args.overwrite)
+    except Stopped as stop:
+        return stop.report()
     return 0
 
 
 def predict(input_path: str, model: str, text_column: str = TEXT_COLUMN, output: str | None = None,
             batch_size: int = DEFAULT_BATCH_SIZE, threshold: float | None = None, precision: str | None = None,
             limits: Limits | None = None, tracking_uri: str | None = None, stdin: BinaryIO | None = None,
-            stdout: Any = None) -> pd.DataFrame:
+            stdout: Any = None, overwrite: bool = False) -> pd.DataFrame:
     """Read and check the input, score it, write the output; returns the output table.
 
     Every check on the destination and the input runs before the model is loaded.
     """
+    check_destination(output, input_path, overwrite)
     output_format = output_format_of(output)
-    inputs = read_input(input_path, limits or Limits(INPUT_MAX_ROWS, DEFAULT_MAX_CHARS), text_column,
-                        stdin=stdin)
+    inputs = read_input(input_path, limits or Limits(INPUT_MAX_ROWS, DEFAULT_MAX_CHARS, max_bytes=DEFAULT_MAX_BYTES),
+                        text_column, stdin=stdin)
     with loaded_scorer(model, batch_size=batch_size, threshold=threshold, precision=precision,
                        tracking_uri=tracking_uri) as scorer, progress(len(inputs.texts)) as advance:
         scored = scorer.score(inputs.texts, advance)
@@ -161,29 +185,115 @@ def folder_scorer(model_dir: Path, batch_size: int, threshold: float | None, pre
 
 
 def download_logged_model(uri: str, scratch: Path, tracking_uri: str | None) -> tuple[Path, dict[str, Any]]:
-    """(the exported model folder inside the logged model, its model_config) of an MLflow model URI."""
+    """(the exported model folder inside the logged model, its model_config) of an MLflow model URI,
+    its files verified against the digests the tracking server records for it."""
     import mlflow
 
     from cybulde.config.paths import redact_uri
     from cybulde.config.paths import tracking_uri as default_tracking_uri
+    from cybulde.config.schema import Config
     from cybulde.serving.pyfunc import logged_model_parts
-    from cybulde.tracking.client import global_tracking_uri
+    from cybulde.tracking.client import connect, global_tracking_uri
 
     if tracking_uri is None:
-        from cybulde.config.schema import Config
-
         tracking_uri = default_tracking_uri(Config())
     if not sys.stderr.isatty():  # MLflow's download bar would print a line per file
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    client = connect(tracking_uri, Config())  # the stages' bounded timeouts; an unreachable server is one line
     # runs:/ URIs of logged models resolve through the global tracking URI.
     with global_tracking_uri(tracking_uri):
         try:
-            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(scratch),
-                                                        tracking_uri=tracking_uri)
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(scratch),
+                                                             tracking_uri=tracking_uri))
+            model_dir, config = logged_model_parts(local, uri)
+            verify_logged_model(client, uri, local, model_dir, config)
+        except ServingError:
+            raise
         except Exception as error:  # MlflowException, OSError... for a bad URI or an unreachable store
             raise ModelSourceError(f"cannot load MLflow model {uri!r} from {redact_uri(tracking_uri)}: "
                                    f"{first_line(error)}") from error
-    return logged_model_parts(Path(local), uri)
+    return model_dir, config
+
+
+def verify_logged_model(client: Any, uri: str, local: Path, model_dir: Path, config: dict[str, Any]) -> None:
+    """Refuse downloaded files that differ from what the tracking server records for `uri`: the
+    verified files' digests and the logged model's serving config (its threshold and limits)."""
+    import json
+
+    from cybulde.serving.integrity import ModelIntegrityError, recorded_digests, verify_model_files
+    from cybulde.serving.pyfunc import logged_model_id
+    from cybulde.tracking.client import CONFIG_TAG
+
+    expected, model_id, recorded_by = recorded_digests(client, uri, logged_model_id(local))
+    verify_model_files(model_dir, expected, uri, recorded_by)
+    recorded_config = client.get_logged_model(model_id).tags.get(CONFIG_TAG) if model_id else None
+    if recorded_config is None or json.loads(recorded_config) != config:
+        raise ModelIntegrityError(f"{uri}: the downloaded MLmodel's model_config (threshold, limits) differs from "
+                                  f"the serving config its logged model records ({CONFIG_TAG}); refusing it")
+
+
+# ---- stop signals ----------------------------------------------------------------------------
+
+class Stopped(BaseException):
+    """SIGINT or SIGTERM arrived: unwinds the command so that its temporary files are removed."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    def report(self) -> int:
+        """One line on standard error; the exit status (128 + the signal number)."""
+        _report_stop(self.signum)
+        return 128 + self.signum
+
+
+_stop_reported = threading.Lock()
+
+
+def _report_stop(signum: int) -> None:
+    if _stop_reported.acquire(blocking=False):
+        print(f"cybulde predict: stopped by {signal.Signals(signum).name}; no output written", file=sys.stderr,
+              flush=True)
+
+
+@contextlib.contextmanager
+def stopped_by_signals() -> Iterator[None]:
+    """Within the block SIGINT and SIGTERM raise `Stopped` in the main thread. Should the main thread be
+    held in native code, a watchdog thread woken by the signal ends the process STOP_GRACE_S later."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    raised: list[int] = []
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        if not raised:  # one unwinding: a second signal during cleanup must not interrupt it
+            raised.append(signum)
+            raise Stopped(signum)
+
+    wake_read, wake_write = socket.socketpair()
+    wake_write.setblocking(False)
+    previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
+    previous_wakeup = signal.set_wakeup_fd(wake_write.fileno(), warn_on_full_buffer=False)
+    threading.Thread(target=_exit_after_grace, args=(wake_read,), daemon=True, name="stop-watchdog").start()
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(previous_wakeup)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        wake_write.close()  # ends the watchdog
+
+
+def _exit_after_grace(wake_read: socket.socket) -> None:
+    with wake_read:
+        received = wake_read.recv(1)
+        while received and received[0] not in STOP_SIGNALS:
+            received = wake_read.recv(1)
+    if not received:
+        return
+    time.sleep(STOP_GRACE_S)
+    _report_stop(received[0])
+    os._exit(128 + received[0])
 
 
 # ---- progress --------------------------------------------------------------------------------

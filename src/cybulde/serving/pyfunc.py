@@ -12,7 +12,10 @@ its `model_config`:
 - `batch_size`, `precision`: how the scorer runs (see `cybulde.serving.scorer`);
 - `max_rows`, `max_chars`: the request limits; a request over one, or with a value that is not a
   non-blank string, is refused with an `MlflowException(INVALID_PARAMETER_VALUE)`, which MLflow's
-  scoring server answers with HTTP 400 and the message.
+  scoring server answers with HTTP 400 and the message (without the request: see
+  `cybulde.serving.scoring_guard`);
+- `sha256`: the digest of each verified file of the exported model (`cybulde.serving.integrity`),
+  checked when the model loads: a file changed after logging is refused with one line.
 
 Input: a `text` column (the signature names it, so MLflow refuses a request without one and ignores
 other columns); over REST `{"inputs": [...]}`, `{"dataframe_split": ...}` or `{"dataframe_records":
@@ -44,15 +47,21 @@ class TextClassifierModel(mlflow.pyfunc.PythonModel):
     _skip_type_hint_validation = True
 
     def load_context(self, context: Any) -> None:
+        from cybulde.serving.integrity import DIGESTS_CONFIG_KEY, verify_model_files
         from cybulde.serving.scorer import TextScorer
+        from cybulde.serving.scoring_guard import guard_scoring_server
 
         config = context.model_config or {}
+        model_dir = context.artifacts[MODEL_DIR_ARTIFACT]
+        verify_model_files(model_dir, dict(config.get(DIGESTS_CONFIG_KEY) or {}), "the served model",
+                           "its model_config")
+        guard_scoring_server()
         threshold = config.get("threshold")
         self.limits = Limits(int(config.get("max_rows", REQUEST_MAX_ROWS)),
                              int(config.get("max_chars", DEFAULT_MAX_CHARS)),
                              rows_hint="serving.max_rows", chars_hint="serving.max_chars")
         self.scorer = TextScorer.from_dir(
-            context.artifacts[MODEL_DIR_ARTIFACT], threshold=None if threshold is None else float(threshold),
+            model_dir, threshold=None if threshold is None else float(threshold),
             batch_size=int(config.get("batch_size", DEFAULT_BATCH_SIZE)),
             precision=config.get("precision") or None)
 
@@ -77,6 +86,13 @@ def serving_config(threshold: float | None = None, batch_size: int = DEFAULT_BAT
     if threshold is not None:
         config["threshold"] = float(threshold)
     return config
+
+
+def logged_model_id(local_dir: Path) -> str | None:
+    """The id of the logged model a downloaded MLmodel names (None for a model logged without one)."""
+    from mlflow.models import Model
+
+    return Model.load(str(local_dir)).model_id
 
 
 def logged_model_parts(local_dir: Path, origin: str) -> tuple[Path, dict[str, Any]]:

@@ -4,13 +4,17 @@ Columns: the input's `id` (when it has one), `text`, `label` (the predicted labe
 `prob_<label name>` per label. The format follows the output file's extension (.csv, .parquet,
 .jsonl/.ndjson); without an output file, JSON lines go to standard output. A file is written
 under a temporary name beside its destination and renamed when complete, so a failed run never
-leaves a half-written file behind.
+leaves a half-written file behind. The destination is checked before anything is read or scored:
+an existing file is replaced only with `--overwrite`, never when it is the input, and a folder or a
+place this process cannot write to is refused.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +41,26 @@ def output_format_of(output: str | None) -> str:
     if not path.parent.is_dir():
         raise OutputError(f"cannot write {path}: folder {path.parent} does not exist")
     return OUTPUT_FORMATS[suffix]
+
+
+def check_destination(output: str | None, input_path: str, overwrite: bool) -> None:
+    """Refuse, with one line, a destination that cannot or must not be written (see the module docstring)."""
+    if output is None or output == STDIN:
+        return
+    path = Path(output)
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a folder; name a file (e.g. {path / 'scored.jsonl'})")
+    if path.exists() and input_path != STDIN and Path(input_path).exists() and os.path.samefile(path, input_path):
+        raise OutputError(f"cannot write {path}: it is the input file; choose another output file")
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path} exists; pass --overwrite to replace it, or choose another output file")
+    if not path.parent.is_dir():
+        raise OutputError(f"cannot write {path}: folder {path.parent} does not exist")
+    try:  # the file is written beside its destination, then renamed: the folder must take a new file
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as error:
+        raise OutputError(f"cannot write {path}: {error.strerror or error} in {path.parent}") from error
 
 
 def output_table(inputs: InputTexts, scored: pd.DataFrame) -> pd.DataFrame:

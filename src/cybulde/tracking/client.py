@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 
 # Tags of a run; `MODEL_TAG` also marks logged models and registered versions.
 MODEL_TAG = "cybulde.model_sha256"  # the exported weights' sha256: the identity of a trained model
+# Also on logged served models and registered versions: the sha256 of the exported config.json and
+# tokenizer/tokenizer.json (see `cybulde.serving.integrity`).
+MODEL_CONFIG_TAG = "cybulde.config_sha256"
+TOKENIZER_TAG = "cybulde.tokenizer_sha256"
 STAGE_TAG = "cybulde.stage"
 OWNER_TAG = "cybulde.owner"  # JSON: the process running a stage in the run; '' between stages
 HEARTBEAT_TAG = "cybulde.heartbeat"  # unix time, renewed while a stage runs
