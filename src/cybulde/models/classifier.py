@@ -11,6 +11,7 @@ from torch import nn
 
 from cybulde.config.schema import Adapter as AdapterKind
 from cybulde.models.adapter import Adapter
+from cybulde.models.backbone import TokenizerSpec, build_backbone, take_pooler
 from cybulde.models.heads import Head, make_head
 
 if TYPE_CHECKING:
@@ -86,8 +87,6 @@ def build_classifier(model_cfg: ModelConfig, manifest: dict[str, Any], tokenizer
 
     Raises `TokenizerMismatchError` when the data's tokenizer does not fit the backbone.
     """
-    from cybulde.models.backbone import TokenizerSpec, build_backbone, take_pooler
-
     tokenizer = TokenizerSpec.from_manifest(manifest)
     backbone = build_backbone(model_cfg.backbone, model_cfg.scratch, tokenizer, tokenizer_dir)
     pretrained_pooler = take_pooler(backbone)  # never left in the backbone: unused, it would stall DDP

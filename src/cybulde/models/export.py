@@ -17,6 +17,11 @@ allocated.
 (`.model.partial-*`) and renamed into place, so a model directory is complete or absent, never
 partial, whether the export is killed or runs out of disk; leftovers of a killed export are
 removed by the next one.
+
+Tracking, publishing and `cybulde predict` import this module for the format's names and
+`read_model_config`, so torch, safetensors, transformers and the classifier are imported inside the
+functions that build or load a model (transformers only after `set_offline()`: it reads
+`HF_HUB_OFFLINE` when imported).
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from typing import TYPE_CHECKING, Any
 
 from cybulde.errors import CybuldeError
 from cybulde.files import check_readable, fsync_tree, honour_umask, replace_folder, write_json
+from cybulde.hardware import FP32, ResolvedPrecision, resolve_precision
+from cybulde.models.backbone import set_offline, without_pooler
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -120,8 +127,6 @@ def read_model_config(model_dir: str | Path) -> dict[str, Any]:
 
 def rebuild_classifier(config: dict[str, Any]) -> TextClassifier:
     """An untrained classifier with the architecture described by `config`."""
-    from cybulde.models.backbone import set_offline, without_pooler
-
     set_offline()
     from transformers import AutoConfig, AutoModel
 
@@ -177,15 +182,13 @@ def _shape(shape: list[int] | None) -> str:
     return "absent" if shape is None else "[" + ", ".join(f"{dim:,}" for dim in shape) + "]"
 
 
-def inference_precision(config: dict[str, Any], accelerator: str) -> Any:
-    """The precision to run an exported model in on this machine (a `cybulde.hardware.ResolvedPrecision`).
+def inference_precision(config: dict[str, Any], accelerator: str) -> ResolvedPrecision:
+    """The precision to run an exported model in on this machine.
 
     The `train.precision` its training was configured with ("auto" by default), resolved by the same
     rule as training for `accelerator` ("cpu" | "gpu") here: a model trained with "auto" runs in bf16
     where bf16 is native, whatever machine trained it. 32-true for a model that records no precision.
     """
-    from cybulde.hardware import FP32, resolve_precision
-
     train_params = (config.get("metadata") or {}).get("train_params") or {}
     requested = (train_params.get("train") or {}).get("precision") or FP32
     return resolve_precision(str(requested), accelerator)
@@ -193,8 +196,6 @@ def inference_precision(config: dict[str, Any], accelerator: str) -> Any:
 
 def load_model(model_dir: str | Path) -> LoadedModel:
     """The exported model in eval mode, its tokenizer and config; reads no training config."""
-    from cybulde.models.backbone import set_offline
-
     set_offline()
     from safetensors.torch import load_model as load_safetensors
     from transformers import PreTrainedTokenizerFast

@@ -72,6 +72,7 @@ class SoftmaxHead(Head):
         return self.num_labels
 
     def loss(self, logits, labels, class_weights=None, focal_gamma=0.0):
+        # torch is imported where a head computes: asking a head its facts must not load it
         import torch.nn.functional as F
 
         logits = logits.float()

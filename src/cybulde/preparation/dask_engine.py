@@ -24,6 +24,7 @@ CONNECT_TIMEOUT_S = 30
 
 class DaskEngine:
     def __init__(self, scheduler: str) -> None:
+        # dask's scheduler only when this engine runs
         from distributed import Client
 
         self.scheduler = scheduler

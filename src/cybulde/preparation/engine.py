@@ -10,9 +10,11 @@ and so the published bytes, are the same.
 from __future__ import annotations
 
 import itertools
+import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Protocol
 
 from cybulde.registry.errors import DataError, PublishOptionError
@@ -60,9 +62,6 @@ class LocalEngine:
 
     def _start_pool(self) -> Any:
         if self._pool is None:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
             self._pool = ProcessPoolExecutor(max_workers=self.workers,
                                              mp_context=multiprocessing.get_context("spawn"))
         return self._pool
@@ -96,6 +95,7 @@ def open_engine(name: str, workers: int | None = None, scheduler: str | None = N
     if name == "dask":
         if not scheduler:
             raise PublishOptionError("--engine dask needs --scheduler ADDRESS (e.g. tcp://10.0.0.5:8786)")
+        # dask_engine imports this module
         from cybulde.preparation.dask_engine import DaskEngine
 
         return DaskEngine(scheduler)

@@ -158,6 +158,7 @@ class PreparedBatch:
 
 
 def row_schema() -> Any:
+    # `cybulde --help` imports this module: pyarrow only when data is read or written
     import pyarrow as pa
 
     return pa.schema([("id", pa.string()), ("text", pa.string()), ("label", pa.int64()),

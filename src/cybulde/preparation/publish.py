@@ -19,6 +19,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ from cybulde.registry.manifest import (
 from cybulde.registry.storage import quiet_storage_logs
 from cybulde.registry.store import Registry, check_name
 from cybulde.text.cleaning import CLEANING_ID
-from cybulde.text.tokenizer import DEFAULT_VOCAB_SIZE, TOKENIZER_KINDS
+from cybulde.text.tokenizer import DEFAULT_VOCAB_SIZE, TOKENIZER_KINDS, build_tokenizer, save_tokenizer
 
 DEFAULT_MAX_LENGTH = 128
 DEFAULT_SEED = 1234
@@ -63,6 +64,7 @@ DATASETS_DIR_ENV = "CYBULDE_DATASETS_DIR"
 
 def default_datasets_dir() -> Path:
     """Where the raw datasets live: $CYBULDE_DATASETS_DIR, else `<workspace>/../shared/datasets`."""
+    # config.paths loads the config stack (OmegaConf), which `cybulde --help` need not
     from cybulde.config.paths import workspace_root
 
     configured = os.environ.get(DATASETS_DIR_ENV)
@@ -259,8 +261,6 @@ def _train_texts(parts: list[Part], sample: dict[int, np.ndarray] | None) -> Cal
 def _build_version(staging: Path, dataset: str, version: str, parts: list[Part], kind: str, vocab_size: int,
                    max_length: int, seed: int, limit: int | None, rows_per_shard: int, params: dict[str, Any],
                    runner: Engine) -> Manifest:
-    from cybulde.text.tokenizer import build_tokenizer, save_tokenizer
-
     sample = select_sample(parts, seed, limit) if limit is not None else None
     tokenizer, name = build_tokenizer(kind, _train_texts(parts, sample), vocab_size, max_length)
     save_tokenizer(tokenizer, staging / TOKENIZER_DIR)
@@ -288,8 +288,6 @@ def _build_version(staging: Path, dataset: str, version: str, parts: list[Part],
 
 
 def _library_versions() -> dict[str, str]:
-    from importlib.metadata import version
-
     return {name: version(name) for name in ("tokenizers", "transformers", "pyarrow")}
 
 

@@ -201,6 +201,7 @@ def open_davidson(raw_dir: Path) -> Source:
 
 
 def _davidson_batches(source: Source, rows: int) -> Iterator[RawBatch]:
+    # `cybulde --help` imports this module: pyarrow only when data is read
     import pyarrow as pa
 
     path, id_column = source.options["path"], source.options["id_column"]

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 def fetch(cfg: Config) -> Path:
     """Download and verify `cfg.data.dataset`/`cfg.data.version` into `cfg.data.fetched_dir`; return it."""
+    # config.paths loads the config stack (OmegaConf), which `cybulde --help` need not
     from cybulde.config.paths import fetched_path, resolve_location
 
     destination = fetched_path(cfg)

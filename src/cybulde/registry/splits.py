@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+
 from cybulde.registry.errors import EmptySplitError, MissingFileError
 from cybulde.registry.manifest import MANIFEST_FILE, SPLITS, Manifest, files_dir
 
@@ -33,8 +35,6 @@ def split_paths(data_dir: str | Path, split: str, manifest: Manifest | None = No
 def read_split_columns(data_dir: str | Path, split: str,
                        columns: Sequence[str] = ("id", "text", "label")) -> dict[str, list[Any]]:
     """`columns` of `split` as lists, in row order."""
-    import pyarrow.parquet as pq
-
     paths = split_paths(data_dir, split)
     result: dict[str, list[Any]] = {name: [] for name in columns}
     for path in paths:

@@ -17,6 +17,7 @@ import os
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 import errno  # noqa: E402
+import logging  # noqa: E402
 import re  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
@@ -25,7 +26,9 @@ from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import TypeVar  # noqa: E402
 
+import fsspec  # noqa: E402
 from fsspec import AbstractFileSystem  # noqa: E402
+from fsspec.implementations.local import LocalFileSystem  # noqa: E402
 
 # HTTP statuses worth another try: request timeout, too many requests, server errors.
 TRANSIENT_HTTP_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -58,24 +61,19 @@ def open_location(url: str) -> Location:
     if url.startswith("file://"):
         url = url[len("file://"):]
     if "://" in url:
-        import fsspec
-
         fs, root = fsspec.core.url_to_fs(url)
         return Location(fs, root.rstrip("/"), url)
-    from fsspec.implementations.local import LocalFileSystem
-
     root = str(Path(url).expanduser().resolve())
     return Location(LocalFileSystem(), root, root)
 
 
 def is_local(fs: AbstractFileSystem) -> bool:
     """Whether `fs` is the local disk (also when wrapped by a filesystem that declares so)."""
-    from fsspec.implementations.local import LocalFileSystem
-
     return isinstance(fs, LocalFileSystem) or bool(getattr(fs, "wraps_local", False))
 
 
 def _gcs_filesystem() -> AbstractFileSystem:
+    # gcsfs (and its aiohttp) only for gs:// locations
     import gcsfs
 
     options: dict[str, object] = {
@@ -97,8 +95,6 @@ def _with_scheme(host: str) -> str:
 def quiet_storage_logs() -> None:
     """Command-line entry points report storage errors themselves, in one line: silence gcsfs's
     own tracebacks of failed retries (it logs them before raising)."""
-    import logging
-
     logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
 
 

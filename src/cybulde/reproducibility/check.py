@@ -28,6 +28,7 @@ import yaml
 from cybulde.config.access import RECORD_ENV
 from cybulde.config.presets import TINY, as_overrides
 from cybulde.errors import CybuldeError
+from cybulde.reproducibility.dependencies import check_dependencies as find_problems
 
 WEIGHTS = "model/model.safetensors"
 
@@ -58,6 +59,7 @@ def tool_env() -> dict[str, str]:
 def committed_outputs(root: Path) -> list[str]:
     """The outputs dvc.yaml keeps out of the DVC cache (`cache: false`): metrics, plots and other small
     files that Git commits, in dvc.yaml order."""
+    # DVC and the publish code load only in the checks that use them
     from dvc.repo import Repo
 
     with Repo(str(root)) as repo:
@@ -108,8 +110,6 @@ def check_metrics(root: Path) -> None:
 
 def check_dependencies(root: Path, records: Path | None = None) -> None:
     """Fail if a stage imports a project module (or, given recorded reads, reads a param) it does not declare."""
-    from cybulde.reproducibility.dependencies import check_dependencies as find_problems
-
     report = find_problems(root, records)
     if report.problems:
         raise ReproError("undeclared stage dependencies in dvc.yaml:\n  " + "\n  ".join(report.problems))

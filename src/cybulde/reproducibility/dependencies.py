@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cybulde.config.access import read_records
 from cybulde.config.loader import PARAMS_FILE
 from cybulde.errors import CybuldeError
 
@@ -84,6 +85,7 @@ class DependencyReport:
 
 def read_stages(root: Path) -> list[StageSpec]:
     """The stages of `root`'s dvc.yaml as DVC itself resolves them."""
+    # DVC loads only when dvc.yaml is read
     from dvc.repo import Repo
 
     specs = []
@@ -264,8 +266,6 @@ class ParamRead:
 
 def read_param_reads(folder: Path, root: Path) -> list[ParamRead]:
     """The records `cybulde.config.access` wrote under `folder`, entry paths made project-relative."""
-    from cybulde.config.access import read_records
-
     reads = []
     for record in read_records(folder):
         entry = Path(record["entry"])

@@ -133,6 +133,7 @@ def figure_name(path: str) -> str:
 
 
 def draw_curves(spec: PlotSpec, rows: Mapping[str, list[dict[str, Any]] | None], out: Path) -> None:
+    # matplotlib only when a chart is drawn
     import matplotlib
 
     matplotlib.use("Agg")

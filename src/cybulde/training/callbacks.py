@@ -9,6 +9,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import EMAWeightAveraging
 
 log = logging.getLogger("cybulde.training")
 
@@ -139,13 +140,7 @@ class StopAtMaxSteps(pl.Callback):
             trainer.should_stop = True
 
 
-def _ema_base() -> type:
-    from lightning.pytorch.callbacks import EMAWeightAveraging
-
-    return EMAWeightAveraging
-
-
-class AveragedWeights(_ema_base()):  # type: ignore[misc]
+class AveragedWeights(EMAWeightAveraging):
     """An exponential moving average of the weights that validation, checkpoints and export all see.
 
     Lightning's EMAWeightAveraging swaps the averaged weights in for a validation epoch and back out

@@ -25,6 +25,7 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
+import torch.distributed as dist
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.strategies import DDPStrategy
@@ -91,8 +92,6 @@ def gather_rng_states(world_size: int) -> dict[str, torch.Tensor]:
 
     CPU tensors: the process group of `cybulde.training.distributed.init_distributed` sends them through gloo.
     """
-    import torch.distributed as dist
-
     local = capture_rng_state()
     if world_size == 1:
         return {name: tensor.unsqueeze(0) for name, tensor in local.items()}

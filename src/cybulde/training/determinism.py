@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import os
 
+import lightning.pytorch as pl
+import torch
+
 
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (all devices) and ask torch for deterministic kernels."""
     # cuBLAS needs a fixed workspace for deterministic matmuls; must be set before CUDA starts.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     os.environ["PYTHONHASHSEED"] = str(seed)
-    import lightning.pytorch as pl
-    import torch
-
     pl.seed_everything(seed, workers=True, verbose=False)
     torch.use_deterministic_algorithms(True, warn_only=True)
     # Deterministic mode also fills every new tensor's memory with NaN to expose reads of uninitialized

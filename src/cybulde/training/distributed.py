@@ -10,7 +10,11 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING
+
+import torch
+import torch.distributed as dist
 
 from cybulde.errors import CybuldeError
 from cybulde.hardware import available_cores
@@ -86,8 +90,6 @@ def threads_per_rank(config: Config, env: LaunchEnv) -> int:
 
 
 def configure_threads(threads: int) -> None:
-    import torch
-
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
     try:
@@ -130,10 +132,6 @@ def init_distributed(config: Config, env: LaunchEnv, environ: Mapping[str, str] 
     and a rank that reads one of those before its peer has overwritten it waits forever for a dead
     process. (The count is per node, so a replaced node would not meet the others that way.)
     """
-    from datetime import timedelta
-
-    import torch.distributed as dist
-
     if env.world_size == 1 or dist.is_initialized():
         return
     environ = os.environ if environ is None else environ
@@ -149,7 +147,5 @@ def init_distributed(config: Config, env: LaunchEnv, environ: Mapping[str, str] 
 
 
 def barrier(env: LaunchEnv) -> None:
-    import torch.distributed as dist
-
     if env.world_size > 1 and dist.is_initialized():
         dist.barrier()

@@ -24,8 +24,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from torch.distributed.elastic.multiprocessing import SignalException
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.run import get_args_parser, run
+
+from cybulde.config.paths import fetched_path
 from cybulde.config.topology import Topology, resolve_topology
-from cybulde.training.train import TrainingError
+from cybulde.registry.manifest import Manifest
+from cybulde.tracking.run import check_tracking
+from cybulde.training.distributed import OWN_STORE_PER_ROUND
 
 if TYPE_CHECKING:
     from cybulde.config.schema import Config
@@ -37,10 +44,6 @@ MONITOR_INTERVAL_S = 1.0  # how often the agent checks its workers
 
 def preflight(cfg: Config) -> Topology:
     """Fail fast, with one line, on what would otherwise fail inside every worker; the node's topology."""
-    from cybulde.config.paths import fetched_path
-    from cybulde.registry.manifest import Manifest
-    from cybulde.tracking.run import check_tracking
-
     topology = resolve_topology(cfg)
     Manifest.load(fetched_path(cfg))
     check_tracking(cfg)
@@ -61,12 +64,6 @@ def torchrun_argv(cfg: Config, topology: Topology, script: Path, overrides: Sequ
 def launch(cfg: Config, script: Path, overrides: Sequence[str]) -> None:
     """Check, then run `script` with `overrides` under torchrun's agent, on as many workers as
     `launch.nproc_per_node` resolves to on this node (`cybulde.config.topology`)."""
-    from torch.distributed.elastic.multiprocessing import SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import get_args_parser, run
-
-    from cybulde.training.distributed import OWN_STORE_PER_ROUND
-
     topology = preflight(cfg)
     os.environ.setdefault(*OWN_STORE_PER_ROUND)
     log.info("starting %d worker(s) on this node (%s; micro-batch %d x %d accumulated; up to %d restarts)",
@@ -75,6 +72,9 @@ def launch(cfg: Config, script: Path, overrides: Sequence[str]) -> None:
     try:
         run(get_args_parser().parse_args(torchrun_argv(cfg, topology, script, overrides)))
     except ChildFailedError as error:
+        # the workers' module: Lightning and transformers, which this process never needs otherwise
+        from cybulde.training.train import TrainingError
+
         raise TrainingError(failure_summary(error, cfg.launch.max_restarts)) from None
     except SignalException as error:  # the agent has passed the signal on to the workers and waited
         raise SystemExit(128 + int(error.sigval)) from None

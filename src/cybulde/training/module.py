@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 import lightning.pytorch as pl
 import torch
 from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassF1Score
 
 from cybulde.models.classifier import TextClassifier
 
@@ -86,9 +88,6 @@ class ClassifierModule(pl.LightningModule):
                  class_weights: torch.Tensor | None = None, grad_clip: float = 0.0,
                  layer_lr_decay: float = 1.0, focal_gamma: float = 0.0, lr_schedule: str = "linear") -> None:
         super().__init__()
-        from torchmetrics import MeanMetric
-        from torchmetrics.classification import MulticlassF1Score
-
         if lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"unknown lr_schedule {lr_schedule!r}: expected one of {list(LR_SCHEDULES)}")
 
@@ -152,6 +151,7 @@ class ClassifierModule(pl.LightningModule):
 def warmup_then_decay(optimizer: torch.optim.Optimizer, schedule: str, warmup_steps: int,
                       total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warmup from 0, then linear or half-cosine decay to 0 at `total_steps`."""
+    # transformers reads HF_HUB_OFFLINE when imported: only after `set_offline()` (cybulde.models.backbone)
     from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
 
     make = get_cosine_schedule_with_warmup if schedule == "cosine" else get_linear_schedule_with_warmup

@@ -11,6 +11,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from lightning.pytorch.callbacks import Timer
+
+from cybulde.training.callbacks import AveragedWeights, StopAtMaxSteps
+
 if TYPE_CHECKING:
     import lightning.pytorch as pl
 
@@ -23,10 +27,6 @@ def focal_gamma(cfg: Config) -> float:
 
 
 def recipe_callbacks(cfg: Config) -> list[pl.Callback]:
-    from lightning.pytorch.callbacks import Timer
-
-    from cybulde.training.callbacks import AveragedWeights, StopAtMaxSteps
-
     callbacks: list[pl.Callback] = []
     if cfg.train.max_steps > 0:
         callbacks.append(StopAtMaxSteps(cfg.train.max_steps))

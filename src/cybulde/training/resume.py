@@ -15,12 +15,17 @@ others when training starts, and rank 0 removes this one after `model/` has been
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+import torch.distributed as dist
+
+from cybulde.config.loader import to_flat_dict
 from cybulde.files import files_sha256, remove_temporary_files, write_json
 
 if TYPE_CHECKING:
@@ -51,16 +56,12 @@ def code_digest(package_root: Path | None = None) -> str:
 def result_params(cfg: Config) -> dict[str, Any]:
     """The params that decide the trained weights: `model.*`, `train.*`, `launch.*` less `NOT_IN_KEY`
     (only those sections are read: they are the `train` stage's declared params)."""
-    from cybulde.config.loader import to_flat_dict
-
     params = {f"{section}.{key}": value for section in KEY_SECTIONS
               for key, value in to_flat_dict(getattr(cfg, section)).items()}
     return {key: value for key, value in sorted(params.items()) if key not in NOT_IN_KEY}
 
 
 def resume_key(cfg: Config, data_sha256: str, code_sha256: str | None = None) -> str:
-    import hashlib
-
     payload = {"params": result_params(cfg), "code": code_sha256 or code_digest(), "data": data_sha256}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
@@ -80,8 +81,6 @@ class ResumeState:
 
     def load_summary(self) -> dict[str, Any] | None:
         """`last.ckpt` memory-mapped (tensors are read only when touched), or None."""
-        import torch
-
         if not self.last_checkpoint.is_file():
             return None
         try:
@@ -127,9 +126,6 @@ def agreed_step(local_step: int | None, world_size: int) -> int | None:
     """
     if world_size == 1:
         return local_step
-    import torch
-    import torch.distributed as dist
-
     mine = torch.tensor([-1 if local_step is None else local_step], dtype=torch.int64)
     everyone = [torch.zeros_like(mine) for _ in range(world_size)]
     dist.all_gather(everyone, mine)

@@ -17,22 +17,47 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from cybulde.config.paths import MODEL_DIR
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+
+from cybulde.config.loader import to_dict
+from cybulde.config.paths import MODEL_DIR, fetched_path, project_root
+from cybulde.config.schema import Config
+from cybulde.config.topology import Topology, resolve_topology
 from cybulde.errors import CybuldeError
 from cybulde.files import write_json
-
-if TYPE_CHECKING:
-    import lightning.pytorch as pl
-
-    from cybulde.config.schema import Config
-    from cybulde.config.topology import Topology
-    from cybulde.registry.manifest import Manifest
-    from cybulde.tracking.run import PipelineRun
-    from cybulde.training.callbacks import Throughput, ValidationHistory
-    from cybulde.training.distributed import LaunchEnv
-    from cybulde.training.resume import ResumeState
+from cybulde.hardware import BF16, ResolvedPrecision, cpu_has_native_bf16, resolve_precision
+from cybulde.loading.datamodule import TextDataModule
+from cybulde.models.classifier import build_classifier
+from cybulde.models.export import save_model
+from cybulde.registry.manifest import Manifest, tokenizer_dir
+from cybulde.tracking.run import PipelineRun
+from cybulde.training.callbacks import PlainProgress, Throughput, ValidationHistory, selection_monitor
+from cybulde.training.checkpoints import AtomicCheckpointIO, NodeLocalDDPStrategy, ResumeCheckpoint, epoch_batches_done
+from cybulde.training.determinism import seed_everything
+from cybulde.training.distributed import (
+    LaunchEnv,
+    barrier,
+    check_world_size,
+    configure_threads,
+    init_distributed,
+    read_launch_env,
+    stop_with_launcher,
+    threads_per_rank,
+)
+from cybulde.training.module import ClassifierModule, freeze_input_embeddings, inverse_frequency_weights
+from cybulde.training.recipe import focal_gamma, recipe_callbacks
+from cybulde.training.resume import (
+    BEST_CHECKPOINT,
+    LAST_CHECKPOINT,
+    ResumeState,
+    agreed_step,
+    open_resume_state,
+    resume_key,
+)
 
 log = logging.getLogger("cybulde.training")
 
@@ -67,21 +92,6 @@ class ResumePoint:
 
 def train(cfg: Config) -> TrainResult:
     """Train with `cfg`; on rank 0 export the best checkpoint to `model/` and write metrics/train.json."""
-    from cybulde.config.paths import fetched_path, project_root
-    from cybulde.config.topology import resolve_topology
-    from cybulde.models.backbone import set_offline
-    from cybulde.training.determinism import seed_everything
-    from cybulde.training.distributed import (
-        barrier,
-        check_world_size,
-        configure_threads,
-        init_distributed,
-        read_launch_env,
-        stop_with_launcher,
-        threads_per_rank,
-    )
-
-    set_offline()
     env = read_launch_env()
     topology = resolve_topology(cfg)
     check_world_size(topology, env)
@@ -129,9 +139,6 @@ def train(cfg: Config) -> TrainResult:
 def find_resume_point(cfg: Config, env: LaunchEnv, root: Path,
                       data_sha256: str) -> tuple[ResumeState, ResumePoint | None]:
     """This training's resume state, and the point all ranks can resume from (None: start over)."""
-    from cybulde.training.checkpoints import epoch_batches_done
-    from cybulde.training.resume import agreed_step, open_resume_state, resume_key
-
     state = open_resume_state(root, resume_key(cfg, data_sha256), node_leader=env.local_rank == 0)
     saved = state.load_summary()
     step = agreed_step(None if saved is None else int(saved["global_step"]), env.world_size)
@@ -155,8 +162,6 @@ def announce_resume(run: PipelineRun, step: int) -> None:
 
 
 def warn_if_slow_precision(cfg: Config) -> None:
-    from cybulde.hardware import BF16, cpu_has_native_bf16
-
     if cfg.launch.accelerator.value == "cpu" and cfg.train.precision == BF16 and not cpu_has_native_bf16():
         log.warning("train.precision=bf16-mixed on a CPU without AVX512-BF16/AMX: bf16 matmuls are emulated "
                     "and much slower than fp32 here; set train.precision=auto or 32-true on this machine")
@@ -166,10 +171,8 @@ PRECISION_PARAM = "train.precision_resolved"
 PRECISION_TAG = "cybulde.precision"
 
 
-def training_precision(cfg: Config) -> Any:
-    """`train.precision` resolved for `launch.accelerator` on this machine (`cybulde.hardware.ResolvedPrecision`)."""
-    from cybulde.hardware import resolve_precision
-
+def training_precision(cfg: Config) -> ResolvedPrecision:
+    """`train.precision` resolved for `launch.accelerator` on this machine."""
     return resolve_precision(cfg.train.precision, cfg.launch.accelerator.value)
 
 
@@ -200,8 +203,6 @@ def log_topology(topology: Topology, run: PipelineRun | None) -> None:
 def start_tracking(cfg: Config, state: ResumeState) -> PipelineRun:
     """The MLflow run of this training (rank 0 only): `cybulde.tracking.run.PipelineRun`, the one recorded
     in the resume state if this training resumes, recorded there otherwise."""
-    from cybulde.tracking.run import PipelineRun
-
     run = PipelineRun.start_training(cfg, continue_run_id=state.run_id())
     state.record_run(run.run_id)
     return run
@@ -222,17 +223,10 @@ def _lightning_logger(run: PipelineRun | None) -> Any:
 
 
 def load_manifest(data_dir: Path) -> Manifest:
-    from cybulde.registry.manifest import Manifest
-
     return Manifest.load(data_dir)
 
 
 def build_module(cfg: Config, manifest: Manifest, data_dir: Path) -> pl.LightningModule:
-    from cybulde.models.classifier import build_classifier
-    from cybulde.registry.manifest import tokenizer_dir
-    from cybulde.training.module import ClassifierModule, freeze_input_embeddings, inverse_frequency_weights
-    from cybulde.training.recipe import focal_gamma
-
     # The models package reads the manifest's fields as plain data (it does not import the registry).
     model = build_classifier(cfg.model, manifest.to_dict(), tokenizer_dir(data_dir, manifest))
     if cfg.train.freeze_embeddings:
@@ -249,8 +243,6 @@ def build_module(cfg: Config, manifest: Manifest, data_dir: Path) -> pl.Lightnin
 
 def make_datamodule(cfg: Config, topology: Topology, data_dir: Path, manifest: Manifest, env: LaunchEnv,
                     resume: ResumePoint | None = None) -> pl.LightningDataModule:
-    from cybulde.loading.datamodule import TextDataModule
-
     return TextDataModule(data_dir, manifest=manifest, batch_size=topology.micro_batch_size, seed=cfg.train.seed,
                           group_by_length=cfg.train.group_by_length, num_workers=cfg.train.num_workers,
                           world_size=env.world_size, rank=env.rank,
@@ -261,14 +253,6 @@ def make_datamodule(cfg: Config, topology: Topology, data_dir: Path, manifest: M
 def build_trainer(cfg: Config, topology: Topology, env: LaunchEnv, checkpoint_dir: Path,
                   logger: Any) -> tuple[pl.Trainer, Throughput, ValidationHistory]:
     """The Trainer and its callbacks; checkpoints (best weights, full resume state) go to `checkpoint_dir`."""
-    import lightning.pytorch as pl
-    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
-
-    from cybulde.training.callbacks import PlainProgress, Throughput, ValidationHistory, selection_monitor
-    from cybulde.training.checkpoints import AtomicCheckpointIO, ResumeCheckpoint
-    from cybulde.training.recipe import recipe_callbacks
-    from cybulde.training.resume import BEST_CHECKPOINT, LAST_CHECKPOINT
-
     # A resumed training finds its own checkpoints there, and its data loader starts at the batch it had
     # reached (TextDataModule(start_epoch=..., start_batch=...)), which Lightning cannot see.
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
@@ -305,20 +289,12 @@ def build_trainer(cfg: Config, topology: Topology, env: LaunchEnv, checkpoint_di
 def _strategy(accelerator: str, world_size: int) -> Any:
     if world_size == 1:
         return "auto"
-    from cybulde.training.checkpoints import NodeLocalDDPStrategy
-
     return NodeLocalDDPStrategy(process_group_backend="nccl" if accelerator == "gpu" else "gloo",
                                 find_unused_parameters=False, gradient_as_bucket_view=True)
 
 
 def _export(cfg: Config, trainer: pl.Trainer, module: Any, manifest: Manifest, data_dir: Path, root: Path,
             history: ValidationHistory, result: TrainResult) -> None:
-    import torch
-
-    from cybulde.config.loader import to_dict
-    from cybulde.models.export import save_model
-    from cybulde.registry.manifest import tokenizer_dir
-
     best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     best = history.best()
     if not best_path or best is None:
