@@ -19,6 +19,7 @@ SPLIT = "test"
 
 
 def evaluate_publish_and_probe(cfg: Config) -> str:
+    # the evaluation code (torch, Lightning) and MLflow load only once the params are valid
     from cybulde.evaluation.behaviour import log_behaviour
     from cybulde.evaluation.evaluate import evaluate_split, exported_model_dir, summary_line
     from cybulde.publishing import publish_served_model

@@ -17,6 +17,7 @@ SPLIT = "validation"
 
 
 def evaluate(cfg: Config) -> str:
+    # the evaluation code (torch, Lightning) and MLflow load only once the params are valid
     from cybulde.evaluation.evaluate import evaluate_split, exported_model_dir, summary_line
     from cybulde.tracking.run import PipelineRun
 

@@ -33,6 +33,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import mlflow.pyfunc
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model, ModelSignature
+from mlflow.types import ColSpec, DataType, Schema
+from mlflow.types.schema import AnyType
 
 import cybulde
 from cybulde.config.paths import project_root
@@ -58,7 +63,6 @@ from cybulde.tracking.run import PipelineRun
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
-    from mlflow.models import ModelSignature
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +119,6 @@ def log_pyfunc_model(run_id: str, model_dir: str | Path, tracking_uri: str,
     duplicate (a rerun of the `test` stage). The model is attached to the existing run by id; no run
     is started or ended, so the run's status stays what the stage bookkeeping makes it.
     """
-    import pandas as pd
-    from mlflow.models import Model
-
     model_dir = Path(model_dir).resolve()
     exported = read_model_config(model_dir)
     model_cleaning(exported, f"the model in {model_dir}")  # never log a model that cannot be served
@@ -155,10 +156,6 @@ def log_pyfunc_model(run_id: str, model_dir: str | Path, tracking_uri: str,
 
 
 def model_signature(label_names: list[str]) -> ModelSignature:
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, DataType, Schema
-    from mlflow.types.schema import AnyType
-
     # Named, so other columns are ignored rather than scored; of any type, so MLflow hands numbers and
     # nulls over as they are (a string type would cast them to text) and the model refuses them.
     inputs = Schema([ColSpec(AnyType(), TEXT_COLUMN)])
@@ -227,8 +224,6 @@ def register_candidate(client: MlflowClient, name: str, model_id: str, run_id: s
 
 
 def _ensure_registered_model(client: MlflowClient, name: str) -> None:
-    from mlflow.exceptions import MlflowException
-
     try:
         client.create_registered_model(name)
     except MlflowException as error:

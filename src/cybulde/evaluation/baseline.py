@@ -24,13 +24,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.multiclass import OneVsRestClassifier
+from sklearn.pipeline import FeatureUnion
+
 from cybulde.errors import CybuldeError
 from cybulde.evaluation.metrics import compute_metrics, round_floats
 from cybulde.evaluation.plots import PR_FILE, ROC_FILE, pr_points, roc_points
 from cybulde.files import write_json
+from cybulde.registry.errors import DataError
+from cybulde.registry.manifest import Manifest
+from cybulde.registry.splits import read_split_columns
+from cybulde.text.cleaning import clean_texts
 
 if TYPE_CHECKING:
-    import numpy as np
     from scipy.sparse import spmatrix
 
 C_GRID = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
@@ -67,9 +76,6 @@ class BaselineData:
 
 def load_baseline_data(data_dir: str | Path) -> BaselineData:
     """Label names and the cleaned texts and labels of every split of a fetched dataset version."""
-    from cybulde.registry.errors import DataError
-    from cybulde.registry.manifest import Manifest
-
     data_dir = Path(data_dir)
     try:
         manifest = Manifest.load(data_dir)
@@ -81,21 +87,12 @@ def load_baseline_data(data_dir: str | Path) -> BaselineData:
 
 
 def read_split(data_dir: Path, split: str) -> LabeledTexts:
-    import numpy as np
-
-    from cybulde.registry.splits import read_split_columns
-    from cybulde.text.cleaning import clean_texts
-
     rows = read_split_columns(data_dir, split, columns=("text", "label"))
     return LabeledTexts(texts=clean_texts(rows["text"]), labels=np.asarray(rows["label"], dtype=np.int64))
 
 
 def make_vectorizer(min_df: int = MIN_DF) -> Any:
     """Word 1-3 grams and char 2-5 grams side by side, each TF-IDF weighted with sublinear tf."""
-    import numpy as np
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.pipeline import FeatureUnion
-
     common = {"sublinear_tf": True, "min_df": min_df, "lowercase": True, "dtype": np.float64}
     return FeatureUnion([
         ("word", TfidfVectorizer(analyzer="word", ngram_range=WORD_NGRAMS,
@@ -106,9 +103,6 @@ def make_vectorizer(min_df: int = MIN_DF) -> Any:
 
 def fit_classifier(features: spmatrix, labels: np.ndarray, c: float,
                    class_weight: str | None) -> Any:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.multiclass import OneVsRestClassifier
-
     classifier = LogisticRegression(C=c, class_weight=class_weight, max_iter=MAX_ITER,
                                     solver="liblinear", random_state=RANDOM_STATE)
     if len(set(labels.tolist())) > 2:
@@ -121,8 +115,6 @@ def fit_classifier(features: spmatrix, labels: np.ndarray, c: float,
 def full_probabilities(classifier: Any, features: spmatrix,
                        num_labels: int) -> np.ndarray:
     """`[N, K]` probabilities with one column per label, also for labels unseen in training."""
-    import numpy as np
-
     known = classifier.predict_proba(features)
     probabilities = np.zeros((features.shape[0], num_labels), dtype=np.float64)
     probabilities[:, classifier.classes_] = known
@@ -132,8 +124,6 @@ def full_probabilities(classifier: Any, features: spmatrix,
 def split_metrics(probabilities: np.ndarray, labels: np.ndarray,
                   label_names: Sequence[str]) -> dict[str, Any]:
     """The keys of metrics/<split>.json; `loss` is the mean negative log-likelihood."""
-    import numpy as np
-
     predictions = probabilities.argmax(axis=1)
     picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1.0)
     metrics = compute_metrics(probabilities, predictions, labels, float(-np.log(picked).mean()),

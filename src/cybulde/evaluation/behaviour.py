@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from cybulde.errors import CybuldeError
 from cybulde.evaluation.output import emit
+from cybulde.serving.scorer import TextScorer
 
 if TYPE_CHECKING:
     from cybulde.tracking.run import PipelineRun
@@ -62,6 +63,7 @@ class Suite:
 # -- the cases ---------------------------------------------------------------------------------------
 def load_suite(path: str | Path = CASES_FILE) -> Suite:
     """Read a cases file and expand its templates (see the file's header)."""
+    # `cybulde --help` imports this module: OmegaConf and the model code only when a suite runs
     from omegaconf import OmegaConf
 
     try:
@@ -123,8 +125,6 @@ def score_texts(model_dir: str | Path, texts: Sequence[str], threshold: float | 
                 batch_size: int = 64) -> list[str]:
     """The predicted label of each raw text, through the text path `cybulde predict` uses (the model's
     own cleaning and tokenizer)."""
-    from cybulde.serving.scorer import TextScorer
-
     scorer = TextScorer.from_dir(model_dir, threshold=threshold, batch_size=batch_size)
     predicted = scorer.score(list(texts))
     return [str(label) for label in predicted["label"]]

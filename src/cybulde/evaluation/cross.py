@@ -24,11 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from cybulde.errors import CybuldeError
-from cybulde.evaluation.metrics import round_floats
+from cybulde.evaluation.metrics import compute_metrics, round_floats
 from cybulde.evaluation.output import emit
 from cybulde.hardware import PRECISIONS
 from cybulde.preparation.labels import parse_label_map, resolve_label_map
-from cybulde.registry.manifest import SPLITS
+from cybulde.registry.manifest import SPLITS, Manifest
+from cybulde.registry.store import Registry
+from cybulde.serving.scorer import TextScorer
 
 DIGITS = 6
 OUTPUT_FORMATS = ("text", "json")
@@ -46,7 +48,6 @@ def opened_data_dir(location: str | Path) -> Iterator[Path]:
         yield path
         return
     registry, dataset, version = split_registry_location(str(location))
-    from cybulde.registry.store import Registry
 
     with tempfile.TemporaryDirectory(prefix="cybulde-cross-") as scratch:
         destination = Path(scratch) / "data"
@@ -65,6 +66,7 @@ def split_registry_location(location: str) -> tuple[str, str, str]:
 
 
 def read_texts_and_labels(data_dir: Path, split: str) -> tuple[list[str], list[int]]:
+    # `cybulde --help` imports this module: torch and pyarrow only when a model is evaluated
     from cybulde.registry.splits import read_split_columns
 
     rows = read_split_columns(data_dir, split, columns=("text", "label"))
@@ -96,10 +98,6 @@ def evaluate_cross(model_dir: str | Path, data_dir: str | Path, label_map: Mappi
     is the decision threshold of a binary sigmoid head (None: argmax); `precision` as for `predict`.
     """
     import torch
-
-    from cybulde.evaluation.metrics import compute_metrics
-    from cybulde.registry.manifest import Manifest
-    from cybulde.serving.scorer import TextScorer
 
     with opened_data_dir(data_dir) as local_dir:
         manifest = Manifest.load(local_dir)

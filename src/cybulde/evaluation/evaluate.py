@@ -27,12 +27,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cybulde.config.paths import MODEL_DIR
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cybulde.config.paths import MODEL_DIR, fetched_path
 from cybulde.errors import CybuldeError
+from cybulde.evaluation.inference import collect_outputs
 from cybulde.evaluation.metrics import compute_metrics, flatten_for_logging, round_floats
 from cybulde.evaluation.plots import write_plots
 from cybulde.evaluation.thresholds import parse_threshold, tune_threshold
 from cybulde.files import write_json
+from cybulde.loading.datamodule import TextDataModule
+from cybulde.models.export import inference_precision, load_model
+from cybulde.registry.splits import read_split_columns
+from cybulde.serving.scorer import accelerator_of, pick_device, probability_column
 
 if TYPE_CHECKING:
     import torch
@@ -106,10 +114,6 @@ def evaluate_split(cfg: Config, split: str, *, run: PipelineRun, root: str | Pat
 
 def evaluate_to_files(cfg: Config, split: str, root: Path, scratch: Path) -> SplitEvaluation:
     """Everything of `evaluate_split` but the MLflow logging; MLflow-only files go to `scratch`."""
-    from cybulde.config.paths import fetched_path
-    from cybulde.models.export import load_model
-    from cybulde.registry.splits import read_split_columns
-
     loaded = load_model(root / MODEL_DIR)
     model = loaded.model
     label_names = [str(name) for name in model.label_names]
@@ -145,11 +149,6 @@ def evaluate_to_files(cfg: Config, split: str, root: Path, scratch: Path) -> Spl
 
 def _run_model(cfg: Config, model: Any, data_dir: Path, split: str, num_rows: int,
                label_names: list[str], model_config: dict[str, Any]) -> Any:
-    from cybulde.evaluation.inference import collect_outputs
-    from cybulde.loading.datamodule import TextDataModule
-    from cybulde.models.export import inference_precision
-    from cybulde.serving.scorer import accelerator_of, pick_device
-
     datamodule = TextDataModule(data_dir, batch_size=cfg.evaluation.batch_size,
                                 seed=cfg.train.seed, group_by_length=False)
     _check_data_fits_model(datamodule, label_names, model_config, data_dir)
@@ -207,11 +206,6 @@ def recorded_threshold(validation_metrics: Path) -> float:
 
 def write_predictions(path: Path, rows: dict[str, list[Any]], probabilities: torch.Tensor,
                       predictions: torch.Tensor, label_names: list[str]) -> Path:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from cybulde.serving.scorer import probability_column
-
     columns: dict[str, Any] = {
         "id": pa.array([str(value) for value in rows["id"]], pa.string()),
         "text": pa.array(rows["text"], pa.string()),

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import torch
 
 from cybulde.hardware import FP32
-
-if TYPE_CHECKING:
-    import torch
+from cybulde.serving.scorer import model_logits, pick_device
 
 
 @dataclass
@@ -32,10 +32,6 @@ def collect_outputs(model: Any, batches: Iterable[dict[str, Any]], num_rows: int
 
     `precision` is a resolved one (32-true or bf16-mixed, see `cybulde.hardware.resolve_precision`).
     """
-    import torch
-
-    from cybulde.serving.scorer import model_logits, pick_device
-
     device = device or pick_device()
     model.eval()
     model.to(device)

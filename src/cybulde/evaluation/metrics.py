@@ -27,6 +27,7 @@ class MetricsInputError(CybuldeError, ValueError):
 def as_tensors(probabilities: Any, predictions: Any, labels: Any,
                num_labels: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Float64 probabilities `[N, K]` and int64 predictions / labels `[N]`, checked for shape."""
+    # `cybulde --help` imports this module (for `round_floats`): torch and torchmetrics only when computing
     import torch
 
     probs = torch.as_tensor(probabilities).detach().cpu().to(torch.float64)

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from torchmetrics.functional.classification import binary_precision_recall_curve, binary_roc
 
 from cybulde.files import write_json
-
-if TYPE_CHECKING:
-    import torch
-    from matplotlib.figure import Figure
 
 DIGITS = 6
 CONFUSION_FILE = "confusion.json"
@@ -48,8 +49,6 @@ def confusion_rows(predictions: Any, labels: Any,
 
 
 def _as_list(values: Any) -> list[int]:
-    import torch
-
     return torch.as_tensor(values).reshape(-1).tolist()
 
 
@@ -73,16 +72,12 @@ def _curves(probabilities: Any, labels: Any, label_names: Sequence[str],
 
 
 def _arange(count: int) -> torch.Tensor:
-    import torch
-
     return torch.arange(count)
 
 
 def roc_points(probabilities: Any, labels: Any, label_names: Sequence[str],
                per_class: bool = False) -> list[dict[str, Any]]:
     """ROC points ({"fpr", "tpr", "threshold"}, plus "class" per label when `per_class`)."""
-    from torchmetrics.functional.classification import binary_roc
-
     points: list[dict[str, Any]] = []
     for name, scores, is_class in _curves(probabilities, labels, label_names, per_class):
         if not 0 < int(is_class.sum()) < len(is_class):
@@ -96,8 +91,6 @@ def roc_points(probabilities: Any, labels: Any, label_names: Sequence[str],
 def pr_points(probabilities: Any, labels: Any, label_names: Sequence[str],
               per_class: bool = False) -> list[dict[str, Any]]:
     """Precision-recall points ({"precision", "recall", "threshold"}), grouped like `roc_points`."""
-    from torchmetrics.functional.classification import binary_precision_recall_curve
-
     points: list[dict[str, Any]] = []
     for name, scores, is_class in _curves(probabilities, labels, label_names, per_class):
         if int(is_class.sum()) == 0:
@@ -117,8 +110,6 @@ def _named(point: dict[str, Any], name: str | None) -> dict[str, Any]:
 
 
 def _tensors(probabilities: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    import torch
-
     probs = torch.as_tensor(probabilities).detach().cpu().to(torch.float32)
     target = torch.as_tensor(labels).detach().cpu().to(torch.int64).reshape(-1)
     return probs, target
@@ -131,8 +122,6 @@ def _r(value: float) -> float:
 def confusion_figure(matrix: Sequence[Sequence[int]], label_names: Sequence[str],
                      title: str) -> Figure:
     """A labelled heat map of counts (rows: actual, columns: predicted)."""
-    from matplotlib.figure import Figure
-
     size = max(4.0, 1.2 * len(label_names) + 2.0)
     figure = Figure(figsize=(size, size))
     axes = figure.add_subplot()
@@ -158,8 +147,6 @@ def curve_figure(curves: dict[str, list[dict[str, Any]]], x: str, y: str, title:
                  diagonal: bool = False) -> Figure:
     """One line per named curve of `{x: ..., y: ...}` points, on the unit square (with the
     chance diagonal if `diagonal`)."""
-    from matplotlib.figure import Figure
-
     figure = Figure(figsize=(5.0, 5.0))
     axes = figure.add_subplot()
     if diagonal:
@@ -189,8 +176,6 @@ def _named_curves(overall: list[dict[str, Any]], per_class: list[dict[str, Any]]
 
 def save_figure(figure: Figure, path: Path) -> Path:
     """PNG via the Agg canvas (no display needed), without the time-stamped metadata."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
     FigureCanvasAgg(figure)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png", dpi=100, metadata={"Software": None})

@@ -45,6 +45,7 @@ class MetricBuffer:
 
     # -- producers (the training thread) ------------------------------------------------------------
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        # every training process imports this module, only rank 0 logs: MLflow only when it sends
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)

@@ -83,6 +83,7 @@ def check_reachable(uri: str, timeout_s: float) -> None:
     """
     if not uri.startswith(("http://", "https://")):
         return
+    # every training process imports this module, only rank 0 talks to MLflow: it loads only then
     import requests
     from mlflow.utils.credentials import get_default_host_creds
 

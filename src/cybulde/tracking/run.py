@@ -45,6 +45,7 @@ from cybulde.config.loader import to_flat_dict
 from cybulde.config.paths import project_root, redact_uri, tracking_uri, workspace_root
 from cybulde.config.schema import Config
 from cybulde.errors import first_line, interrupting_signal
+from cybulde.tracking.buffer import MetricBuffer
 from cybulde.tracking.client import (
     DATA_TAG,
     DVC_EXPERIMENT_TAG,
@@ -197,8 +198,6 @@ class PipelineRun:
     def buffered(self, flush_timeout_s: float = FINAL_FLUSH_S) -> Iterator[PipelineRun]:
         """Within the block, metrics and tags are queued and sent by a background thread (see
         `cybulde.tracking.buffer`); at its end they are flushed for up to `flush_timeout_s`."""
-        from cybulde.tracking.buffer import MetricBuffer
-
         self._buffer = MetricBuffer(self.client, self.run_id)
         try:
             yield self
@@ -212,6 +211,7 @@ class PipelineRun:
 
     # -- logging -------------------------------------------------------------------------------
     def log_params(self, params: Mapping[str, Any]) -> None:
+        # every training process imports this module, only rank 0 opens a run: MLflow and Lightning load only then
         from mlflow.entities import Param
 
         existing = self.client.get_run(self.run_id).data.params
