@@ -19,8 +19,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mlflow.store.artifact.utils.models import _parse_model_uri
-
 from cybulde.files import sha256_file
 from cybulde.models.export import CONFIG_FILE, TOKENIZER_DIR, WEIGHTS_FILE
 from cybulde.serving.errors import ModelSourceError
@@ -80,6 +78,9 @@ def recorded_digests(client: MlflowClient, uri: str, logged_model_id: str | None
     logged model's (models:/<model id>, runs:/<run id>/<name>; `logged_model_id` is the id its
     downloaded MLmodel names, accepted only if that model was logged by the run)."""
     if uri.startswith("models:/"):
+        # MLflow only for a registry URI: the folder path of `predict` never loads it
+        from mlflow.store.artifact.utils.models import _parse_model_uri
+
         parsed = _parse_model_uri(uri)
         if parsed.model_id:
             recorded_by = f"logged model {parsed.model_id}"
