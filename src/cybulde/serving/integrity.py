@@ -78,7 +78,6 @@ def recorded_digests(client: MlflowClient, uri: str, logged_model_id: str | None
     logged model's (models:/<model id>, runs:/<run id>/<name>; `logged_model_id` is the id its
     downloaded MLmodel names, accepted only if that model was logged by the run)."""
     if uri.startswith("models:/"):
-        # MLflow only for a registry URI: the folder path of `predict` never loads it
         from mlflow.store.artifact.utils.models import _parse_model_uri
 
         parsed = _parse_model_uri(uri)

@@ -28,16 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
-from mlflow.exceptions import MlflowException
-from mlflow.models import Model
-from mlflow.models.model import MODEL_CONFIG
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-from mlflow.pyfunc.model import CONFIG_KEY_ARTIFACT_RELATIVE_PATH, CONFIG_KEY_ARTIFACTS
 
 from cybulde.serving.errors import InputError, ModelSourceError
 from cybulde.serving.readers import DEFAULT_MAX_CHARS, Limits, texts_from_request
-from cybulde.serving.scorer import DEFAULT_BATCH_SIZE, TextScorer
-from cybulde.serving.scoring_guard import guard_scoring_server
+from cybulde.serving.scorer import DEFAULT_BATCH_SIZE
 
 MODEL_NAME = "model"
 MODEL_DIR_ARTIFACT = "model_dir"
@@ -53,9 +47,9 @@ class TextClassifierModel(mlflow.pyfunc.PythonModel):
     _skip_type_hint_validation = True
 
     def load_context(self, context: Any) -> None:
-        # `cybulde predict` imports this module to read a downloaded model under a memory bound: the
-        # digest check (with the model code and the config stack) loads only in the served model
         from cybulde.serving.integrity import DIGESTS_CONFIG_KEY, verify_model_files
+        from cybulde.serving.scorer import TextScorer
+        from cybulde.serving.scoring_guard import guard_scoring_server
 
         config = context.model_config or {}
         model_dir = context.artifacts[MODEL_DIR_ARTIFACT]
@@ -72,6 +66,9 @@ class TextClassifierModel(mlflow.pyfunc.PythonModel):
             precision=config.get("precision") or None)
 
     def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
         try:
             texts = texts_from_request(model_input, self.limits)
         except InputError as error:
@@ -93,11 +90,17 @@ def serving_config(threshold: float | None = None, batch_size: int = DEFAULT_BAT
 
 def logged_model_id(local_dir: Path) -> str | None:
     """The id of the logged model a downloaded MLmodel names (None for a model logged without one)."""
+    from mlflow.models import Model
+
     return Model.load(str(local_dir)).model_id
 
 
 def logged_model_parts(local_dir: Path, origin: str) -> tuple[Path, dict[str, Any]]:
     """(the exported model folder, the model_config) of a downloaded logged model, read as data."""
+    from mlflow.models import Model
+    from mlflow.models.model import MODEL_CONFIG
+    from mlflow.pyfunc.model import CONFIG_KEY_ARTIFACT_RELATIVE_PATH, CONFIG_KEY_ARTIFACTS
+
     try:
         flavor = Model.load(str(local_dir)).flavors.get(mlflow.pyfunc.FLAVOR_NAME) or {}
     except Exception as error:  # a folder without a readable MLmodel file

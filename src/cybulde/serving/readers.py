@@ -236,7 +236,6 @@ class Utf8Stream:
 
 
 def _read_table(text: Utf8Stream, kind: str, origin: str, limits: Limits) -> pd.DataFrame:
-    # `cybulde --help` imports this module: pandas and pyarrow only when a table is read
     import pandas as pd
 
     if kind == "parquet":

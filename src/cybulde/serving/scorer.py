@@ -29,10 +29,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cybulde.hardware import autocast, resolve_precision
 from cybulde.serving.errors import ModelSourceError, UnknownCleaningError
 from cybulde.text.cleaning import CLEANING_ID, clean_text
-from cybulde.text.tokenizer import backend_tokenizer, encode
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -54,7 +52,6 @@ def probability_column(label_name: str) -> str:
 
 
 def pick_device(prefer_gpu: bool = False) -> torch.device:
-    # `cybulde --help` imports this module: torch, pandas and the model code (OmegaConf) only when a model scores
     import torch
 
     if prefer_gpu and torch.cuda.is_available():
@@ -71,6 +68,8 @@ def accelerator_of(device: torch.device) -> str:
 def inference_context(precision: str, device: torch.device) -> Iterator[None]:
     """No autograd; bf16 autocast when `precision` is bf16-mixed (matmuls in bf16, fp32 elsewhere)."""
     import torch
+
+    from cybulde.hardware import autocast
 
     with torch.inference_mode(), autocast(precision, device):
         yield
@@ -118,6 +117,8 @@ class ThreadTokenizers:
     def get(self) -> Any:
         tokenizer = getattr(self._local, "tokenizer", None)
         if tokenizer is None:
+            from cybulde.text.tokenizer import backend_tokenizer
+
             tokenizer = self._local.tokenizer = backend_tokenizer(self.tokenizer_json)
         return tokenizer
 
@@ -128,6 +129,7 @@ class TextScorer:
     def __init__(self, loaded: LoadedModel, model_dir: str | Path, threshold: float | None = None,
                  batch_size: int = DEFAULT_BATCH_SIZE, precision: str | None = None,
                  device: torch.device | None = None) -> None:
+        from cybulde.hardware import resolve_precision
         from cybulde.models.export import TOKENIZER_DIR, inference_precision
         from cybulde.text.batching import PadCollator
 
@@ -179,6 +181,8 @@ class TextScorer:
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Each raw text cleaned and tokenized exactly as publish did for training."""
+        from cybulde.text.tokenizer import encode
+
         ids, _ = encode(self.tokenizers.get(), [self.clean(text) for text in texts], self.max_length)
         return ids
 

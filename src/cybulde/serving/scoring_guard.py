@@ -14,21 +14,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, ErrorCode
-from mlflow.pyfunc import scoring_server
-
 MAX_MESSAGE_CHARS = 500
 GUARD_MARK = "_cybulde_guarded"
 
 
 def guard_scoring_server() -> None:
     """Wrap `mlflow.pyfunc.scoring_server.invocations` (which its request handler looks up per call)."""
+    from mlflow.pyfunc import scoring_server
+
     original = scoring_server.invocations
     if getattr(original, GUARD_MARK, False):
         return
 
     def invocations(data: Any, content_type: Any, model: Any, input_schema: Any) -> Any:
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, ErrorCode
+
         try:
             return original(data, content_type, model, input_schema)
         except MlflowException as error:

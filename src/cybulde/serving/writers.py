@@ -64,7 +64,6 @@ def check_destination(output: str | None, input_path: str, overwrite: bool) -> N
 
 
 def output_table(inputs: InputTexts, scored: pd.DataFrame) -> pd.DataFrame:
-    # `cybulde --help` imports this module: pandas only when a table is written
     import pandas as pd
 
     columns: dict[str, Any] = {}
