@@ -113,10 +113,15 @@ def gpu_count() -> int:
     return torch.cuda.device_count()
 
 
+def is_worker_count(requested: str) -> bool:
+    """`launch.nproc_per_node` as the schema allows it: "auto" or a positive integer."""
+    return requested == AUTO or (requested.isdigit() and int(requested) >= 1)
+
+
 def resolve_workers(requested: str, accelerator: str) -> ResolvedWorkers:
     """The training processes per node for `launch.nproc_per_node` = `requested` on `accelerator`."""
     if requested != AUTO:
-        if not requested.isdigit() or int(requested) < 1:
+        if not is_worker_count(requested):
             raise ValueError(f"nproc_per_node must be 'auto' or a positive integer, got {requested!r}")
         return ResolvedWorkers(int(requested), requested, f"{requested} as configured")
     if accelerator == "gpu":

@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 from cybulde.config.access import record_reads_if_asked
 from cybulde.config.schema import PRECISIONS, Backbone, Config, Head
 from cybulde.errors import CybuldeError, first_line
+from cybulde.hardware import is_worker_count
 
 
 class ConfigError(CybuldeError, ValueError):
@@ -106,7 +107,7 @@ def validate_config(config: Config) -> None:
              "must be >= 0 (0: checkpoints at epoch ends only)")
     _require(launch.nnodes >= 1, "launch.nnodes", "must be >= 1")
     nproc = str(launch.nproc_per_node)
-    _require(nproc == "auto" or (nproc.isdigit() and int(nproc) >= 1), "launch.nproc_per_node",
+    _require(is_worker_count(nproc), "launch.nproc_per_node",
              f"must be 'auto' (one process per GPU, or one per CPU node) or a positive integer, got {nproc!r}")
     _require(launch.threads_per_rank >= 0, "launch.threads_per_rank", "must be >= 0 (0 = auto)")
     _require(launch.max_restarts >= 0, "launch.max_restarts", "must be >= 0")
