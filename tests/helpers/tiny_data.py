@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from pathlib import Path
+
+from cybulde.files import sha256_file
 
 NEUTRAL = "the a day cat dog sun tree road book music food city game friend home park walk".split()
 TOXIC = "idiot stupid hate ugly loser trash dumb awful".split()
@@ -43,10 +44,6 @@ def make_tokenizer_dir(out_dir: Path, corpus: list[str] | None = None):
     out_dir.mkdir(parents=True, exist_ok=True)
     fast.save_pretrained(str(out_dir))
     return fast
-
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def make_data_dir(data_dir: Path, rows: dict[str, int] | None = None, num_labels: int = 2,

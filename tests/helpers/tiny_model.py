@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cybulde.files import sha256_file
 from tests.helpers.tiny_data import make_data_dir as make_tiny_data_dir
-from tests.helpers.tiny_data import sha256_file
 
 LABEL_NAMES = {2: ["not_offensive", "offensive"], 3: ["neither", "offensive", "hate"]}
 MAX_LENGTH = 24
