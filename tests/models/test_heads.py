@@ -1,9 +1,11 @@
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from cybulde.config.schema import Head as HeadKind
-from cybulde.models.heads import HEADS, HeadError, SigmoidHead, SoftmaxHead, make_head
+from cybulde.models.heads import MISSING, HEADS, HeadError, MultiLabelHead, SigmoidHead, SoftmaxHead, make_head
 
 
 def test_softmax_head_uses_cross_entropy_on_k_logits():
@@ -127,3 +129,48 @@ def test_focal_loss_with_gamma_zero_is_the_plain_loss_and_down_weights_easy_exam
     weights = torch.tensor([0.5, 1.0, 2.0])
     assert torch.allclose(head.loss(logits, labels, weights, focal_gamma=0.0), head.loss(logits, labels, weights))
     assert head.loss(logits, labels, focal_gamma=2.0) < head.loss(logits, labels)
+
+
+# ---- the multi-label head: one logit per question, missing answers masked -----------------------
+
+def _bce(logit: float, target: int) -> float:
+    """-log sigmoid(x) for a yes, -log(1 - sigmoid(x)) = log(1 + e^x) for a no (by hand)."""
+    return math.log1p(math.exp(-logit)) if target == 1 else math.log1p(math.exp(logit))
+
+
+def test_masked_multilabel_loss_matches_a_hand_computation_on_a_3x2_example():
+    logits = torch.tensor([[0.0, 2.0], [1.0, -1.0], [-2.0, 0.5]])
+    labels = torch.tensor([[1, MISSING], [0, 1], [MISSING, MISSING]])
+    present = [(0.0, 1), (1.0, 0), (-1.0, 1)]  # the three answered cells: (logit, truth)
+    expected = sum(_bce(logit, truth) for logit, truth in present) / 3
+    assert MultiLabelHead(2).loss(logits, labels).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_missing_cells_carry_no_gradient():
+    logits = torch.tensor([[0.3, -0.7], [1.1, 0.2]], requires_grad=True)
+    MultiLabelHead(2).loss(logits, torch.tensor([[1, MISSING], [MISSING, 0]])).backward()
+    assert logits.grad[0, 1] == 0 and logits.grad[1, 0] == 0
+    assert logits.grad[0, 0] != 0 and logits.grad[1, 1] != 0
+
+
+def test_multilabel_pos_weight_scales_the_positive_cells_only():
+    logits = torch.tensor([[0.5, -0.5], [-1.0, 1.5]])
+    labels = torch.tensor([[1, 0], [0, MISSING]])
+    weights = torch.tensor([3.0, 2.0])
+    expected = (3.0 * _bce(0.5, 1) + _bce(-0.5, 0) + _bce(-1.0, 0)) / 3
+    assert MultiLabelHead(2).loss(logits, labels, weights).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_batch_without_any_answer_has_zero_loss():
+    logits = torch.zeros(2, 2, requires_grad=True)
+    loss = MultiLabelHead(2).loss(logits, torch.full((2, 2), MISSING))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(logits.grad, torch.zeros(2, 2))
+
+
+def test_multilabel_head_decides_each_question_by_its_own_threshold():
+    head = make_head(HeadKind.multilabel, 2)
+    probabilities = head.probabilities(torch.tensor([[0.0, 3.0], [-3.0, -0.1]]))
+    assert probabilities.shape == (2, 2)
+    assert head.predict(probabilities).tolist() == [[1, 1], [0, 0]]  # 0.5 each: sigmoid(0) = 0.5 counts as yes
+    assert head.predict(probabilities, [0.6, 0.4]).tolist() == [[0, 1], [0, 1]]

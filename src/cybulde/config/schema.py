@@ -26,13 +26,14 @@ class Backbone(str, Enum):
 class Head(str, Enum):
     softmax = "softmax"
     sigmoid = "sigmoid"
+    multilabel = "multilabel"  # one sigmoid per question of a multi-source dataset; missing answers masked
 
     @property
     def may_decide_by_threshold(self) -> bool:
         """Whether this kind's head decides by a threshold on a binary task: the config, checked
         before any head exists, asks this; a head itself answers `decides_by_threshold`
         (`cybulde.models.heads`, whose tests hold the two answers equal)."""
-        return self is Head.sigmoid
+        return self in (Head.sigmoid, Head.multilabel)
 
 
 class Pooling(str, Enum):

@@ -3,6 +3,10 @@
 `softmax`: K logits, cross-entropy. `sigmoid`: one-vs-rest logits with binary cross-entropy on the
 raw logits (the sigmoid lives inside `binary_cross_entropy_with_logits`; the model never applies it),
 and a single logit for a binary task. `probabilities` always returns one column per label.
+`multilabel`: one logit per *question* of a multi-source dataset (e.g. abusive?, hate?); labels are a
+`[N, Q]` matrix of 1 / 0 / `MISSING` (-1: the row's source cannot answer that question), and the loss
+is the binary cross-entropy averaged over the present cells only (`masked_bce`). Its probabilities
+are `[N, Q]` (one sigmoid per question) and its decisions `[N, Q]` 0/1, one threshold per question.
 
 A head answers every fact about itself that callers need: `num_outputs`, `loss`, `probabilities`,
 `decides_by_threshold` (whether a decision threshold on the positive-class probability may replace
@@ -143,9 +147,62 @@ def weighted_mean(per_example: torch.Tensor, labels: torch.Tensor,
     return (weights * per_example).sum() / weights.sum()
 
 
+MISSING = -1  # a label cell that the row's source does not answer (multi-label datasets)
+
+
+class MultiLabelHead(Head):
+    """One logit per question; each question is decided by its own threshold (0.5 unless given)."""
+
+    kind = HeadKind.multilabel.value
+
+    def __init__(self, num_labels: int) -> None:
+        if num_labels < 1:
+            raise HeadError(f"a multi-label head needs at least 1 question, got num_labels={num_labels}")
+        self.num_labels = num_labels
+
+    @property
+    def num_outputs(self) -> int:
+        return self.num_labels
+
+    @property
+    def decides_by_threshold(self) -> bool:
+        return True
+
+    def loss(self, logits, labels, class_weights=None, focal_gamma=0.0):
+        """`class_weights`, if given, is one positive-class weight per question (`pos_weight`)."""
+        return masked_bce(logits, labels, class_weights, focal_gamma)
+
+    def probabilities(self, logits):
+        return logits.float().sigmoid()
+
+    def predict(self, probabilities, threshold=None):
+        """`[N, Q]` 0/1: question q is answered yes where `probabilities[:, q] >= threshold[q]`
+        (`threshold`: one number for every question, a sequence or tensor of Q, or None for 0.5)."""
+        import torch
+
+        cut = torch.as_tensor(0.5 if threshold is None else threshold, dtype=probabilities.dtype,
+                              device=probabilities.device)
+        return (probabilities >= cut).long()
+
+
+def masked_bce(logits: torch.Tensor, labels: torch.Tensor, pos_weight: torch.Tensor | None = None,
+               focal_gamma: float = 0.0) -> torch.Tensor:
+    """Binary cross-entropy over the present cells of `labels` (`MISSING` cells contribute nothing),
+    divided by the number of present cells; 0 (with a gradient) when no cell is present."""
+    import torch.nn.functional as F
+
+    logits = logits.float()
+    present = labels != MISSING
+    targets = labels.clamp(min=0).to(logits.dtype)
+    weight = None if pos_weight is None else pos_weight.to(logits.device, logits.dtype)
+    per_cell = F.binary_cross_entropy_with_logits(logits, targets, reduction="none", pos_weight=weight)
+    per_cell = focal(per_cell, focal_gamma) * present
+    return per_cell.sum() / present.sum().clamp(min=1)
+
+
 # Each head class under its `kind`, the name config.json records (the schema's `Head` enum lists
 # the kinds `model.head` may take).
-HEADS: dict[str, type[Head]] = {head.kind: head for head in (SoftmaxHead, SigmoidHead)}
+HEADS: dict[str, type[Head]] = {head.kind: head for head in (SoftmaxHead, SigmoidHead, MultiLabelHead)}
 HEAD_KINDS = tuple(member.value for member in HeadKind)  # the schema's enum (name kept for existing importers)
 
 
