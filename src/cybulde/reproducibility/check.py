@@ -163,10 +163,14 @@ def check_rerun(root: Path, raw_data: Path) -> None:
         project = copy_project(root, scratch_dir / "project")
         registry = scratch_dir / "registry"
         env = {**tool_env(), "MLFLOW_TRACKING_URI": f"sqlite:///{scratch_dir / 'mlflow.db'}"}
-        run([os.path.abspath(sys.executable), "-m", "cybulde.cli", "publish", "--source", "tweeteval_offensive",
-             "--raw-dir", str(raw_data / "tweeteval_offensive"), "--registry", str(registry),
-             "--version", "repro-check", "--max-rows-per-split", str(SMALL_ROWS)], project, env)
-        set_params(project / "params.yaml", [f"data.registry={registry}", "data.version=repro-check", *SMALL_OVERRIDES])
+        published = run([os.path.abspath(sys.executable), "-m", "cybulde.cli", "publish", "--source",
+                         "tweeteval_offensive", "--raw-dir", str(raw_data / "tweeteval_offensive"), "--registry",
+                         str(registry), "--version", "repro-check", "--max-rows-per-split", str(SMALL_ROWS),
+                         "--print-pin"], project, env)
+        # The small version is not the one params.yaml pins: pin the one just published.
+        pin = next(line for line in published.splitlines() if line.startswith("data.manifest_sha256="))
+        set_params(project / "params.yaml",
+                   [f"data.registry={registry}", "data.version=repro-check", pin, *SMALL_OVERRIDES])
         records = scratch_dir / "param-reads"
         prints = []
         for attempt in (1, 2):
