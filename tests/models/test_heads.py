@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from cybulde.config.schema import Head as HeadKind
-from cybulde.models.heads import MISSING, HEADS, HeadError, MultiLabelHead, SigmoidHead, SoftmaxHead, make_head
+from cybulde.models.heads import HEADS, MISSING, HeadError, MultiLabelHead, SigmoidHead, SoftmaxHead, make_head
 
 
 def test_softmax_head_uses_cross_entropy_on_k_logits():
