@@ -91,3 +91,86 @@ def make_data_dir(data_dir: Path, rows: dict[str, int] | None = None, num_labels
 
 def read_manifest(data_dir: Path) -> dict:
     return json.loads((data_dir / "manifest.json").read_text())
+
+
+# ---- multi-label (multi-source) versions ------------------------------------------------------
+
+QUESTIONS = ["abusive", "hate"]
+# Which questions each tiny source answers (the others are missing, -1), like OLID (abuse only),
+# Davidson (both) and HatEval (hate only).
+SOURCE_ANSWERS = {"alpha": ("abusive", "hate"), "beta": ("abusive",), "gamma": ("hate",)}
+HATE_WORDS = ("hate", "vermin")
+
+
+def make_multilabel_texts(rows: int, seed: int, source: str) -> list[tuple[str, list[int]]]:
+    """Rows of one tiny source: a third neutral, a third abusive, a third hateful (abusive too), with
+    the answers the source does not give set to -1."""
+    rng = random.Random(f"{seed}:{source}")
+    examples = []
+    for index in range(rows):
+        kind = index % 3  # 0 neutral, 1 abusive, 2 hateful
+        words = [rng.choice(NEUTRAL) for _ in range(rng.randint(3, 12))]
+        if kind >= 1:
+            words.insert(rng.randrange(len(words) + 1), rng.choice(TOXIC[:5]))
+        if kind == 2:
+            words.insert(rng.randrange(len(words) + 1), rng.choice(HATE_WORDS))
+        truth = {"abusive": int(kind >= 1), "hate": int(kind == 2)}
+        examples.append((" ".join(words), [truth[q] if q in SOURCE_ANSWERS[source] else -1 for q in QUESTIONS]))
+    return examples
+
+
+def make_multilabel_data_dir(data_dir: Path, rows_per_source: dict[str, int] | None = None,
+                             max_length: int = MAX_LENGTH) -> Path:
+    """A fetched multi-label version of the three tiny sources (the contract of publish --questions):
+    rows id/text/source/labels/input_ids, `task: multilabel`, questions as label names."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cybulde.registry.manifest import MULTILABEL, Manifest, SplitSummary, TokenizerInfo
+    from cybulde.text.cleaning import CLEANING_ID
+
+    rows_per_source = rows_per_source or {"train": 24, "validation": 12, "test": 12}
+    sources = list(SOURCE_ANSWERS)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = make_tokenizer_dir(data_dir / "tokenizer", corpus=[
+        text for source in sources for text, _ in make_multilabel_texts(60, 0, source)])
+    schema = pa.schema([("id", pa.string()), ("text", pa.string()), ("source", pa.string()),
+                        ("labels", pa.list_(pa.int8())), ("input_ids", pa.list_(pa.int32()))])
+    splits = {}
+    for seed, (split, count) in enumerate(rows_per_source.items(), start=1):
+        ids, texts, row_sources, labels = [], [], [], []
+        for source in sources:
+            for index, (text, answers) in enumerate(make_multilabel_texts(count, seed, source)):
+                ids.append(f"{source}/{split}-{index}")
+                texts.append(text)
+                row_sources.append(source)
+                labels.append(answers)
+        input_ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+        pq.write_table(pa.table({"id": ids, "text": texts, "source": row_sources, "labels": labels,
+                                 "input_ids": input_ids}, schema=schema), data_dir / f"{split}.parquet")
+        answers = {source: {q: {"yes": sum(1 for s, row in zip(row_sources, labels, strict=True)
+                                           if s == source and row[i] == 1),
+                                "no": sum(1 for s, row in zip(row_sources, labels, strict=True)
+                                          if s == source and row[i] == 0),
+                                "missing": sum(1 for s, row in zip(row_sources, labels, strict=True)
+                                               if s == source and row[i] == -1)}
+                            for i, q in enumerate(QUESTIONS)} for source in sources}
+        splits[split] = SplitSummary(
+            rows=len(ids), label_counts={q: sum(row[i] == 1 for row in labels) for i, q in enumerate(QUESTIONS)},
+            token_length_percentiles={"50": float(sorted(map(len, input_ids))[len(ids) // 2])},
+            source_rows={source: count for source in sources}, answers=answers)
+    files = {str(path.relative_to(data_dir)): sha256_file(path)
+             for path in sorted(data_dir.rglob("*")) if path.is_file()}
+    vocab = tokenizer.get_vocab()
+    info = TokenizerInfo(name="tiny-wordpiece", kind="wordpiece",
+                         sha256=sha256_file(data_dir / "tokenizer" / "tokenizer.json"),
+                         vocab_size=len(vocab), pad_token_id=vocab["[PAD]"], cls_token_id=vocab["[CLS]"],
+                         sep_token_id=vocab["[SEP]"])
+    label_map = {"file": "tiny-questions.yaml", "sha256": "0" * 64, "questions": QUESTIONS, "implies": {},
+                 "sources": {source: {"kind": "tiny", "labels": {}} for source in sources}}
+    manifest = Manifest(dataset="tiny-multi", version="v1", label_names=list(QUESTIONS), splits=splits,
+                        tokenizer=info, max_length=max_length, sources=[], files=files,
+                        publish_params={"seed": 0, "cleaning": CLEANING_ID}, task=MULTILABEL,
+                        source_names=sources, label_map=label_map)
+    manifest.write(data_dir)
+    return data_dir

@@ -86,3 +86,28 @@ def test_invalid_manifest(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text('{"dataset": "x"}')
     with pytest.raises(ManifestError, match="not a valid manifest"):
         Manifest.load(tmp_path)
+
+
+def test_a_multilabel_manifest_round_trips_and_a_single_label_one_keeps_its_keys(tmp_path):
+    from tests.helpers.tiny_data import make_data_dir, make_multilabel_data_dir
+
+    multi = make_multilabel_data_dir(tmp_path / "multi")
+    raw = json.loads((multi / "manifest.json").read_bytes())
+    assert raw["task"] == "multilabel" and raw["source_names"] == ["alpha", "beta", "gamma"]
+    assert raw["splits"]["train"]["answers"]["gamma"]["abusive"] == {"yes": 0, "no": 0, "missing": 24}
+    loaded = Manifest.load(multi)
+    assert loaded.is_multilabel and loaded.to_json() == (multi / "manifest.json").read_bytes()
+
+    single = json.loads((make_data_dir(tmp_path / "single") / "manifest.json").read_bytes())
+    assert not {"source_names", "label_map"} & set(single)
+    assert not {"source_rows", "answers"} & set(single["splits"]["train"])
+
+
+def test_a_multilabel_manifest_without_its_sources_is_refused(tmp_path):
+    from tests.helpers.tiny_data import make_multilabel_data_dir
+
+    path = make_multilabel_data_dir(tmp_path / "multi") / "manifest.json"
+    raw = json.loads(path.read_bytes())
+    del raw["source_names"]
+    with pytest.raises(ManifestError, match="needs its 'source_names'"):
+        Manifest.from_json(json.dumps(raw).encode())

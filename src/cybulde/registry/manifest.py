@@ -42,6 +42,9 @@ CONTENT_DIR_PREFIX = "content-"
 SPLITS = ("train", "validation", "test")
 TOKENIZER_DIR = "tokenizer"
 TOKENIZER_FILE = "tokenizer.json"  # in TOKENIZER_DIR; `TokenizerInfo.sha256` is its hash
+MULTICLASS, MULTILABEL = "multiclass", "multilabel"  # Manifest.task
+_MULTILABEL_KEYS = ("source_names", "label_map")
+_MULTILABEL_SPLIT_KEYS = ("source_rows", "answers")
 
 
 @dataclass
@@ -54,6 +57,10 @@ class SplitSummary:
     truncated_rows: int = 0
     # Raw rows left out because their text was empty after cleaning.
     dropped_empty_rows: int = 0
+    # Multi-label versions only (omitted from manifest.json otherwise): rows per source, and per
+    # source and question how many rows answer yes / no / nothing ("missing").
+    source_rows: dict[str, int] | None = None
+    answers: dict[str, dict[str, dict[str, int]]] | None = None
 
 
 @dataclass
@@ -96,10 +103,14 @@ class Manifest:
     sources: list[SourceFile]
     publish_params: dict[str, Any]
     files: dict[str, str]  # relative path -> sha256, every file of the version but manifest.json
-    task: str = "multiclass"
+    task: str = MULTICLASS  # "multiclass" (one label per row) | "multilabel" (label_names are questions)
     format_version: int = 0  # 0: from the layout, 2 with `shards`, else 1
     # Format 2: split -> its Parquet shards in row order. Format 1 has none (one <split>.parquet each).
     shards: dict[str, list[ShardInfo]] | None = None
+    # Multi-label versions only (omitted from manifest.json otherwise): the sources in label-map order,
+    # and the label map that turned each source's labels into answers to the questions.
+    source_names: list[str] | None = None
+    label_map: dict[str, Any] | None = None
     _digest: str | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -109,6 +120,11 @@ class Manifest:
     @property
     def num_labels(self) -> int:
         return len(self.label_names)
+
+    @property
+    def is_multilabel(self) -> bool:
+        """Rows carry one answer per question (1, 0 or missing) instead of one label."""
+        return self.task == MULTILABEL
 
     @property
     def sha256(self) -> str:
@@ -132,6 +148,13 @@ class Manifest:
         data.pop("_digest")
         if self.shards is None:  # format 1 manifests keep their exact bytes
             data.pop("shards")
+        for key in _MULTILABEL_KEYS:  # and so do single-label ones
+            if data[key] is None:
+                data.pop(key)
+        for split in data["splits"].values():
+            for key in _MULTILABEL_SPLIT_KEYS:
+                if split[key] is None:
+                    split.pop(key)
         data["num_labels"] = self.num_labels
         return data
 
@@ -156,6 +179,8 @@ class Manifest:
                 format_version=int(raw["format_version"]),
                 shards=({split: [ShardInfo(**shard) for shard in shards] for split, shards in raw["shards"].items()}
                         if "shards" in raw else None),
+                source_names=list(raw["source_names"]) if "source_names" in raw else None,
+                label_map=dict(raw["label_map"]) if "label_map" in raw else None,
             )
         except (ValueError, KeyError, TypeError) as error:
             raise ManifestError(f"{origin} is not a valid manifest: {type(error).__name__}: {error}") from error
@@ -165,6 +190,8 @@ class Manifest:
         if (manifest.format_version >= 2) != (manifest.shards is not None):
             raise ManifestError(f"{origin}: format_version {manifest.format_version} "
                                 f"{'needs' if manifest.format_version >= 2 else 'cannot have'} a 'shards' list")
+        if manifest.is_multilabel and not manifest.source_names:
+            raise ManifestError(f"{origin}: a multilabel version needs its 'source_names'")
         for key in manifest.files:
             check_file_key(key, origin)
         for split in manifest.splits:
