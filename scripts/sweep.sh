@@ -10,12 +10,15 @@
 #   scripts/sweep.sh davidson    # Davidson: the default recipe, class weights and focal loss for the
 #                                # rare hate_speech class
 #   scripts/sweep.sh hate        # TweetEval hate: alone, and with TweetEval offensive's train split added
+#   scripts/sweep.sh seeds-all   # Davidson and TweetEval hate with the default recipe, seeds 1234, 1, 2
+#   scripts/sweep.sh multisource # one model on all three sources (configs/questions/harm.yaml), 3 seeds
 #
 # `davidson` and `hate` need those versions in the registry first:
 #   cybulde publish --source davidson2017 --version v2
 #   cybulde publish --source tweeteval_hate --version v2
 #   cybulde publish --source tweeteval_hate --dataset tweeteval_hate_plus_offensive --version v2 \
 #       --add-train 'tweeteval_offensive:offensive=hate,not-offensive=not-hate'
+#   cybulde publish --questions configs/questions/harm.yaml --dataset harm --version v1
 #
 # Each experiment runs the whole pipeline in a temporary copy (`dvc exp run --queue`), one at a
 # time: the runs use every core. Afterwards `dvc exp show` compares them and
@@ -58,8 +61,22 @@ case "${1:-}" in
         queue hate -S data.dataset=tweeteval_hate -S data.manifest_sha256=
         queue hate-plus-offensive -S data.dataset=tweeteval_hate_plus_offensive -S data.manifest_sha256=
         ;;
+    seeds-all)
+        for seed in 1 2; do
+            queue "davidson-seed$seed" -S data.dataset=davidson2017 -S data.manifest_sha256= -S train.seed=$seed
+            queue "hate-seed$seed" -S data.dataset=tweeteval_hate -S data.manifest_sha256= -S train.seed=$seed
+        done
+        ;;
+    multisource)
+        # Sources drawn with temperature 2 (p ~ sqrt(rows)): the smallest source is not drowned.
+        ms=(-S data.dataset=harm -S data.version=v1 -S data.manifest_sha256= -S model.head=multilabel
+            -S train.source_temperature=2.0)
+        queue ms "${ms[@]}"
+        queue ms-seed1 "${ms[@]}" -S train.seed=1
+        queue ms-seed2 "${ms[@]}" -S train.seed=2
+        ;;
     *)
-        echo "usage: $0 offensive|seeds|davidson|hate" >&2
+        echo "usage: $0 offensive|seeds|davidson|hate|seeds-all|multisource" >&2
         exit 2
         ;;
 esac
