@@ -81,14 +81,14 @@ class QuestionMap:
     def check_labels(self, source: str, label_names: list[str]) -> None:
         """Refuse a map of `source` that leaves one of its labels out or names a label it lacks."""
         mapped = self.sources[source].labels
-        unmapped = [label for label in label_names if label not in mapped]
-        if unmapped:
-            raise QuestionMapError(f"{self.file}: source {source!r} has labels {unmapped} that the map leaves out; "
-                                   f"every label of the source ({label_names}) needs its answers")
         unknown = [label for label in mapped if label not in label_names]
         if unknown:
             raise QuestionMapError(f"{self.file}: source {source!r} has no labels {unknown}; its labels are "
                                    f"{label_names}")
+        unmapped = [label for label in label_names if label not in mapped]
+        if unmapped:
+            raise QuestionMapError(f"{self.file}: source {source!r} has labels {unmapped} that the map leaves out; "
+                                   f"every label of the source ({label_names}) needs its answers")
 
     def answer_matrix(self, source: str, label_names: list[str]) -> np.ndarray:
         """int8 [labels, questions]: row i holds the answers of `label_names[i]` (-1 missing)."""
@@ -185,7 +185,8 @@ def _source(name: str, node: Any, questions: list[str], implies: dict[str, str],
     else:
         given = [key for key in ("text_column", "label_column") if options[key] is not None]
         if given:
-            raise QuestionMapError(f"{where} {', '.join(repr(key) for key in given)} only apply to kind csv or parquet")
+            raise QuestionMapError(f"{where} {', '.join(repr(key) for key in given)} "
+                                   f"{'is' if len(given) == 1 else 'are'} only for kind csv or parquet")
     labels_node = node.get("labels")
     if not isinstance(labels_node, dict) or not labels_node:
         raise QuestionMapError(f"{where} 'labels' must be a non-empty mapping of label -> answers")
