@@ -267,3 +267,14 @@ def test_a_source_folder_can_be_moved_with_path(tmp_path: Path) -> None:
     manifest = publish_questions(mapping, str(tmp_path / "reg"), "v1", datasets_dir=datasets, workers=1, echo=None)
     assert manifest.splits["train"].source_rows["davidson2017"] + manifest.splits["validation"].source_rows[
         "davidson2017"] + manifest.splits["test"].source_rows["davidson2017"] == 3
+
+
+def test_a_map_of_one_source_records_its_files_under_its_folder(tmp_path: Path) -> None:
+    datasets = write_hand_sources(tmp_path / "datasets")
+    mapping = tmp_path / "only-davidson.yaml"
+    mapping.write_text("questions: [abusive, hate]\nsources:\n  davidson2017:\n    labels:\n"
+                       "      hate_speech: {abusive: 1, hate: 1}\n      offensive_language: {abusive: 1, hate: 0}\n"
+                       "      neither: {abusive: 0, hate: 0}\n")
+    manifest = publish_questions(mapping, str(tmp_path / "reg"), "v1", datasets_dir=datasets, workers=1, echo=None)
+    assert [source.path for source in manifest.sources] == ["davidson2017/labeled_data.csv"]
+    assert manifest.source_names == ["davidson2017"] and manifest.label_map["implies"] == {}

@@ -266,13 +266,15 @@ def _source_params(question_map: QuestionMap, part: Part, seed: int) -> dict[str
             "label_names": list(part.source.label_names), "split": split_record(seed, part.source.split_key)}
 
 
-def _source_files(parts: list[Part]) -> list[SourceFile]:
-    """Every raw file with its sha256, relative to the raw folders' common root."""
-    if len(parts) == 1:
+def _source_files(parts: list[Part], multilabel: bool = False) -> list[SourceFile]:
+    """Every raw file with its sha256, relative to the raw folders' common root (a multi-label
+    version's: to the common root of their parent folders, so each path starts with its folder)."""
+    if len(parts) == 1 and not multilabel:
         root, files = parts[0].source.raw_dir, parts[0].source.source_files
     else:
         files = [Path(path).resolve() for part in parts for path in part.source.source_files]
-        root = Path(os.path.commonpath([part.source.raw_dir.resolve() for part in parts]))
+        folders = [part.source.raw_dir.resolve() for part in parts]
+        root = Path(os.path.commonpath([folder.parent for folder in folders] if multilabel else folders))
     return [SourceFile(Path(path).relative_to(root).as_posix(), sha256_file(path)) for path in files]
 
 
@@ -406,7 +408,7 @@ def _build_version(staging: Path, dataset: str, version: str, parts: list[Part],
                   for index, split in enumerate(SPLITS)}
         extra = {"task": MULTILABEL, "source_names": question_map.source_names, "label_map": question_map.record()}
     manifest = Manifest(dataset=dataset, version=version, label_names=list(label_names), splits=splits,
-                        tokenizer=info, max_length=layout.max_length, sources=_source_files(parts),
+                        tokenizer=info, max_length=layout.max_length, sources=_source_files(parts, multilabel),
                         publish_params=params, files=hash_files(staging), shards=shards, **extra)
     manifest.write(staging)
     return manifest
