@@ -91,6 +91,18 @@ class Part:
     plan: PartPlan
 
 
+@dataclass(frozen=True)
+class Layout:
+    """How a version's rows are sampled, tokenized and cut into shards (the options every publish has)."""
+
+    tokenizer: str
+    vocab_size: int
+    max_length: int
+    seed: int
+    max_rows_per_split: int | None
+    rows_per_shard: int
+
+
 def publish(source: str, raw_dir: str | Path, registry: str, version: str, dataset: str | None = None,
             tokenizer: str = "pretrained", vocab_size: int = DEFAULT_VOCAB_SIZE,
             max_length: int = DEFAULT_MAX_LENGTH, seed: int = DEFAULT_SEED, max_rows_per_split: int | None = None,
@@ -164,18 +176,6 @@ def publish_questions(questions: str | Path, registry: str, version: str, datase
     return _publish_parts(target, dataset, version, parts, params, Layout(tokenizer, vocab_size, max_length, seed,
                           max_rows_per_split, rows_per_shard), open_engine(engine, workers=workers, scheduler=scheduler),
                           echo, question_map)
-
-
-@dataclass(frozen=True)
-class Layout:
-    """How a version's rows are sampled, tokenized and cut into shards (the options every publish has)."""
-
-    tokenizer: str
-    vocab_size: int
-    max_length: int
-    seed: int
-    max_rows_per_split: int | None
-    rows_per_shard: int
 
 
 def _publish_parts(target: Registry, dataset: str, version: str, parts: list[Part], params: dict[str, Any],
