@@ -14,18 +14,19 @@ EMPTY_LINES = {"train": [3, 10], "val": [2], "test": []}
 TWEETEVAL_SIZES = {"train": 40, "val": 12, "test": 10}
 
 
-def tweeteval_text(split: str, position: int, label: int) -> str:
+def tweeteval_text(split: str, position: int, label: int, names: list[str] = TWEETEVAL_NAMES) -> str:
     """A tweet that names its own label, so a shifted label is visible in the output."""
     words = " ".join(["word"] * (position % 7 * 4))  # varied lengths for length grouping
-    return f"@user {split} tweet {position} is {TWEETEVAL_NAMES[label]} &amp; {words} "
+    return f"@user {split} tweet {position} is {names[label]} &amp; {words} "
 
 
-def write_tweeteval(folder: Path) -> Path:
+def write_tweeteval(folder: Path, names: list[str] = TWEETEVAL_NAMES) -> Path:
+    """TweetEval's layout with labels `names` (default: offensive's; ["not-hate", "hate"] for hate's)."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "mapping.txt").write_text("0\tnot-offensive\n1\toffensive\n")
+    (folder / "mapping.txt").write_text("".join(f"{index}\t{name}\n" for index, name in enumerate(names)))
     for split, size in TWEETEVAL_SIZES.items():
         labels = [(position * 5 + len(split)) % 3 % 2 for position in range(size)]
-        texts = ["" if position in EMPTY_LINES[split] else tweeteval_text(split, position, label)
+        texts = ["" if position in EMPTY_LINES[split] else tweeteval_text(split, position, label, names)
                  for position, label in enumerate(labels)]
         (folder / f"{split}_text.txt").write_text("".join(f"{text}\n" for text in texts), encoding="utf-8")
         (folder / f"{split}_labels.txt").write_text("".join(f"{label}\n" for label in labels))

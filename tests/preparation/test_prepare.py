@@ -12,6 +12,7 @@ from cybulde.preparation.prepare import (
     SplitWriter,
     hash_splits,
     histogram_percentiles,
+    multilabel_summary,
     prepare_batch,
     row_schema,
 )
@@ -148,3 +149,34 @@ def test_prepare_batch_for_extra_training_rows(tokenizer_json: str) -> None:
     assert list(prepared.tables) == [0]  # only the train split of another source joins
     assert prepared.tables[0].to_pydict()["id"] == ["other:1", "other:3"]
     assert prepared.tables[0].to_pydict()["label"] == [1, 0]
+
+
+def test_prepare_batch_for_a_multilabel_source(tokenizer_json: str) -> None:
+    batch = RawBatch(["1", "2", "3", "4"], ["a", "b", " ", "d"], np.array([0, 1, 2, 1]),
+                     np.array([0, 0, 0, 2], np.int8))
+    answers = ((0, 0), (1, -1), (1, 1))  # source label -> [abusive, hate]
+    plan = PartPlan(seed=1, id_prefix="src/", answers=answers, source_name="src")
+    prepared = prepare_batch(batch, plan, tokenizer_json, max_length=8, num_labels=3)
+    assert prepared.tables[0].schema.equals(row_schema(multilabel=True))
+    train = prepared.tables[0].to_pydict()
+    assert train["id"] == ["src/1", "src/2"] and train["source"] == ["src", "src"]
+    assert train["labels"] == [[0, 0], [1, -1]]
+    assert prepared.tables[2].to_pydict()["labels"] == [[1, -1]]
+    # the statistics count the source's own labels; the empty row is dropped
+    assert prepared.stats[0].label_counts.tolist() == [1, 1, 0] and prepared.stats[0].dropped_empty_rows == 1
+
+
+def test_multilabel_summary_counts_answers_per_source_and_question() -> None:
+    first, second = SplitStats(2), SplitStats(3)
+    first.add(np.array([0, 1, 1]), np.array([3, 4, 5]), max_length=4, dropped=1)
+    second.add(np.array([0, 2, 2, 2]), np.array([3, 3, 3, 9]), max_length=4, dropped=0)
+    answers = {"first": np.array([[0, 0], [1, -1]], np.int8), "second": np.array([[-1, 0], [0, 0], [1, 1]], np.int8)}
+    summary = multilabel_summary({"first": first, "second": second}, answers, ["abusive", "hate"])
+    assert summary.rows == 7 and summary.source_rows == {"first": 3, "second": 4}
+    assert summary.answers == {
+        "first": {"abusive": {"yes": 2, "no": 1, "missing": 0}, "hate": {"yes": 0, "no": 1, "missing": 2}},
+        "second": {"abusive": {"yes": 3, "no": 0, "missing": 1}, "hate": {"yes": 3, "no": 1, "missing": 0}}}
+    assert summary.label_counts == {"abusive": 5, "hate": 3}
+    assert summary.truncated_rows == 2 and summary.dropped_empty_rows == 1
+    assert summary.token_length_percentiles["max"] == 9.0
+    assert summary.token_length_percentiles["p50"] == float(np.percentile([3, 4, 5, 3, 3, 3, 9], 50))

@@ -87,6 +87,37 @@ def test_a_format1_version_fetches(tmp_path: Path, make_fetch_config) -> None:
     assert snapshot(destination) == snapshot(registry / "davidson2017" / "v1")
 
 
+def test_a_multilabel_version_fetches_and_verifies(tmp_path: Path, make_fetch_config) -> None:
+    from cybulde.preparation.publish import publish_questions
+    from cybulde.registry.splits import read_split_columns
+    from tests.helpers.raw_data import write_davidson, write_tweeteval
+
+    datasets = tmp_path / "datasets"
+    write_tweeteval(datasets / "tweeteval_offensive")
+    write_davidson(datasets / "davidson2017")
+    write_tweeteval(datasets / "tweeteval_hate", ["not-hate", "hate"])
+    questions = Path(__file__).resolve().parents[2] / "configs" / "questions" / "harm.yaml"
+    published = publish_questions(questions, str(tmp_path / "registry"), "v1", datasets_dir=datasets,
+                                  max_rows_per_split=6, max_length=16, workers=1, echo=None)
+    destination = tmp_path / "fetched"
+    cfg = make_fetch_config(tmp_path / "registry", destination, dataset="harm")
+    cfg.data.manifest_sha256 = published.sha256
+    fetch(cfg)
+    version = tmp_path / "registry" / "harm" / "v1"
+    assert snapshot(destination) == {**snapshot(files_dir(version)),
+                                     "manifest.json": (version / "manifest.json").read_bytes()}
+    fetched = Manifest.load(destination)
+    assert fetched.is_multilabel and fetched.source_names == published.source_names
+    assert fetched.splits == published.splits and fetched.label_map == published.label_map
+    rows = read_split_columns(destination, "test", ("source", "labels"))
+    assert len(rows["labels"]) == 18 and all(len(labels) == 2 for labels in rows["labels"])
+    with open(files_dir(version) / "test-00000-of-00001.parquet", "r+b") as stream:  # verified like any other
+        stream.seek(100)
+        stream.write(b"\x00\x01")
+    with pytest.raises(ChecksumMismatchError, match="test-00000-of-00001.parquet"):
+        fetch(cfg)
+
+
 def test_unknown_names_and_unreachable_registry(published_registry: Path, tmp_path: Path,
                                                 make_fetch_config) -> None:
     destination = tmp_path / "fetched"

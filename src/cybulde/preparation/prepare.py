@@ -16,6 +16,11 @@ label's split sizes vary binomially: about ±3·sqrt(0.09·n) rows for n rows of
 source's row id where it has one (Davidson), else the raw text (so exact duplicates share a split).
 
 Summaries (label counts, token-length percentiles) come from exact integer histograms.
+
+A part of a multi-label version (`PartPlan.answers`, see `cybulde.preparation.questions`) writes
+rows `id, text, source, labels, input_ids`: `labels` holds the answers of the row's source label
+to each question (1, 0, -1 missing). Its statistics count the source's own labels, from which
+`multilabel_summary` derives the answers per source and question.
 """
 
 from __future__ import annotations
@@ -70,6 +75,9 @@ class PartPlan:
     keep_splits: tuple[int, ...] = (0, 1, 2)  # extra training data: (0,) (its train split only)
     label_map: tuple[int, ...] | None = None  # source label index -> dataset label index
     id_prefix: str = ""
+    # multi-label versions: source label index -> its answer to each question (1, 0, -1 missing)
+    answers: tuple[tuple[int, ...], ...] | None = None
+    source_name: str = ""  # the `source` column of a multi-label row
 
 
 def assign(batch: RawBatch, plan: PartPlan) -> tuple[list[str], np.ndarray]:
@@ -157,10 +165,14 @@ class PreparedBatch:
     stats: dict[int, SplitStats]
 
 
-def row_schema() -> Any:
+def row_schema(multilabel: bool = False) -> Any:
+    """The Parquet schema of a version's rows (single-label, or multi-label: see the module docstring)."""
     # `cybulde --help` imports this module: pyarrow only when data is read or written
     import pyarrow as pa
 
+    if multilabel:
+        return pa.schema([("id", pa.string()), ("text", pa.string()), ("source", pa.string()),
+                          ("labels", pa.list_(pa.int8())), ("input_ids", pa.list_(pa.int32()))])
     return pa.schema([("id", pa.string()), ("text", pa.string()), ("label", pa.int64()),
                       ("input_ids", pa.list_(pa.int32()))])
 
@@ -181,15 +193,52 @@ def prepare_batch(batch: RawBatch, plan: PartPlan, tokenizer_json: str, max_leng
         truncated, full_lengths = encode(tokenizer, [cleaned[i] for i in rows.tolist()], max_length)
         lengths = np.asarray(full_lengths, dtype=np.int64)
         picked = rows.tolist()
-        tables[split] = pa.RecordBatch.from_arrays([
-            pa.array([plan.id_prefix + batch.ids[i] for i in picked], pa.string()),
-            pa.array([batch.texts[i] for i in picked], pa.string()),
-            pa.array(labels[rows], pa.int64()),
-            pa.array(truncated, pa.list_(pa.int32())),
-        ], schema=row_schema())
+        ids = pa.array([plan.id_prefix + batch.ids[i] for i in picked], pa.string())
+        texts = pa.array([batch.texts[i] for i in picked], pa.string())
+        input_ids = pa.array(truncated, pa.list_(pa.int32()))
+        if plan.answers is None:
+            tables[split] = pa.RecordBatch.from_arrays([ids, texts, pa.array(labels[rows], pa.int64()), input_ids],
+                                                       schema=row_schema())
+        else:
+            tables[split] = pa.RecordBatch.from_arrays(
+                [ids, texts, pa.array([plan.source_name] * len(picked), pa.string()),
+                 answer_lists(np.asarray(plan.answers, np.int8)[labels[rows]]), input_ids],
+                schema=row_schema(multilabel=True))
         stats[split] = SplitStats(num_labels)
         stats[split].add(labels[rows], lengths, max_length, dropped=int((in_split & ~nonempty).sum()))
     return PreparedBatch(tables, stats)
+
+
+def answer_lists(answers: np.ndarray) -> Any:
+    """A `list<int8>` Arrow array of the rows of the int8 matrix `answers` [rows, questions]."""
+    import pyarrow as pa
+
+    rows, questions = answers.shape
+    offsets = pa.array(np.arange(0, rows * questions + 1, questions, dtype=np.int32), pa.int32())
+    return pa.ListArray.from_arrays(offsets, pa.array(answers.reshape(-1), pa.int8()))
+
+
+def multilabel_summary(stats: dict[str, SplitStats], answers: dict[str, np.ndarray],
+                       questions: list[str]) -> SplitSummary:
+    """One split of a multi-label version from each source's `stats` (counts of the source's own
+    labels) and `answers` (int8 [source labels, questions], -1 missing): rows per source, yes/no/missing
+    per source and question, and `label_counts` = the yes count of each question."""
+    merged = SplitStats(0)
+    for part in stats.values():
+        merged.merge_lengths(part.length_counts)
+        merged.truncated_rows += part.truncated_rows
+        merged.dropped_empty_rows += part.dropped_empty_rows
+    per_source = {}
+    for source, part in stats.items():
+        per_source[source] = {question: {name: int(part.label_counts[answers[source][:, column] == value].sum())
+                                         for name, value in (("yes", 1), ("no", 0), ("missing", -1))}
+                              for column, question in enumerate(questions)}
+    return SplitSummary(
+        rows=sum(part.rows for part in stats.values()),
+        label_counts={question: sum(per_source[source][question]["yes"] for source in stats) for question in questions},
+        token_length_percentiles=histogram_percentiles(merged.length_counts),
+        truncated_rows=merged.truncated_rows, dropped_empty_rows=merged.dropped_empty_rows,
+        source_rows={source: part.rows for source, part in stats.items()}, answers=per_source)
 
 
 def _tokenizer(tokenizer_json: str) -> Any:
@@ -209,8 +258,9 @@ class SplitWriter:
     written under temporary names and renamed `<split>-NNNNN-of-MMMMM.parquet` by `close`.
     """
 
-    def __init__(self, folder: Path, split: str, rows_per_shard: int) -> None:
+    def __init__(self, folder: Path, split: str, rows_per_shard: int, schema: Any = None) -> None:
         self.folder, self.split, self.rows_per_shard = folder, split, rows_per_shard
+        self.schema = schema if schema is not None else row_schema()
         self._pending: list[Any] = []
         self._pending_rows = 0
         self._writer: Any = None
@@ -244,7 +294,7 @@ class SplitWriter:
     def _write_group(self, rows: int) -> None:
         import pyarrow as pa
 
-        table = pa.Table.from_batches(self._pending, schema=row_schema())
+        table = pa.Table.from_batches(self._pending, schema=self.schema)
         group, rest = table.slice(0, rows).combine_chunks(), table.slice(rows)
         self._pending = rest.combine_chunks().to_batches() if rest.num_rows else []
         self._pending_rows = rest.num_rows
@@ -259,7 +309,7 @@ class SplitWriter:
         import pyarrow.parquet as pq
 
         path = self.folder / f".{self.split}-{len(self._written):05d}.partial"
-        self._writer = pq.ParquetWriter(path, row_schema(), compression="snappy")
+        self._writer = pq.ParquetWriter(path, self.schema, compression="snappy")
         self._written.append((path, 0))
 
     def _close_shard(self) -> None:

@@ -10,6 +10,14 @@ before that one, only when asked for: the rows of `--max-rows-per-split` (a stra
 per split and label, the rows with the smallest seeded hash of their id, in label proportion), and
 training a `--tokenizer wordpiece|bpe` on the train split. The version is staged in a local
 temporary folder, then uploaded (`Registry.write_version`); versions are immutable.
+
+A multi-label version (`cybulde publish --questions configs/questions/harm.yaml --dataset harm
+--version v1`, `publish_questions`) is built the same way from every source of a mapping file of
+questions (`cybulde.preparation.questions`), one after the other in the file's order. Each source
+keeps its own split, drawn exactly as in its own single-source version with the same seed (official
+splits, or the seeded hash of the same key), so its test rows are the same rows; each row keeps its
+source (`source`, id `<source>/<row id>`) and holds its label's answers to the questions (`labels`).
+`--max-rows-per-split` samples each source's splits on its own (the rows its own version would keep).
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import argparse
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -36,13 +44,17 @@ from cybulde.preparation.prepare import (
     SplitWriter,
     assign,
     hash_unit,
+    multilabel_summary,
     prepare_batch,
+    row_schema,
     split_record,
 )
+from cybulde.preparation.questions import QuestionMap, load_question_map
 from cybulde.preparation.sources import SOURCES, ExtraTraining, RawBatch, Source, load_source
 from cybulde.registry.errors import PublishOptionError
 from cybulde.registry.fetch import PIN_KEY
 from cybulde.registry.manifest import (
+    MULTILABEL,
     SPLITS,
     TOKENIZER_DIR,
     Manifest,
@@ -79,6 +91,18 @@ class Part:
     plan: PartPlan
 
 
+@dataclass(frozen=True)
+class Layout:
+    """How a version's rows are sampled, tokenized and cut into shards (the options every publish has)."""
+
+    tokenizer: str
+    vocab_size: int
+    max_length: int
+    seed: int
+    max_rows_per_split: int | None
+    rows_per_shard: int
+
+
 def publish(source: str, raw_dir: str | Path, registry: str, version: str, dataset: str | None = None,
             tokenizer: str = "pretrained", vocab_size: int = DEFAULT_VOCAB_SIZE,
             max_length: int = DEFAULT_MAX_LENGTH, seed: int = DEFAULT_SEED, max_rows_per_split: int | None = None,
@@ -96,7 +120,9 @@ def publish(source: str, raw_dir: str | Path, registry: str, version: str, datas
 
     dataset = check_name("dataset", dataset or source)
     check_name("version", version)
-    _check_options(source, tokenizer, vocab_size, max_length, max_rows_per_split, rows_per_shard)
+    if source not in SOURCES:
+        raise PublishOptionError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")
+    _check_options(tokenizer, vocab_size, max_length, max_rows_per_split, rows_per_shard)
     target = Registry(resolve_location(registry))
     target.refuse_existing(dataset, version)  # fail before the expensive work
 
@@ -111,11 +137,54 @@ def publish(source: str, raw_dir: str | Path, registry: str, version: str, datas
     }
     if extra_training:  # absent otherwise
         params["extra_training"] = [extra.describe() for extra in extra_training]
-    runner = open_engine(engine, workers=workers, scheduler=scheduler)
+    return _publish_parts(target, dataset, version, parts, params, Layout(tokenizer, vocab_size, max_length, seed,
+                          max_rows_per_split, rows_per_shard), open_engine(engine, workers=workers, scheduler=scheduler),
+                          echo)
+
+
+def publish_questions(questions: str | Path, registry: str, version: str, dataset: str | None = None,
+                      datasets_dir: str | Path | None = None, tokenizer: str = "pretrained",
+                      vocab_size: int = DEFAULT_VOCAB_SIZE, max_length: int = DEFAULT_MAX_LENGTH,
+                      seed: int = DEFAULT_SEED, max_rows_per_split: int | None = None, engine: str = "local",
+                      workers: int | None = None, scheduler: str | None = None,
+                      rows_per_shard: int = DEFAULT_ROWS_PER_SHARD,
+                      echo: Callable[[str], Any] | None = print) -> Manifest:
+    """Build multi-label version `version` of `dataset` (default: the mapping file's stem) from every
+    source of the mapping file `questions` (raw data under `datasets_dir`) and upload it to `registry`.
+
+    The mapping file is checked first, then each source is opened and its labels checked against the
+    map: nothing is read or written before the whole map is known to be sound.
+    """
+    from cybulde.config.paths import resolve_location
+
+    question_map = load_question_map(questions)
+    dataset = check_name("dataset", dataset or Path(questions).stem)
+    check_name("version", version)
+    _check_options(tokenizer, vocab_size, max_length, max_rows_per_split, rows_per_shard)
+    target = Registry(resolve_location(registry))
+    target.refuse_existing(dataset, version)
+
+    parts = plan_question_parts(question_map, Path(datasets_dir) if datasets_dir else default_datasets_dir(), seed)
+    params = {
+        "questions": question_map.file, "tokenizer": tokenizer,
+        "vocab_size": vocab_size if tokenizer != "pretrained" else None, "max_length": max_length, "seed": seed,
+        "max_rows_per_split": max_rows_per_split,
+        "sources": {part.plan.source_name: _source_params(question_map, part, seed) for part in parts},
+        "cleaning": CLEANING_ID, "library_versions": _library_versions(),
+        "layout": {"rows_per_shard": rows_per_shard, "row_group_rows": ROW_GROUP_ROWS},
+    }
+    return _publish_parts(target, dataset, version, parts, params, Layout(tokenizer, vocab_size, max_length, seed,
+                          max_rows_per_split, rows_per_shard), open_engine(engine, workers=workers, scheduler=scheduler),
+                          echo, question_map)
+
+
+def _publish_parts(target: Registry, dataset: str, version: str, parts: list[Part], params: dict[str, Any],
+                   layout: Layout, runner: Engine, echo: Callable[[str], Any] | None,
+                   question_map: QuestionMap | None = None) -> Manifest:
+    """Stage the version built from `parts` in a temporary folder, then upload it."""
     try:
         with tempfile.TemporaryDirectory(prefix="cybulde-publish-") as staging:
-            manifest = _build_version(Path(staging), dataset, version, parts, tokenizer, vocab_size, max_length,
-                                      seed, max_rows_per_split, rows_per_shard, params, runner)
+            manifest = _build_version(Path(staging), dataset, version, parts, layout, params, runner, question_map)
             location = target.write_version(dataset, version, staging)
     finally:
         runner.close()
@@ -135,10 +204,20 @@ def ensure_published(source: str, raw_dir: str | Path, registry: str, version: s
     return publish(source, raw_dir, registry, version, dataset=dataset, **options)
 
 
-def _check_options(source: str, tokenizer: str, vocab_size: int, max_length: int,
-                   max_rows_per_split: int | None, rows_per_shard: int) -> None:
-    if source not in SOURCES:
-        raise PublishOptionError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")
+def ensure_questions_published(questions: str | Path, registry: str, version: str, dataset: str | None = None,
+                               **options: Any) -> Manifest:
+    """`ensure_published` of a multi-label version (`publish_questions`)."""
+    from cybulde.config.paths import resolve_location
+
+    target = Registry(resolve_location(registry))
+    name = dataset or Path(questions).stem
+    if target.exists(name, version):
+        return target.manifest(name, version)
+    return publish_questions(questions, registry, version, dataset=dataset, **options)
+
+
+def _check_options(tokenizer: str, vocab_size: int, max_length: int, max_rows_per_split: int | None,
+                   rows_per_shard: int) -> None:
     if tokenizer not in TOKENIZER_KINDS:
         raise PublishOptionError(f"unknown tokenizer {tokenizer!r}; expected one of {', '.join(TOKENIZER_KINDS)}")
     if vocab_size < 100:
@@ -167,13 +246,35 @@ def plan_parts(source: str, raw_dir: str | Path, seed: int, text_column: str | N
     return parts
 
 
-def _source_files(parts: list[Part]) -> list[SourceFile]:
-    """Every raw file with its sha256, relative to the raw folders' common root."""
-    if len(parts) == 1:
+def plan_question_parts(question_map: QuestionMap, datasets_dir: Path, seed: int) -> list[Part]:
+    """The opened sources of a multi-label version, in the map's order, each label's answers checked
+    against the labels the source has. A source's rows keep the split its own version gives them."""
+    parts = []
+    for name, spec in question_map.sources.items():
+        source = load_source(spec.kind, spec.raw_dir(datasets_dir), text_column=spec.text_column,
+                             label_column=spec.label_column)
+        answers = question_map.answer_matrix(name, source.label_names)
+        plan = PartPlan(seed, id_prefix=f"{name}/", answers=tuple(map(tuple, answers.tolist())), source_name=name)
+        parts.append(Part(source, plan))
+    return parts
+
+
+def _source_params(question_map: QuestionMap, part: Part, seed: int) -> dict[str, Any]:
+    """How one source of a multi-label version was read and split, as publish_params records it."""
+    spec = question_map.sources[part.plan.source_name]
+    return {"kind": spec.kind, "text_column": spec.text_column, "label_column": spec.label_column,
+            "label_names": list(part.source.label_names), "split": split_record(seed, part.source.split_key)}
+
+
+def _source_files(parts: list[Part], multilabel: bool = False) -> list[SourceFile]:
+    """Every raw file with its sha256, relative to the raw folders' common root (a multi-label
+    version's: to the common root of their parent folders, so each path starts with its folder)."""
+    if len(parts) == 1 and not multilabel:
         root, files = parts[0].source.raw_dir, parts[0].source.source_files
     else:
         files = [Path(path).resolve() for part in parts for path in part.source.source_files]
-        root = Path(os.path.commonpath([part.source.raw_dir.resolve() for part in parts]))
+        folders = [part.source.raw_dir.resolve() for part in parts]
+        root = Path(os.path.commonpath([folder.parent for folder in folders] if multilabel else folders))
     return [SourceFile(Path(path).relative_to(root).as_posix(), sha256_file(path)) for path in files]
 
 
@@ -247,6 +348,13 @@ def sample_quotas(counts: np.ndarray, limit: int) -> np.ndarray:
     return take
 
 
+def select_sample_per_source(parts: list[Part], seed: int, limit: int) -> dict[int, np.ndarray]:
+    """`select_sample` of each part on its own: per source and split at most `limit` rows, the very rows
+    the source's own version sampled with `limit` (the hash of its own row ids, not the prefixed ones)."""
+    return {index: select_sample([Part(part.source, replace(part.plan, id_prefix=""))], seed, limit)[0]
+            for index, part in enumerate(parts)}
+
+
 def _train_texts(parts: list[Part], sample: dict[int, np.ndarray] | None) -> Callable[[], Iterator[str]]:
     """A fresh stream of the cleaned, non-empty texts of the train split at each call."""
     def stream() -> Iterator[str]:
@@ -258,31 +366,50 @@ def _train_texts(parts: list[Part], sample: dict[int, np.ndarray] | None) -> Cal
     return stream
 
 
-def _build_version(staging: Path, dataset: str, version: str, parts: list[Part], kind: str, vocab_size: int,
-                   max_length: int, seed: int, limit: int | None, rows_per_shard: int, params: dict[str, Any],
-                   runner: Engine) -> Manifest:
-    sample = select_sample(parts, seed, limit) if limit is not None else None
-    tokenizer, name = build_tokenizer(kind, _train_texts(parts, sample), vocab_size, max_length)
+def _build_version(staging: Path, dataset: str, version: str, parts: list[Part], layout: Layout,
+                   params: dict[str, Any], runner: Engine, question_map: QuestionMap | None = None) -> Manifest:
+    """Write the version's tokenizer, shards and manifest into `staging`. Single-label: the rows of
+    every part counted under the dataset's labels. Multi-label (`question_map`): each part counted
+    under its source's own labels, summarised as answers per source and question."""
+    multilabel = question_map is not None
+    limit = layout.max_rows_per_split
+    sample = None if limit is None else (select_sample_per_source(parts, layout.seed, limit) if multilabel
+                                         else select_sample(parts, layout.seed, limit))
+    tokenizer, name = build_tokenizer(layout.tokenizer, _train_texts(parts, sample), layout.vocab_size,
+                                      layout.max_length)
     save_tokenizer(tokenizer, staging / TOKENIZER_DIR)
     tokenizer_json = (staging / TOKENIZER_DIR / "tokenizer.json").read_text(encoding="utf-8")
-    label_names = parts[0].source.label_names
-    writers = {index: SplitWriter(staging, split, rows_per_shard) for index, split in enumerate(SPLITS)}
-    stats = {index: SplitStats(len(label_names)) for index in range(len(SPLITS))}
+    schema = row_schema(multilabel)
+    writers = {index: SplitWriter(staging, split, layout.rows_per_shard, schema) for index, split in enumerate(SPLITS)}
+    counted = range(len(parts)) if multilabel else [0]  # whose labels the statistics count
+    stats = {(part, split): SplitStats(len(parts[part].source.label_names)) for part in counted
+             for split in range(len(SPLITS))}
     for index, part in enumerate(parts):
+        num_labels = len(part.source.label_names if multilabel else parts[0].source.label_names)
         for prepared in runner.map_ordered(prepare_batch, _batches(part, index, sample), part.plan, tokenizer_json,
-                                           max_length, len(label_names)):
+                                           layout.max_length, num_labels):
             for split, table in prepared.tables.items():
                 writers[split].add(table)
-                stats[split].merge(prepared.stats[split])
+                stats[(index if multilabel else 0, split)].merge(prepared.stats[split])
     shards = {split: writers[index].close() for index, split in enumerate(SPLITS)}
     info = TokenizerInfo(
-        name=name, kind=kind, sha256=sha256_file(staging / TOKENIZER_DIR / "tokenizer.json"),
+        name=name, kind=layout.tokenizer, sha256=sha256_file(staging / TOKENIZER_DIR / "tokenizer.json"),
         vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, cls_token_id=tokenizer.cls_token_id,
         sep_token_id=tokenizer.sep_token_id)
-    manifest = Manifest(dataset=dataset, version=version, label_names=list(label_names),
-                        splits={split: stats[index].summary(label_names) for index, split in enumerate(SPLITS)},
-                        tokenizer=info, max_length=max_length, sources=_source_files(parts), publish_params=params,
-                        files=hash_files(staging), shards=shards)
+    if question_map is None:
+        label_names = parts[0].source.label_names
+        splits = {split: stats[(0, index)].summary(label_names) for index, split in enumerate(SPLITS)}
+        extra: dict[str, Any] = {}
+    else:
+        label_names = question_map.questions
+        answers = {part.plan.source_name: np.asarray(part.plan.answers, np.int8) for part in parts}
+        splits = {split: multilabel_summary({part.plan.source_name: stats[(position, index)]
+                                             for position, part in enumerate(parts)}, answers, label_names)
+                  for index, split in enumerate(SPLITS)}
+        extra = {"task": MULTILABEL, "source_names": question_map.source_names, "label_map": question_map.record()}
+    manifest = Manifest(dataset=dataset, version=version, label_names=list(label_names), splits=splits,
+                        tokenizer=info, max_length=layout.max_length, sources=_source_files(parts, multilabel),
+                        publish_params=params, files=hash_files(staging), shards=shards, **extra)
     manifest.write(staging)
     return manifest
 
@@ -297,25 +424,41 @@ def format_summary(manifest: Manifest, location: str) -> str:
              f"  manifest sha256 {manifest.sha256}",
              f"  tokenizer {manifest.tokenizer.name} ({manifest.tokenizer.kind}, vocab {manifest.tokenizer.vocab_size}),"
              f" max_length {manifest.max_length}",
-             f"  labels: {', '.join(f'{i}={name}' for i, name in enumerate(manifest.label_names))}"]
+             f"  {'questions' if manifest.is_multilabel else 'labels'}: "
+             f"{', '.join(f'{i}={name}' for i, name in enumerate(manifest.label_names))}"]
+    if manifest.source_names:
+        lines.append(f"  sources: {', '.join(manifest.source_names)}")
     for split, summary in manifest.splits.items():
         counts = ", ".join(f"{name} {count}" for name, count in summary.label_counts.items())
         lengths = ", ".join(f"{key} {value:g}" for key, value in summary.token_length_percentiles.items())
         lines.append(f"  {split:<10} {summary.rows:>6} rows in {len(manifest.split_shards(split))} shard(s) | "
                      f"{counts} | tokens {lengths} | truncated {summary.truncated_rows} | "
                      f"dropped empty {summary.dropped_empty_rows}")
+        if summary.source_rows:
+            lines.append(f"  {'':<10} by source: {', '.join(f'{s} {n}' for s, n in summary.source_rows.items())}")
     return "\n".join(lines)
 
 
 # ---- command line -----------------------------------------------------------------------------
 
 def add_publish_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--source", required=True, choices=SOURCES, help="kind of raw data")
+    parser.epilog = ("One of --source (a single-label version of one source) or --questions (a multi-label "
+                     "version of every source of a mapping file, e.g. cybulde publish --questions "
+                     "configs/questions/harm.yaml --dataset harm --version v1; see docs/data.md).")
+    parser.add_argument("--source", choices=SOURCES, help="kind of raw data")
+    parser.add_argument("--questions", metavar="FILE",
+                        help="a mapping file of questions (e.g. configs/questions/harm.yaml): publish one "
+                        "multi-label version from all of its sources, each keeping its own split, each row "
+                        "answering every question its source can answer. Not with --source, --raw-dir, "
+                        "--text-column, --label-column or --add-train")
+    parser.add_argument("--datasets-dir", help="folder of the raw datasets, one sub-folder per source; default: "
+                        f"${DATASETS_DIR_ENV} or <project>/../shared/datasets")
     parser.add_argument("--raw-dir", help="folder of the raw files (csv/parquet: also a single file); default: "
-                        f"${DATASETS_DIR_ENV} or <project>/../shared/datasets, plus /<source>")
+                        "the datasets folder (--datasets-dir) plus /<source>")
     parser.add_argument("--registry", default="registry",
                         help="registry: local folder (relative to the project root), file:// or gs:// URL")
-    parser.add_argument("--dataset", help="dataset name in the registry (default: the source name)")
+    parser.add_argument("--dataset", help="dataset name in the registry (default: the source name, or the "
+                        "mapping file's name without .yaml)")
     parser.add_argument("--version", required=True, help="new version name, e.g. v1 (must not exist yet)")
     parser.add_argument("--tokenizer", default="pretrained", choices=TOKENIZER_KINDS,
                         help="pretrained: the MiniLM backbone's; wordpiece/bpe: train one on the training split")
@@ -347,22 +490,42 @@ def add_publish_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
 
 
 def run_publish(args: argparse.Namespace) -> int:
-    """Run `publish` from parsed arguments (errors are reported by `cybulde.cli`)."""
-    if args.raw_dir:
-        raw_dir = Path(args.raw_dir)
-    elif args.source in ("csv", "parquet"):
-        raise UsageError(f"--raw-dir is required for --source {args.source}")
+    """Run `publish` (or `publish_questions`) from parsed arguments (errors are reported by `cybulde.cli`)."""
+    datasets_dir = Path(args.datasets_dir) if args.datasets_dir else None
+    options = dict(dataset=args.dataset, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
+                   max_length=args.max_length, seed=args.seed, max_rows_per_split=args.max_rows_per_split,
+                   engine=args.engine, workers=args.workers, scheduler=args.scheduler,
+                   rows_per_shard=args.rows_per_shard, echo=None if args.print_pin else print)
+    if args.questions:
+        _refuse_single_source_options(args)
+        quiet_storage_logs()
+        publish_or_reuse = ensure_questions_published if args.if_missing else publish_questions
+        manifest = publish_or_reuse(args.questions, args.registry, args.version, datasets_dir=datasets_dir, **options)
     else:
-        raw_dir = default_datasets_dir() / args.source
-    quiet_storage_logs()
-    publish_or_reuse = ensure_published if args.if_missing else publish
-    extra_training = [ExtraTraining.parse(text, default_datasets_dir()) for text in args.add_train]
-    manifest = publish_or_reuse(
-        args.source, raw_dir, args.registry, args.version, dataset=args.dataset, tokenizer=args.tokenizer,
-        vocab_size=args.vocab_size, max_length=args.max_length, seed=args.seed,
-        max_rows_per_split=args.max_rows_per_split, text_column=args.text_column, label_column=args.label_column,
-        extra_training=extra_training, engine=args.engine, workers=args.workers, scheduler=args.scheduler,
-        rows_per_shard=args.rows_per_shard, echo=None if args.print_pin else print)
+        if not args.source:
+            raise UsageError("one of --source or --questions is required")
+        datasets_dir = datasets_dir or default_datasets_dir()
+        if args.raw_dir:
+            raw_dir = Path(args.raw_dir)
+        elif args.source in ("csv", "parquet"):
+            raise UsageError(f"--raw-dir is required for --source {args.source}")
+        else:
+            raw_dir = datasets_dir / args.source
+        quiet_storage_logs()
+        publish_or_reuse = ensure_published if args.if_missing else publish
+        extra_training = [ExtraTraining.parse(text, datasets_dir) for text in args.add_train]
+        manifest = publish_or_reuse(args.source, raw_dir, args.registry, args.version, text_column=args.text_column,
+                                    label_column=args.label_column, extra_training=extra_training, **options)
     if args.print_pin:
         print(f"{PIN_KEY}={manifest.sha256}")
     return 0
+
+
+def _refuse_single_source_options(args: argparse.Namespace) -> None:
+    """--questions names its sources, their folders and columns itself."""
+    given = [option for option, value in (("--source", args.source), ("--raw-dir", args.raw_dir),
+                                          ("--text-column", args.text_column), ("--label-column", args.label_column),
+                                          ("--add-train", args.add_train)) if value]
+    if given:
+        raise UsageError(f"--questions cannot be combined with {', '.join(given)}: the mapping file names every "
+                         "source, where its raw data is and its columns")
