@@ -177,3 +177,25 @@ def test_a_single_label_model_on_a_multilabel_version_is_refused(tmp_path, multi
     make_model_dir(tmp_path / "model", single_data, head="softmax")
     with pytest.raises(EvaluationError, match="single-label model cannot be evaluated on a multi-label version"):
         evaluate_split(Config(), "validation", root=tmp_path, run=FakeRun())
+
+
+def test_the_stages_hand_validations_thresholds_to_the_served_model_and_the_behaviour_suite(project, monkeypatch):
+    import importlib
+
+    from cybulde.serving.scorer import question_thresholds
+
+    root, cfg = project
+    run, published, probed = FakeRun(), [], []
+    monkeypatch.chdir(root)
+    monkeypatch.setattr("cybulde.tracking.run.PipelineRun.for_model", lambda cfg, model_dir: run)
+    monkeypatch.setattr("cybulde.publishing.publish_served_model",
+                        lambda cfg, run, model_dir, metrics, **kw: published.append(question_thresholds(metrics)))
+    monkeypatch.setattr("cybulde.evaluation.behaviour.log_behaviour",
+                        lambda run, model_dir, threshold, thresholds=None: probed.append((threshold, thresholds)))
+
+    assert importlib.import_module("stages.validate").evaluate(cfg).endswith("-> metrics/validation.json")
+    assert importlib.import_module("stages.test").evaluate_publish_and_probe(cfg).endswith("-> metrics/test.json")
+    recorded = question_thresholds(read_json(root / "metrics" / "validation.json"))
+    assert sorted(recorded) == QUESTIONS
+    assert published == [recorded] and probed == [(None, recorded)]
+    assert run.status == "FINISHED"
