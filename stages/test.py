@@ -23,6 +23,7 @@ def evaluate_publish_and_probe(cfg: Config) -> str:
     from cybulde.evaluation.behaviour import log_behaviour
     from cybulde.evaluation.evaluate import evaluate_split, exported_model_dir, summary_line
     from cybulde.publishing import publish_served_model
+    from cybulde.serving.scorer import question_thresholds
     from cybulde.tracking.run import PipelineRun
 
     model_dir = exported_model_dir(Path.cwd())
@@ -30,7 +31,11 @@ def evaluate_publish_and_probe(cfg: Config) -> str:
     with run.stage(STAGE, final=True):
         metrics = evaluate_split(cfg, SPLIT, run=run)
         publish_served_model(cfg, run, model_dir, metrics, batch_size=cfg.evaluation.batch_size)
-        log_behaviour(run, model_dir, threshold=metrics["threshold"])
+        per_question = question_thresholds(metrics)  # a multi-label model's; none for a single-label one
+        if per_question:
+            log_behaviour(run, model_dir, threshold=None, thresholds=per_question)
+        else:
+            log_behaviour(run, model_dir, threshold=metrics["threshold"])
     return summary_line(metrics, SPLIT)
 
 

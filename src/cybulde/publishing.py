@@ -6,7 +6,8 @@ copy of the `cybulde` package travel with it, the exported model folder as the a
 `model_dir`. The logged model is tagged with what it serves: the sha256 of the weights
 (`MODEL_TAG`), of config.json and of tokenizer.json (`cybulde.serving.integrity`), the shipped
 code's sha256 and the serving config (which holds the three file digests too, for the served model
-to check its files against); a rerun that would log the same reuses the model logged the first time.
+to check its files against, and the decision threshold(s) the test split applied: `threshold`, or a
+multi-label model's `threshold/<question>`); a rerun that would log the same reuses the model logged the first time.
 
 When `mlflow.registered_model` names one, the logged model is registered there as a new version
 tagged with
@@ -47,7 +48,15 @@ from cybulde.models.export import read_model_config
 from cybulde.serving.integrity import DIGESTS_CONFIG_KEY, digest_tags, file_digests
 from cybulde.serving.pyfunc import MODEL_CODE, MODEL_DIR_ARTIFACT, MODEL_NAME, serving_config
 from cybulde.serving.readers import TEXT_COLUMN
-from cybulde.serving.scorer import LABEL_COLUMN, model_cleaning, probability_column
+from cybulde.serving.scorer import (
+    LABEL_COLUMN,
+    is_multilabel_config,
+    model_cleaning,
+    probability_column,
+    question_prediction_column,
+    question_probability_column,
+    question_thresholds,
+)
 from cybulde.tracking.client import (
     CODE_TAG,
     COMMIT_TAG,
@@ -99,7 +108,7 @@ def publish_served_model(cfg: Config, run: PipelineRun, model_dir: str | Path, t
     """Log the servable model into `run` and register it if `mlflow.registered_model` names a model."""
     config = serving_config(threshold=test_metrics.get("threshold"), batch_size=batch_size,
                             max_rows=cfg.serving.max_rows, max_chars=cfg.serving.max_chars,
-                            precision=cfg.serving.precision)
+                            precision=cfg.serving.precision, thresholds=question_thresholds(test_metrics))
     logged = log_pyfunc_model(run.run_id, model_dir, run.tracking_uri, config=config)
     name = cfg.mlflow.registered_model
     if not name:
@@ -147,7 +156,7 @@ def log_pyfunc_model(run_id: str, model_dir: str | Path, tracking_uri: str,
                 python_model=str(MODEL_CODE),
                 artifacts={MODEL_DIR_ARTIFACT: str(model_dir)},
                 code_paths=[code],
-                signature=model_signature(label_names),
+                signature=model_signature(label_names, multilabel=is_multilabel_config(exported)),
                 input_example=pd.DataFrame({TEXT_COLUMN: INPUT_EXAMPLE}),
                 pip_requirements=pip_requirements(),
                 model_config=config,
@@ -155,12 +164,19 @@ def log_pyfunc_model(run_id: str, model_dir: str | Path, tracking_uri: str,
     return LoggedServedModel(logged.model_id, run_id, reused=False)
 
 
-def model_signature(label_names: list[str]) -> ModelSignature:
+def model_signature(label_names: list[str], multilabel: bool = False) -> ModelSignature:
+    """`text` in; `label` and `prob_<label>` out, or for a multi-label model (`label_names` are then its
+    questions) `<question>_probability` and `<question>_prediction` per question."""
     # Named, so other columns are ignored rather than scored; of any type, so MLflow hands numbers and
     # nulls over as they are (a string type would cast them to text) and the model refuses them.
     inputs = Schema([ColSpec(AnyType(), TEXT_COLUMN)])
-    outputs = Schema([ColSpec(DataType.string, LABEL_COLUMN)]
-                     + [ColSpec(DataType.double, probability_column(name)) for name in label_names])
+    if multilabel:
+        outputs = Schema([spec for question in label_names for spec in (
+            ColSpec(DataType.double, question_probability_column(question)),
+            ColSpec(DataType.long, question_prediction_column(question)))])
+    else:
+        outputs = Schema([ColSpec(DataType.string, LABEL_COLUMN)]
+                         + [ColSpec(DataType.double, probability_column(name)) for name in label_names])
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 

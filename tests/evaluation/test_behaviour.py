@@ -209,3 +209,95 @@ def test_the_test_stage_logs_the_table_for_a_known_dataset_and_skips_others(tiny
     assert [row[1] for row in table["data"]][-1] == 177
     assert run.metrics["behaviour/total/accuracy"] == report["total"]["accuracy"]
     assert run.metrics["behaviour/negation/accuracy"] == report["functionalities"][0]["accuracy"]
+
+
+# ---- the question each case asks (multi-label models) ------------------------------------------------
+
+def test_each_packaged_case_asks_the_hand_assigned_question():
+    suite = load_suite()
+    # Counted from behaviour_cases.yaml: the cases naming or slurring an identity group ask `hate`.
+    expected = {  # functionality: (hate cases, abusive cases)
+        "negation": (8 + 8 + 8, 4 + 4),
+        "counter_speech": (8 + 8 + 8, 4 + 4 + 4),
+        "identity_neutral": (5 * 8, 0),
+        "profanity_not_abuse": (0, 4 + 4 + 4 + 4 + 4 + 4),
+        "threats": (8, 10),
+        "obfuscation": (8, 5 + 1 + 4 + 1),
+        "reclaimed_terms": (4, 4),
+    }
+    counts = Counter((case.functionality, case.question) for case in suite.cases)
+    assert {name: (counts[(name, "hate")], counts[(name, "abusive")]) for name in suite.functionalities} == expected
+    assert {case.question for case in suite.cases} == {"abusive", "hate"}
+    hateful = next(case for case in suite.cases if case.text == "Nobody wants queers like you around here.")
+    assert hateful.question == "hate" and hateful.abusive
+
+
+def test_a_question_is_set_per_functionality_or_per_case(tmp_path):
+    suite = load_suite(write(tmp_path, """
+functionalities:
+  f:
+    question: hate
+    cases:
+      - {text: "a", abusive: true}
+      - {text: "b", abusive: false, question: abusive}
+  g:
+    cases:
+      - {text: "c", abusive: true}
+"""))
+    assert [(case.text, case.question) for case in suite.cases] == [("a", "hate"), ("b", "abusive"), ("c", "abusive")]
+
+
+def test_a_multilabel_report_scores_each_case_on_its_question():
+    cases = [Case("a", "t1", True, "hate"), Case("a", "t2", False, "hate"), Case("a", "t3", True, "abusive"),
+             Case("b", "t4", False, "abusive"), Case("b", "t5", True, "hate")]
+    answers = {"abusive": [1, 1, 0, 1, 1], "hate": [1, 1, 1, 0, 0]}
+    report = behaviour.question_report(cases, answers)
+    # By hand: a: t1 hate=1 right, t2 hate=1 wrong, t3 abusive=0 wrong -> 1/3;
+    #          b: t4 abusive=1 wrong, t5 hate=0 wrong -> 0/2. Yes answers: a abusive 2 hate 3, b abusive 2 hate 0.
+    a, b = report["functionalities"]
+    assert a == {"functionality": "a", "cases": 3, "correct": 1, "accuracy": 0.333333, "abusive_cases": 2,
+                 "abusive_correct": 1, "not_abusive_cases": 1, "not_abusive_correct": 0,
+                 "yes_abusive": 2, "yes_hate": 3}
+    assert (b["correct"], b["yes_abusive"], b["yes_hate"]) == (0, 2, 0)
+    assert (report["total"]["correct"], report["total"]["yes_abusive"], report["total"]["yes_hate"]) == (1, 4, 3)
+    assert report["questions"] == ["abusive", "hate"] and "positive_labels" not in report
+    with pytest.raises(BehaviourError, match=r"ask \['hate'\], which the model does not answer"):
+        behaviour.question_report(cases, {"abusive": answers["abusive"]})
+
+
+@pytest.fixture(scope="module")
+def multilabel_model(tmp_path_factory):
+    from tests.helpers.tiny_data import make_multilabel_data_dir
+
+    base = tmp_path_factory.mktemp("behaviour_multilabel")
+    return make_model_dir(base / "model", make_multilabel_data_dir(base / "data"), head="multilabel")
+
+
+def test_a_multilabel_model_is_probed_on_both_questions(multilabel_model, capsys):
+    from cybulde.cli import main
+    from cybulde.serving.scorer import TextScorer
+
+    assert main(["evaluate-behaviour", "--model", str(multilabel_model), "--question-threshold", "hate=0.8385",
+                 "--output", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    suite = load_suite()
+    scored = TextScorer.from_dir(multilabel_model, thresholds={"hate": 0.8385}).score([c.text for c in suite.cases])
+    expected_correct = sum(int(scored[f"{case.question}_prediction"][index]) == int(case.abusive)
+                           for index, case in enumerate(suite.cases))
+    assert report["total"]["correct"] == expected_correct and report["total"]["cases"] == 177
+    assert report["total"]["yes_hate"] == int(scored["hate_prediction"].sum())
+    assert report["total"]["yes_abusive"] == int(scored["abusive_prediction"].sum())
+    assert report["thresholds"] == {"hate": 0.8385}
+
+    assert main(["evaluate-behaviour", "--model", str(multilabel_model)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].endswith("| Answered abusive | Answered hate |") and len(table) == 2 + 7 + 1
+
+
+def test_the_test_stage_logs_both_questions_answers_of_a_multilabel_model(multilabel_model):
+    run = RecordingRun()
+    report = behaviour.log_behaviour(run, multilabel_model, threshold=None, thresholds={"abusive": 0.2})
+    table = run.dicts[behaviour.TABLE_ARTIFACT]
+    assert table["columns"][-2:] == ["yes_abusive", "yes_hate"]
+    assert table["data"][-1][-2:] == [report["total"]["yes_abusive"], report["total"]["yes_hate"]]
+    assert run.metrics["behaviour/total/accuracy"] == report["total"]["accuracy"]

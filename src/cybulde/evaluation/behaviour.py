@@ -6,6 +6,12 @@ reclaimed terms. Each has a gold answer "abusive or not"; `positive_labels` ther
 dataset, which of a model's labels mean "abusive". A case is passed when the model's predicted label
 is one of those exactly when the case is abusive.
 
+Each case also names the question it asks (`question:`, per functionality or per case; default
+`abusive`): the cases about hate against a group ask `hate`, the others `abusive`. A multi-label
+model (one yes/no answer per question) is scored on that question: a case is passed when the
+model answers it yes exactly when the case is abusive. Its report also counts, per functionality,
+how often each of its questions was answered yes. A single-label model ignores the questions.
+
 Texts reach the model as in `cybulde predict`: cleaned like the published data, tokenized with the
 model's own tokenizer (`score_texts`, the one place that scores raw text here).
 
@@ -40,6 +46,8 @@ TABLE_ARTIFACT = "behaviour/table.json"
 OUTPUT_FORMATS = ("text", "json")
 TABLE_COLUMNS = ("functionality", "cases", "accuracy", "abusive_correct", "abusive_cases",
                  "not_abusive_correct", "not_abusive_cases")
+DEFAULT_QUESTION = "abusive"
+YES_PREFIX = "yes_"  # a multi-label report's table column: how many cases the model answered yes to a question
 
 
 class BehaviourError(CybuldeError, ValueError):
@@ -51,6 +59,7 @@ class Case:
     functionality: str
     text: str
     abusive: bool
+    question: str = DEFAULT_QUESTION  # what a multi-label model is asked (its gold answer is `abusive`)
 
 
 @dataclass(frozen=True)
@@ -76,10 +85,13 @@ def load_suite(path: str | Path = CASES_FILE) -> Suite:
     cases, descriptions = [], {}
     for name, body in document["functionalities"].items():
         descriptions[str(name)] = str(body.get("description", ""))
+        default_question = str(body.get("question", DEFAULT_QUESTION))
         for entry in body.get("cases") or []:
             if "text" not in entry or not isinstance(entry.get("abusive"), bool):
                 raise BehaviourError(f"{path}: a case of {name!r} needs 'text' and 'abusive: true|false', got {entry}")
-            cases.extend(Case(str(name), text, entry["abusive"]) for text in expand(entry["text"], fillers, path))
+            question = str(entry.get("question", default_question))
+            cases.extend(Case(str(name), text, entry["abusive"], question)
+                         for text in expand(entry["text"], fillers, path))
     positive = {str(dataset): [str(label) for label in labels]
                 for dataset, labels in (document.get("positive_labels") or {}).items()}
     return Suite(unique(cases, path), descriptions, positive)
@@ -130,6 +142,34 @@ def score_texts(model_dir: str | Path, texts: Sequence[str], threshold: float | 
     return [str(label) for label in predicted["label"]]
 
 
+def score_questions(model_dir: str | Path, texts: Sequence[str], thresholds: Mapping[str, float] | None = None,
+                    batch_size: int = 64) -> dict[str, list[int]]:
+    """A multi-label model's 0/1 answer to each of its questions for each raw text (the text path of
+    `cybulde predict`, each question decided by its threshold in `thresholds`, else 0.5)."""
+    from cybulde.serving.scorer import question_prediction_column
+
+    scorer = TextScorer.from_dir(model_dir, batch_size=batch_size, thresholds=thresholds)
+    scored = scorer.score(list(texts))
+    return {question: [int(value) for value in scored[question_prediction_column(question)]]
+            for question in scorer.label_names}
+
+
+def question_report(cases: Sequence[Case], answers: Mapping[str, Sequence[int]]) -> dict[str, Any]:
+    """`behaviour_report` of a multi-label model: each case scored on its own question's answer; each
+    row also counts the yes answers to every question (`yes_<question>`)."""
+    asked = sorted({case.question for case in cases} - set(answers))
+    if asked:
+        raise BehaviourError(f"the cases ask {asked}, which the model does not answer (its questions: {list(answers)})")
+    predicted = ["yes" if answers[case.question][index] else "no" for index, case in enumerate(cases)]
+    report = behaviour_report(cases, predicted, ["yes"])
+    rows = {row["functionality"]: row for row in [*report["functionalities"], report["total"]]}
+    for index, case in enumerate(cases):
+        for row in (rows[case.functionality], rows["total"]):
+            for question, values in answers.items():
+                row[f"{YES_PREFIX}{question}"] = row.get(f"{YES_PREFIX}{question}", 0) + int(values[index])
+    return {"questions": list(answers), **{key: value for key, value in report.items() if key != "positive_labels"}}
+
+
 def behaviour_report(cases: Sequence[Case], predicted: Sequence[str], positive: Sequence[str]) -> dict[str, Any]:
     """Per functionality (in order of first appearance) and in total: cases, correct, accuracy, split by gold."""
     if len(cases) != len(predicted):
@@ -153,13 +193,24 @@ def _row(name: str, results: list[tuple[Case, bool]]) -> dict[str, Any]:
 
 
 def evaluate_behaviour(model_dir: str | Path, threshold: float | None = None, positive: Sequence[str] = (),
-                       cases_file: str | Path = CASES_FILE, batch_size: int = 64) -> dict[str, Any]:
-    """The behaviour report of the exported model in `model_dir` (see the module docstring)."""
+                       cases_file: str | Path = CASES_FILE, batch_size: int = 64,
+                       thresholds: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """The behaviour report of the exported model in `model_dir` (see the module docstring); `thresholds`
+    are a multi-label model's per question."""
     from cybulde.models.export import read_model_config
+    from cybulde.serving.scorer import is_multilabel_config
 
     config = read_model_config(model_dir)
     suite = load_suite(cases_file)
     dataset = (config.get("metadata") or {}).get("dataset")
+    if is_multilabel_config(config):
+        if positive:
+            raise BehaviourError("--positive applies to a single-label model; a multi-label model is scored on "
+                                 "the question each case asks")
+        answers = score_questions(model_dir, [case.text for case in suite.cases], thresholds, batch_size)
+        return {"model": {"dir": str(model_dir), "dataset": dataset,
+                          "version": (config.get("metadata") or {}).get("version")},
+                "thresholds": dict(thresholds or {}), **question_report(suite.cases, answers)}
     positive_labels = positive_labels_for(suite, dataset, [str(name) for name in config["label_names"]], positive)
     predicted = score_texts(model_dir, [case.text for case in suite.cases], threshold, batch_size)
     report = behaviour_report(suite.cases, predicted, positive_labels)
@@ -169,30 +220,44 @@ def evaluate_behaviour(model_dir: str | Path, threshold: float | None = None, po
 
 def format_table(report: Mapping[str, Any]) -> str:
     """A Markdown table: functionality, cases, accuracy, and the abusive / not abusive cases passed."""
-    lines = ["| Functionality | Cases | Accuracy | Abusive cases passed | Not abusive cases passed |",
-             "|---|---|---|---|---|"]
+    questions = list(report.get("questions") or [])
+    lines = ["| Functionality | Cases | Accuracy | Abusive cases passed | Not abusive cases passed |"
+             + "".join(f" Answered {question} |" for question in questions),
+             "|---|---|---|---|---|" + "---|" * len(questions)]
     for row in [*report["functionalities"], report["total"]]:
         name = f"**{row['functionality']}**" if row["functionality"] == "total" else row["functionality"]
         lines.append(f"| {name} | {row['cases']} | {row['accuracy']:.3f} | {row['abusive_correct']}/{row['abusive_cases']} "
-                     f"| {row['not_abusive_correct']}/{row['not_abusive_cases']} |")
+                     f"| {row['not_abusive_correct']}/{row['not_abusive_cases']} |"
+                     + "".join(f" {row[YES_PREFIX + question]}/{row['cases']} |" for question in questions))
     return "\n".join(lines)
 
 
 # -- the test stage ----------------------------------------------------------------------------------
 def log_behaviour(run: PipelineRun, model_dir: str | Path, threshold: float | None,
-                  cases_file: str | Path = CASES_FILE) -> dict[str, Any] | None:
+                  cases_file: str | Path = CASES_FILE, thresholds: Mapping[str, float] | None = None) -> dict[str, Any] | None:
     """Run the suite on the model and log its table and accuracies into `run`; None (and a log line)
-    when the model's training dataset has no positive labels in the suite."""
+    when the model's training dataset has no positive labels in the suite (a single-label model) or
+    the model does not answer every question the cases ask (a multi-label one)."""
     from cybulde.models.export import read_model_config
+    from cybulde.serving.scorer import is_multilabel_config
 
-    dataset = (read_model_config(model_dir).get("metadata") or {}).get("dataset")
-    if str(dataset) not in load_suite(cases_file).positive_labels:
+    config = read_model_config(model_dir)
+    dataset = (config.get("metadata") or {}).get("dataset")
+    suite = load_suite(cases_file)
+    if is_multilabel_config(config):
+        unanswered = sorted({case.question for case in suite.cases} - {str(name) for name in config["label_names"]})
+        if unanswered:
+            log.info("behaviour suite skipped: the model does not answer %s, which cases in %s ask", unanswered,
+                     cases_file)
+            return None
+    elif str(dataset) not in suite.positive_labels:
         log.info("behaviour suite skipped: no positive labels for a model trained on %r in %s", dataset, cases_file)
         return None
-    report = evaluate_behaviour(model_dir, threshold=threshold, cases_file=cases_file)
+    report = evaluate_behaviour(model_dir, threshold=threshold, cases_file=cases_file, thresholds=thresholds)
     rows = [*report["functionalities"], report["total"]]
+    columns = [*TABLE_COLUMNS, *(f"{YES_PREFIX}{question}" for question in report.get("questions") or [])]
     # MLflow's table format (as MlflowClient.log_table writes it), replaced rather than appended on a rerun.
-    run.log_dict({"columns": list(TABLE_COLUMNS), "data": [[row[column] for column in TABLE_COLUMNS] for row in rows]},
+    run.log_dict({"columns": columns, "data": [[row[column] for column in columns] for row in rows]},
                  TABLE_ARTIFACT)
     run.log_metrics({f"behaviour/{row['functionality']}/accuracy": row["accuracy"] for row in rows})
     log.info("behaviour suite: %d of %d cases passed (%.3f)", report["total"]["correct"], report["total"]["cases"],
@@ -208,6 +273,8 @@ def add_behaviour_arguments(parser: argparse.ArgumentParser) -> argparse.Argumen
                              "the model's training dataset")
     parser.add_argument("--threshold", type=float, default=None,
                         help="decision threshold of a binary sigmoid head (default: argmax)")
+    parser.add_argument("--question-threshold", action="append", default=[], metavar="QUESTION=P",
+                        help="decision threshold of one question of a multi-label model (repeatable; default 0.5)")
     parser.add_argument("--cases", default=str(CASES_FILE), help="a cases file (default: the packaged suite)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--output", default="text", choices=OUTPUT_FORMATS,
@@ -219,6 +286,22 @@ def add_behaviour_arguments(parser: argparse.ArgumentParser) -> argparse.Argumen
 def run_behaviour(args: argparse.Namespace) -> int:
     """The `cybulde evaluate-behaviour` handler; a bad input raises a `BehaviourError` (or another CybuldeError)."""
     report = evaluate_behaviour(args.model, threshold=args.threshold, positive=args.positive,
-                                cases_file=args.cases, batch_size=args.batch_size)
+                                cases_file=args.cases, batch_size=args.batch_size,
+                                thresholds=parse_question_thresholds(getattr(args, "question_threshold", None) or []))
     emit(report, args.output, args.save, format_table)
     return 0
+
+
+def parse_question_thresholds(pairs: Sequence[str]) -> dict[str, float]:
+    """{question: threshold} of `QUESTION=P` strings."""
+    thresholds = {}
+    for pair in pairs:
+        question, separator, value = str(pair).partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = -1.0
+        if not separator or not question.strip() or not 0.0 < number < 1.0:
+            raise BehaviourError(f"--question-threshold must be QUESTION=P with P in (0, 1), got {pair!r}")
+        thresholds[question.strip()] = number
+    return thresholds

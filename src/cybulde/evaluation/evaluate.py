@@ -9,6 +9,15 @@ Outputs (paths relative to the project root, i.e. the stage's working directory)
   ROC and precision-recall curves) and per-class curves for more than two labels go to MLflow only;
 - `predictions/<split>.parquet`: id, text, label, predicted, prob_<label name> per example.
 
+A multi-label version (`task: multilabel`, a model with the multilabel head) is evaluated per source
+and question instead (`cybulde.evaluation.multilabel`): metrics/<split>.json holds `loss`,
+`macro_f1`, `roc_auc`, `ece/<question>`, `threshold/<question>` and `num_examples`;
+metrics/<split>_per_class.json the detail (`sources`, `questions`, `cross_source`); plots/<split>/
+`roc.json`, `pr.json` (one curve per question, each point with its `question`) and
+`reliability_<question>.json`; predictions/<split>.parquet `id`, `source` and per question
+`<q>_label`, `<q>_probability`, `<q>_prediction`. `validate` tunes the thresholds (per source and
+question, and one serving threshold per question); `test` applies the ones it recorded.
+
 A binary sigmoid head decides by threshold: `validate` tunes it (or takes the fixed
 `evaluation.threshold`) and records it in metrics/validation.json; `test` applies that recorded
 value unchanged. Both stages log the evaluation into the MLflow run that trained the model, inside
@@ -34,18 +43,21 @@ from cybulde.config.paths import MODEL_DIR, fetched_path
 from cybulde.errors import CybuldeError
 from cybulde.evaluation.inference import collect_outputs
 from cybulde.evaluation.metrics import compute_metrics, flatten_for_logging, round_floats
+from cybulde.evaluation.multilabel import flatten_nested
 from cybulde.evaluation.plots import write_plots
 from cybulde.evaluation.thresholds import parse_threshold, tune_threshold
 from cybulde.files import write_json
 from cybulde.loading.datamodule import TextDataModule
 from cybulde.models.export import inference_precision, load_model
+from cybulde.registry.manifest import Manifest
 from cybulde.registry.splits import read_split_columns
-from cybulde.serving.scorer import accelerator_of, pick_device, probability_column
+from cybulde.serving.scorer import accelerator_of, is_multilabel_config, pick_device, probability_column
 
 if TYPE_CHECKING:
     import torch
 
     from cybulde.config.schema import Config
+    from cybulde.models.export import LoadedModel
     from cybulde.models.heads import Head
     from cybulde.tracking.run import PipelineRun
 
@@ -72,6 +84,7 @@ class SplitEvaluation:
     predictions_path: Path
     per_class: dict[str, Any] = field(default_factory=dict)  # what metrics/<split>_per_class.json holds
     per_class_path: Path | None = None
+    multilabel: bool = False  # per-class detail nested by source and question
 
 
 def metrics_file(split: str) -> str:
@@ -118,6 +131,9 @@ def evaluate_to_files(cfg: Config, split: str, root: Path, scratch: Path) -> Spl
     model = loaded.model
     label_names = [str(name) for name in model.label_names]
     data_dir = fetched_path(cfg, root)
+    manifest = Manifest.load(data_dir)
+    if manifest.is_multilabel or is_multilabel_config(loaded.config):
+        return evaluate_multilabel(cfg, split, root, scratch, loaded, manifest, data_dir)
     rows = read_split_columns(data_dir, split)
     outputs = _run_model(cfg, model, data_dir, split, len(rows["id"]), label_names, loaded.config)
     if outputs.labels.tolist() != rows["label"]:
@@ -222,7 +238,10 @@ def write_predictions(path: Path, rows: dict[str, list[Any]], probabilities: tor
 
 def log_evaluation(run: PipelineRun, result: SplitEvaluation) -> None:
     """Metrics (`<split>/...`), the plots folder, predictions and the metrics JSON into the run."""
-    run.log_metrics(flatten_for_logging(with_per_class(result.metrics, result.per_class), result.split))
+    if result.multilabel:
+        run.log_metrics(flatten_nested(with_per_class(result.metrics, result.per_class), result.split))
+    else:
+        run.log_metrics(flatten_for_logging(with_per_class(result.metrics, result.per_class), result.split))
     for path in sorted(result.plot_paths.values()):
         run.log_artifact(path, f"{PLOTS_DIR}/{result.split}")
     run.log_artifact(result.predictions_path, PREDICTIONS_DIR)
@@ -233,5 +252,134 @@ def log_evaluation(run: PipelineRun, result: SplitEvaluation) -> None:
 
 def summary_line(metrics: dict[str, Any], split: str) -> str:
     """One line for the stage's log: the headline metrics and where they were written."""
+    if "accuracy" not in metrics:  # a multi-label model's
+        thresholds = " ".join(f"{key}={value}" for key, value in sorted(metrics.items())
+                              if key.startswith(("threshold/", "ece/")))
+        return (f"macro_f1={metrics['macro_f1']} roc_auc={metrics['roc_auc']} {thresholds} "
+                f"({metrics['num_examples']} examples) -> metrics/{split}.json")
     return (f"accuracy={metrics['accuracy']} macro_f1={metrics['macro_f1']} roc_auc={metrics['roc_auc']} "
             f"threshold={metrics['threshold']} ({metrics['num_examples']} examples) -> metrics/{split}.json")
+
+
+# -- multi-label versions -----------------------------------------------------------------------------
+def evaluate_multilabel(cfg: Config, split: str, root: Path, scratch: Path, loaded: LoadedModel,
+                        manifest: Manifest, data_dir: Path) -> SplitEvaluation:
+    """`evaluate_to_files` of a multi-label version (see the module docstring)."""
+    from cybulde.evaluation import multilabel
+
+    questions = [str(name) for name in loaded.model.label_names]
+    _check_multilabel_fit(loaded, manifest, questions, data_dir)
+    outputs = _run_multilabel_model(cfg, loaded, data_dir, split, questions)
+    sources = list(manifest.source_names or [])
+    if split == "validation":
+        fixed = parse_threshold(cfg.evaluation.threshold)
+        by_source = multilabel.source_thresholds(outputs, sources, fixed)
+        serving = multilabel.serving_thresholds(outputs, fixed)
+    else:
+        serving, by_source = _recorded_multilabel_thresholds(root, questions)
+    per_source = multilabel.per_source_metrics(outputs, sources, by_source, serving)
+    per_question = multilabel.per_question_metrics(outputs, serving)
+    detail = round_floats({"sources": per_source, "questions": per_question,
+                           "cross_source": multilabel.cross_source_matrix(outputs, sources, by_source)}, DIGITS)
+    report = round_floats(multilabel.headline(outputs, per_source, per_question, serving), DIGITS)
+    metrics_path = write_json(report, root / metrics_file(split))
+    per_class_path = write_json(detail, root / per_class_file(split))
+    plot_paths = _write_multilabel_plots(root / PLOTS_DIR / split, scratch / PLOTS_DIR / split, outputs, split)
+    predictions_path = multilabel.write_predictions(root / PREDICTIONS_DIR / f"{split}.parquet", outputs, serving)
+    return SplitEvaluation(split, report, metrics_path, plot_paths, predictions_path, detail, per_class_path,
+                           multilabel=True)
+
+
+def _check_multilabel_fit(loaded: LoadedModel, manifest: Manifest, questions: list[str], data_dir: Path) -> None:
+    if not (manifest.is_multilabel and is_multilabel_config(loaded.config)):
+        model_kind = "a multi-label model" if is_multilabel_config(loaded.config) else "a single-label model"
+        data_kind = "a multi-label version" if manifest.is_multilabel else "a single-label version"
+        raise EvaluationError(f"{model_kind} cannot be evaluated on {data_kind} ({data_dir}): evaluate a "
+                              f"model trained on this dataset")
+    if [str(name) for name in manifest.label_names] != questions:
+        raise EvaluationError(f"the model answers the questions {questions} but the data in {data_dir} asks "
+                              f"{list(manifest.label_names)}: evaluate a model trained on this dataset")
+    trained_with = (loaded.config.get("metadata") or {}).get("tokenizer_sha256")
+    tokenized_with = getattr(manifest.tokenizer, "sha256", None)
+    if trained_with and tokenized_with and trained_with != tokenized_with:
+        raise EvaluationError(f"the data in {data_dir} was tokenized with tokenizer sha256 {tokenized_with[:12]}... "
+                              f"but the model was trained with {trained_with[:12]}...: evaluate a model trained "
+                              f"on this dataset version")
+
+
+def _run_multilabel_model(cfg: Config, loaded: LoadedModel, data_dir: Path, split: str,
+                          questions: list[str]) -> Any:
+    """The model's probabilities over every row of `split`, from the stored token ids (in batches of
+    similar length, put back in row order), with the rows' ids, sources and answers."""
+    import numpy as np
+    import torch
+
+    from cybulde.evaluation.multilabel import MultiLabelSplit
+    from cybulde.serving.scorer import model_logits
+    from cybulde.text.batching import PadCollator
+
+    rows = read_split_columns(data_dir, split, columns=("id", "source", "labels", "input_ids"))
+    labels = torch.tensor(rows["labels"], dtype=torch.int64).reshape(len(rows["id"]), len(questions))
+    device = pick_device(prefer_gpu=getattr(cfg.launch.accelerator, "value", "") == "gpu")
+    precision = inference_precision(loaded.config, accelerator_of(device))
+    log.info("%s: inference in %s (%s)", split, precision.precision, precision.reason)
+    model = loaded.model
+    model.eval()
+    model.to(device)
+    collate = PadCollator(int(loaded.tokenizer.pad_token_id))
+    order = sorted(range(len(rows["id"])), key=lambda row: len(rows["input_ids"][row]))
+    logits = torch.zeros((len(order), len(questions)), dtype=torch.float32)
+    for start in range(0, len(order), cfg.evaluation.batch_size):
+        chunk = order[start:start + cfg.evaluation.batch_size]
+        batch = collate([{"input_ids": rows["input_ids"][row], "label": 0, "index": row} for row in chunk])
+        logits[batch["index"]] = model_logits(model, batch["input_ids"], batch["attention_mask"],
+                                              precision.precision, device)
+    with torch.inference_mode():
+        loss = float(model.head.loss(logits, labels))
+    return MultiLabelSplit(ids=[str(value) for value in rows["id"]], sources=[str(value) for value in rows["source"]],
+                           questions=questions, labels=labels.numpy(),
+                           probabilities=model.head.probabilities(logits).double().numpy().astype(np.float64),
+                           loss=loss)
+
+
+def _recorded_multilabel_thresholds(root: Path, questions: list[str]) -> tuple[dict[str, float],
+                                                                             dict[str, dict[str, float]]]:
+    """The serving and per-source thresholds `validate` recorded (metrics/validation.json and
+    metrics/validation_per_class.json)."""
+    from cybulde.evaluation.multilabel import recorded_thresholds
+
+    paths = [root / metrics_file("validation"), root / per_class_file("validation")]
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        raise EvaluationError(f"{' and '.join(missing)} not found: a multi-label model's thresholds are chosen "
+                              f"by the `validate` stage, run it before `test`")
+    try:
+        recorded = [json.loads(path.read_text(encoding="utf-8")) for path in paths]
+        return recorded_thresholds(recorded[0], recorded[1], questions)
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise EvaluationError(f"{paths[0]} and {paths[1]} do not record a multi-label model's thresholds "
+                              f"(missing {error}): rerun the `validate` stage with this model") from error
+
+
+def _write_multilabel_plots(out_dir: Path, extra_dir: Path, outputs: Any, split: str) -> dict[str, Path]:
+    """roc.json and pr.json (one curve per question's present cells, each point naming its `question`)
+    and reliability_<question>.json into `out_dir`; a reliability PNG per question into `extra_dir`."""
+    import numpy as np
+
+    from cybulde.evaluation import multilabel
+    from cybulde.evaluation.plots import curve_figure, pr_points, roc_points, save_figure
+
+    roc, pr = [], []
+    for question in outputs.questions:
+        probabilities, labels = outputs.cells(question)
+        two_columns = np.stack([1.0 - probabilities, probabilities], axis=1)
+        roc += [{**point, "question": question} for point in roc_points(two_columns, labels, ["no", "yes"])]
+        pr += [{**point, "question": question} for point in pr_points(two_columns, labels, ["no", "yes"])]
+    paths = {"roc": write_json({"roc": roc}, out_dir / "roc.json"), "pr": write_json({"pr": pr}, out_dir / "pr.json"),
+             **multilabel.write_reliability_plots(out_dir, outputs)}
+    for question in outputs.questions:
+        points = multilabel.reliability_points(*outputs.cells(question))
+        figure = curve_figure({question: points}, "confidence", "observed",
+                              f"{split} reliability: {question}", diagonal=True)
+        paths[f"reliability_{question}_png"] = save_figure(figure, extra_dir / f"reliability_{question}.png")
+    return paths

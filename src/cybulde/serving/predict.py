@@ -13,8 +13,11 @@ each file must have the sha256 the tracking server records for the version (or t
 model: `cybulde.serving.integrity`). The server is asked with the pipeline's bounded HTTP timeouts
 (`mlflow.http_timeout_s`, `mlflow.http_max_retries`): an unreachable one is one line in seconds. Texts
 go through the model's own text path (`cybulde.serving.scorer`). Output rows follow the input rows:
-the input's `id` column if it has one, `text`, `label` and `prob_<label name>` per label; written
-as .csv/.parquet/.jsonl by the --output extension, or as JSON lines on standard output.
+the input's `id` column if it has one, `text`, `label` and `prob_<label name>` per label (a
+multi-label model: `<question>_probability` and `<question>_prediction` per question, decided by
+the thresholds the model was logged with, or for a model folder by --question-threshold, else
+--threshold, else 0.5); written as .csv/.parquet/.jsonl by the --output extension, or as JSON lines
+on standard output.
 
 Bounds: the input is read in chunks up to --max-bytes and stops at --max-rows + 1 texts; the
 output path is checked before any reading (an existing file needs --overwrite; the input itself, a
@@ -73,7 +76,13 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
                         help=f"texts scored per forward pass (default: {DEFAULT_BATCH_SIZE})")
     parser.add_argument("--threshold", type=_probability, default=None,
                         help="decision threshold of a binary sigmoid head for a model folder "
-                             "(default: argmax); an MLflow model applies the threshold it was logged with")
+                             "(default: argmax), or of every question of a multi-label one (default: 0.5); "
+                             "an MLflow model applies the threshold it was logged with")
+    parser.add_argument("--question-threshold", type=_question_threshold, action="append", default=[],
+                        metavar="QUESTION=P",
+                        help="decision threshold of one question of a multi-label model folder (repeatable; "
+                             "e.g. the threshold/<question> values of metrics/validation.json); the other "
+                             "questions use --threshold, else 0.5")
     parser.add_argument("--precision", choices=PRECISIONS, default=None,
                         help="default: the model's own train.precision, resolved on this machine as in the "
                              "validate and test stages (auto: bf16 where the hardware runs it natively)")
@@ -111,6 +120,13 @@ def _probability(text: str) -> float:
     return value
 
 
+def _question_threshold(text: str) -> tuple[str, float]:
+    question, separator, value = text.partition("=")
+    if not separator or not question.strip():
+        raise argparse.ArgumentTypeError(f"must be QUESTION=PROBABILITY, got {text!r}")
+    return question.strip(), _probability(value)
+
+
 def run_predict(args: argparse.Namespace) -> int:
     """The `cybulde predict` command (errors are reported by `cybulde.cli`)."""
     try:
@@ -118,7 +134,8 @@ def run_predict(args: argparse.Namespace) -> int:
             predict(input_path=args.input, model=args.model, text_column=args.text_column, output=args.output,
                     batch_size=args.batch_size, threshold=args.threshold, precision=args.precision,
                     limits=Limits(args.max_rows, args.max_chars, max_bytes=args.max_bytes),
-                    tracking_uri=args.tracking_uri, overwrite=args.overwrite)
+                    tracking_uri=args.tracking_uri, overwrite=args.overwrite,
+                    question_thresholds=dict(getattr(args, "question_threshold", None) or []))
     except Stopped as stop:
         return stop.report()
     return 0
@@ -127,7 +144,8 @@ def run_predict(args: argparse.Namespace) -> int:
 def predict(input_path: str, model: str, text_column: str = TEXT_COLUMN, output: str | None = None,
             batch_size: int = DEFAULT_BATCH_SIZE, threshold: float | None = None, precision: str | None = None,
             limits: Limits | None = None, tracking_uri: str | None = None, stdin: BinaryIO | None = None,
-            stdout: Any = None, overwrite: bool = False) -> pd.DataFrame:
+            stdout: Any = None, overwrite: bool = False,
+            question_thresholds: dict[str, float] | None = None) -> pd.DataFrame:
     """Read and check the input, score it, write the output; returns the output table.
 
     Every check on the destination and the input runs before the model is loaded.
@@ -137,7 +155,8 @@ def predict(input_path: str, model: str, text_column: str = TEXT_COLUMN, output:
     inputs = read_input(input_path, limits or Limits(INPUT_MAX_ROWS, DEFAULT_MAX_CHARS, max_bytes=DEFAULT_MAX_BYTES),
                         text_column, stdin=stdin)
     with loaded_scorer(model, batch_size=batch_size, threshold=threshold, precision=precision,
-                       tracking_uri=tracking_uri) as scorer, progress(len(inputs.texts)) as advance:
+                       tracking_uri=tracking_uri, question_thresholds=question_thresholds) as scorer, \
+            progress(len(inputs.texts)) as advance:
         scored = scorer.score(inputs.texts, advance)
     table = output_table(inputs, scored)
     write_output(table, output, output_format, stdout=stdout)
@@ -152,22 +171,26 @@ def is_model_uri(model: str) -> bool:
 
 @contextlib.contextmanager
 def loaded_scorer(model: str, batch_size: int = DEFAULT_BATCH_SIZE, threshold: float | None = None,
-                  precision: str | None = None, tracking_uri: str | None = None) -> Iterator[TextScorer]:
+                  precision: str | None = None, tracking_uri: str | None = None,
+                  question_thresholds: dict[str, float] | None = None) -> Iterator[TextScorer]:
     """The scorer of a model folder, or of an MLflow model URI's files (downloaded for the duration)."""
     if not (is_model_uri(model) and not Path(model).is_dir()):
-        yield folder_scorer(Path(model), batch_size, threshold, precision)
+        yield folder_scorer(Path(model), batch_size, threshold, precision, question_thresholds)
         return
-    if threshold is not None:
-        raise ServingError("--threshold applies to a model folder only; an MLflow model applies the "
-                           "threshold it was logged with")
+    if threshold is not None or question_thresholds:
+        raise ServingError("--threshold and --question-threshold apply to a model folder only; an MLflow "
+                           "model applies the threshold it was logged with")
     with tempfile.TemporaryDirectory(prefix="cybulde-predict-") as scratch:
         model_dir, config = download_logged_model(model, Path(scratch), tracking_uri)
         logged_threshold = config.get("threshold")
+        logged_thresholds = {str(question): float(value)
+                             for question, value in (config.get("thresholds") or {}).items()}
         yield folder_scorer(model_dir, batch_size, None if logged_threshold is None else float(logged_threshold),
-                            precision)
+                            precision, logged_thresholds)
 
 
-def folder_scorer(model_dir: Path, batch_size: int, threshold: float | None, precision: str | None) -> TextScorer:
+def folder_scorer(model_dir: Path, batch_size: int, threshold: float | None, precision: str | None,
+                  question_thresholds: dict[str, float] | None = None) -> TextScorer:
     from cybulde.models.export import ModelFormatError
     from cybulde.serving.scorer import TextScorer
 
@@ -175,13 +198,28 @@ def folder_scorer(model_dir: Path, batch_size: int, threshold: float | None, pre
         raise ModelSourceError(f"model {str(model_dir)!r} is neither a folder nor an MLflow model URI "
                                f"(runs:/<run id>/model, models:/<name>/<version>)")
     try:
-        scorer = TextScorer.from_dir(model_dir, threshold=threshold, batch_size=batch_size, precision=precision)
+        scorer = TextScorer.from_dir(model_dir, threshold=threshold, batch_size=batch_size, precision=precision,
+                                     thresholds=question_thresholds)
     except (ModelFormatError, OSError) as error:
         raise ModelSourceError(f"cannot load the model in {model_dir}: {error}") from error
+    check_question_thresholds(scorer, question_thresholds or {})
     if threshold is not None and not scorer.decides_by_threshold:
         raise ServingError(f"--threshold applies to a binary sigmoid head; this model has a "
                            f"{scorer.head_kind} head over {len(scorer.label_names)} labels")
     return scorer
+
+
+def check_question_thresholds(scorer: TextScorer, question_thresholds: dict[str, float]) -> None:
+    """Refuse per-question thresholds for a single-label model, or for a question the model does not ask."""
+    if not question_thresholds:
+        return
+    if not scorer.is_multilabel:
+        raise ServingError(f"--question-threshold applies to a multi-label model; this model has a "
+                           f"{scorer.head_kind} head over the labels {scorer.label_names}")
+    unknown = sorted(set(question_thresholds) - set(scorer.label_names))
+    if unknown:
+        raise ServingError(f"--question-threshold names {unknown}, which the model does not answer; its "
+                           f"questions: {scorer.label_names}")
 
 
 def download_logged_model(uri: str, scratch: Path, tracking_uri: str | None) -> tuple[Path, dict[str, Any]]:

@@ -9,6 +9,7 @@ runs:/<id>/model` (or `models:/NAME@candidate`) needs nothing but the run. The m
 its `model_config`:
 
 - `threshold`: the decision threshold of a binary sigmoid head (chosen on the validation split);
+- `thresholds`: a multi-label model's decision threshold per question (chosen on the validation split);
 - `batch_size`, `precision`: how the scorer runs (see `cybulde.serving.scorer`);
 - `max_rows`, `max_chars`: the request limits; a request over one, or with a value that is not a
   non-blank string, is refused with an `MlflowException(INVALID_PARAMETER_VALUE)`, which MLflow's
@@ -19,11 +20,13 @@ its `model_config`:
 
 Input: a `text` column (the signature names it, so MLflow refuses a request without one and ignores
 other columns); over REST `{"inputs": [...]}`, `{"dataframe_split": ...}` or `{"dataframe_records":
-...}`. Output: `label` (the predicted label name) and one `prob_<label name>` column per label.
+...}`. Output: `label` (the predicted label name) and one `prob_<label name>` column per label; for a
+multi-label model, `<question>_probability` and `<question>_prediction` (0/1) per question instead.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,13 +60,14 @@ class TextClassifierModel(mlflow.pyfunc.PythonModel):
                            "its model_config")
         guard_scoring_server()
         threshold = config.get("threshold")
+        thresholds = {str(question): float(value) for question, value in (config.get("thresholds") or {}).items()}
         self.limits = Limits(int(config.get("max_rows", REQUEST_MAX_ROWS)),
                              int(config.get("max_chars", DEFAULT_MAX_CHARS)),
                              rows_hint="serving.max_rows", chars_hint="serving.max_chars")
         self.scorer = TextScorer.from_dir(
             model_dir, threshold=None if threshold is None else float(threshold),
             batch_size=int(config.get("batch_size", DEFAULT_BATCH_SIZE)),
-            precision=config.get("precision") or None)
+            precision=config.get("precision") or None, thresholds=thresholds)
 
     def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
         from mlflow.exceptions import MlflowException
@@ -78,13 +82,15 @@ class TextClassifierModel(mlflow.pyfunc.PythonModel):
 
 def serving_config(threshold: float | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                    max_rows: int = REQUEST_MAX_ROWS, max_chars: int = DEFAULT_MAX_CHARS,
-                   precision: str = "") -> dict[str, Any]:
+                   precision: str = "", thresholds: Mapping[str, float] | None = None) -> dict[str, Any]:
     """The `model_config` the served model is logged with (see module docstring); precision '' runs the
     model at its own train.precision, resolved where it is served."""
     config: dict[str, Any] = {"batch_size": int(batch_size), "max_rows": int(max_rows),
                               "max_chars": int(max_chars), "precision": str(precision)}
     if threshold is not None:
         config["threshold"] = float(threshold)
+    if thresholds:
+        config["thresholds"] = {str(question): float(value) for question, value in thresholds.items()}
     return config
 
 

@@ -14,6 +14,10 @@ precision its training's `train.precision` resolves to on this machine (bf16 aut
 hardware runs bf16 natively: `cybulde.models.export.inference_precision`, the rule of the
 validate and test stages too) unless a precision is asked for; the outputs are put back in input order.
 
+A multi-label model (`head: multilabel`, one sigmoid per question) is scored per question: a
+`<question>_probability` and a 0/1 `<question>_prediction`, the decision of that question's
+threshold (`thresholds`, tuned on the validation split; 0.5 for a question without one).
+
 Thread safety: a Hugging Face tokenizer object carries mutable settings (truncation, padding) that a
 call may change while another thread reads them, which is how "Already borrowed" errors arise when
 request threads share one. Every thread that scores therefore gets its own tokenizer (the backend
@@ -25,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +44,10 @@ if TYPE_CHECKING:
 
 PROBABILITY_PREFIX = "prob_"
 LABEL_COLUMN = "label"
+QUESTION_PROBABILITY_SUFFIX = "_probability"
+QUESTION_PREDICTION_SUFFIX = "_prediction"
+THRESHOLD_KEY = "threshold"  # metrics/<split>.json: `threshold` (binary sigmoid), `threshold/<question>`
+MULTILABEL_HEAD = "multilabel"
 DEFAULT_BATCH_SIZE = 64  # texts per forward pass
 # Cleaning ids (recorded by publish in the manifest, by train in config.json) -> the function.
 KNOWN_CLEANINGS: dict[str, Callable[[str], str]] = {CLEANING_ID: clean_text}
@@ -49,6 +57,32 @@ ProgressCallback = Callable[[int], None]
 
 def probability_column(label_name: str) -> str:
     return f"{PROBABILITY_PREFIX}{label_name}"
+
+
+def question_probability_column(question: str) -> str:
+    return f"{question}{QUESTION_PROBABILITY_SUFFIX}"
+
+
+def question_prediction_column(question: str) -> str:
+    return f"{question}{QUESTION_PREDICTION_SUFFIX}"
+
+
+def question_threshold_key(question: str) -> str:
+    """The key of a question's decision threshold in metrics/<split>.json."""
+    return f"{THRESHOLD_KEY}/{question}"
+
+
+def question_thresholds(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """{question: threshold} of the `threshold/<question>` keys of a multi-label model's metrics
+    (empty for a single-label model's)."""
+    prefix = f"{THRESHOLD_KEY}/"
+    return {key[len(prefix):]: float(value) for key, value in metrics.items()
+            if key.startswith(prefix) and value is not None}
+
+
+def is_multilabel_config(config: Mapping[str, Any]) -> bool:
+    """Whether an exported model's config.json describes a multi-label (per-question) model."""
+    return str(config.get("head")) == MULTILABEL_HEAD
 
 
 def pick_device(prefer_gpu: bool = False) -> torch.device:
@@ -128,7 +162,7 @@ class TextScorer:
 
     def __init__(self, loaded: LoadedModel, model_dir: str | Path, threshold: float | None = None,
                  batch_size: int = DEFAULT_BATCH_SIZE, precision: str | None = None,
-                 device: torch.device | None = None) -> None:
+                 device: torch.device | None = None, thresholds: Mapping[str, float] | None = None) -> None:
         from cybulde.hardware import resolve_precision
         from cybulde.models.export import TOKENIZER_DIR, inference_precision
         from cybulde.text.batching import PadCollator
@@ -139,6 +173,7 @@ class TextScorer:
         self.max_length = model_max_length(self.config, origin)
         self.model = loaded.model
         self.threshold = threshold
+        self.thresholds = dict(thresholds or {})
         self.batch_size = batch_size
         self.device = device or pick_device()
         # None: the model's own train.precision, resolved here, as in the validate and test stages.
@@ -154,13 +189,14 @@ class TextScorer:
 
     @classmethod
     def from_dir(cls, model_dir: str | Path, threshold: float | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
-                 precision: str | None = None, device: torch.device | None = None) -> TextScorer:
+                 precision: str | None = None, device: torch.device | None = None,
+                 thresholds: Mapping[str, float] | None = None) -> TextScorer:
         from cybulde.models.export import load_model, read_model_config
 
         config = read_model_config(model_dir)  # refuse an unknown cleaning before loading weights
         model_cleaning(config, f"the model in {model_dir}")
         return cls(load_model(model_dir), model_dir, threshold=threshold, batch_size=batch_size,
-                   precision=precision, device=device)
+                   precision=precision, device=device, thresholds=thresholds)
 
     @property
     def label_names(self) -> list[str]:
@@ -169,6 +205,16 @@ class TextScorer:
     @property
     def head_kind(self) -> str:
         return str(self.model.head.kind)
+
+    @property
+    def is_multilabel(self) -> bool:
+        """Whether the model answers one yes/no question per label name (see the module docstring)."""
+        return is_multilabel_config(self.config)
+
+    def question_thresholds(self) -> list[float]:
+        """Each question's decision threshold, in question order: `thresholds`, else `threshold`, else 0.5."""
+        default = 0.5 if self.threshold is None else float(self.threshold)
+        return [float(self.thresholds.get(name, default)) for name in self.label_names]
 
     @property
     def decides_by_threshold(self) -> bool:
@@ -212,8 +258,12 @@ class TextScorer:
         return self.model.head.probabilities(self.logits(texts, on_batch))
 
     def score(self, texts: Sequence[str], on_batch: ProgressCallback | None = None) -> pd.DataFrame:
-        """A table with `label` (the predicted name) and one `prob_<name>` column per label."""
+        """A table with `label` (the predicted name) and one `prob_<name>` column per label; for a
+        multi-label model, `<question>_probability` and `<question>_prediction` per question."""
         probabilities = self.probabilities(texts, on_batch)
+        if self.is_multilabel:
+            decisions = self.model.head.predict(probabilities, self.question_thresholds())
+            return question_frame(probabilities, decisions, self.label_names)
         predicted = self.model.head.predict(probabilities, self.threshold)
         return predictions_frame(probabilities, predicted, self.label_names)
 
@@ -226,4 +276,15 @@ def predictions_frame(probabilities: torch.Tensor, predicted: torch.Tensor,
                          dtype=object)
     for index, name in enumerate(label_names):
         frame[probability_column(name)] = probabilities[:, index].double().numpy()
+    return frame
+
+
+def question_frame(probabilities: torch.Tensor, decisions: torch.Tensor, questions: Sequence[str]) -> pd.DataFrame:
+    """Per question, in question order: `<question>_probability` (float64), `<question>_prediction` (int64 0/1)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(index=range(len(probabilities)))
+    for index, question in enumerate(questions):
+        frame[question_probability_column(question)] = probabilities[:, index].double().numpy()
+        frame[question_prediction_column(question)] = decisions[:, index].long().numpy()
     return frame

@@ -1,0 +1,276 @@
+"""Evaluation of a multi-label (multi-source) model: one yes/no question per label name, answered by
+some sources and missing (-1) for the others.
+
+Every number is computed on the *present* cells of a question only (the rows whose source answers it):
+- per source x question: `macro_f1` (binary, the mean of the yes and no classes' F1) and `f1_yes` at
+  that source's threshold, `roc_auc` (None with only one class present), `threshold`, `yes`, `no`;
+  the threshold of a source is tuned on its own validation rows (`cybulde.evaluation.thresholds`);
+- per question: the *serving* threshold, tuned on every validation row that answers it (what
+  `predict` and the served model apply, and what the predictions parquet decides by), and the
+  question's metrics over all sources' present cells at it, with its expected calibration error;
+- a cross-source matrix per question: `cross_source[question][A][B]` is the macro-F1 on source B's
+  rows of the split at the threshold tuned on source A's validation rows.
+
+Headline (`metrics/<split>.json`): `macro_f1` and `roc_auc` are the mean over sources of each
+source's mean over the questions it answers; `ece/<question>` the expected calibration error (15
+equal-width bins over [0, 1], torchmetrics' `binary_calibration_error`); `threshold/<question>` the
+serving thresholds; `loss` (masked binary cross-entropy) and `num_examples`.
+
+Metric values come from torchmetrics; this module only selects the cells and averages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cybulde.evaluation.thresholds import tune_threshold
+from cybulde.files import write_json
+from cybulde.models.heads import MISSING
+from cybulde.serving.scorer import (
+    question_prediction_column,
+    question_probability_column,
+    question_threshold_key,
+)
+
+ECE_BINS = 15
+DIGITS = 6
+LABEL_SUFFIX = "_label"
+RELIABILITY_PREFIX = "reliability_"
+RELIABILITY_KEY = "reliability"
+
+
+@dataclass
+class MultiLabelSplit:
+    """A multi-label split's rows and the model's answers, in row order."""
+
+    ids: list[str]
+    sources: list[str]  # each row's source name
+    questions: list[str]
+    labels: np.ndarray  # [N, Q] int: 1, 0 or MISSING
+    probabilities: np.ndarray  # [N, Q] float64, one sigmoid per question
+    loss: float = 0.0
+
+    def cells(self, question: str, source: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities, 0/1 labels) of the present cells of `question` (of `source`'s rows only, if given)."""
+        column = self.questions.index(question)
+        present = self.labels[:, column] != MISSING
+        if source is not None:
+            present &= np.asarray(self.sources) == source
+        return self.probabilities[present, column], self.labels[present, column].astype(np.int64)
+
+    def answered(self, source: str) -> list[str]:
+        """The questions `source` answers in this split (at least one present cell), in question order."""
+        return [question for question in self.questions if self.cells(question, source)[1].size]
+
+
+def label_column(question: str) -> str:
+    return f"{question}{LABEL_SUFFIX}"
+
+
+def reliability_file(question: str) -> str:
+    """`reliability_<question>.json`, the DVC plot of one question's reliability diagram."""
+    return f"{RELIABILITY_PREFIX}{question}.json"
+
+
+# -- metric values (torchmetrics) -------------------------------------------------------------------------
+def binary_macro_f1(predictions: np.ndarray, labels: np.ndarray) -> float:
+    """Mean of the F1 of "no" and of "yes" (a class that is neither present nor predicted counts 0)."""
+    import torch
+    from torchmetrics.functional.classification import multiclass_f1_score
+
+    per_class = multiclass_f1_score(torch.as_tensor(predictions), torch.as_tensor(labels), num_classes=2,
+                                    average="none", zero_division=0)
+    return float(per_class.double().mean())
+
+
+def f1_of_yes(predictions: np.ndarray, labels: np.ndarray) -> float:
+    import torch
+    from torchmetrics.functional.classification import binary_f1_score
+
+    return float(binary_f1_score(torch.as_tensor(predictions), torch.as_tensor(labels), zero_division=0))
+
+
+def roc_auc_of(probabilities: np.ndarray, labels: np.ndarray) -> float | None:
+    """ROC-AUC of the yes probability; None unless both answers are present."""
+    import torch
+    from torchmetrics.functional.classification import binary_auroc
+
+    if not 0 < int(labels.sum()) < labels.size:
+        return None
+    return float(binary_auroc(torch.as_tensor(probabilities), torch.as_tensor(labels)))
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float | None:
+    """sum over equal-width bins of |fraction of yes - mean probability| x the bin's share of cells."""
+    import torch
+    from torchmetrics.functional.classification import binary_calibration_error
+
+    if labels.size == 0:
+        return None
+    return float(binary_calibration_error(torch.as_tensor(probabilities, dtype=torch.float64),
+                                          torch.as_tensor(labels), n_bins=bins, norm="l1"))
+
+
+def cell_metrics(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, Any]:
+    """macro_f1, f1_yes, roc_auc, threshold, yes and no counts of one set of present cells."""
+    predictions = (probabilities >= threshold).astype(np.int64)
+    return {"macro_f1": binary_macro_f1(predictions, labels), "f1_yes": f1_of_yes(predictions, labels),
+            "roc_auc": roc_auc_of(probabilities, labels), "threshold": float(threshold),
+            "yes": int(labels.sum()), "no": int(labels.size - labels.sum())}
+
+
+# -- thresholds ---------------------------------------------------------------------------------------
+def source_thresholds(validation: MultiLabelSplit, source_names: Sequence[str],
+                      fixed: float | None = None) -> dict[str, dict[str, float]]:
+    """{source: {question: threshold}} tuned on each source's validation cells (or `fixed` for all)."""
+    return {source: {question: fixed if fixed is not None else tune_threshold(*validation.cells(question, source))
+                     for question in validation.answered(source)}
+            for source in source_names}
+
+
+def serving_thresholds(validation: MultiLabelSplit, fixed: float | None = None) -> dict[str, float]:
+    """{question: threshold} tuned on all validation cells that answer it (0.5 for a question none answers)."""
+    thresholds = {}
+    for question in validation.questions:
+        probabilities, labels = validation.cells(question)
+        thresholds[question] = fixed if fixed is not None else (
+            tune_threshold(probabilities, labels) if labels.size else 0.5)
+    return thresholds
+
+
+def recorded_thresholds(validation_metrics: Mapping[str, Any], validation_detail: Mapping[str, Any],
+                        questions: Sequence[str]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """(serving thresholds, per-source thresholds) that `validate` recorded, for the test split.
+
+    Raises KeyError naming what is missing."""
+    serving = {question: float(validation_metrics[question_threshold_key(question)]) for question in questions}
+    by_source = {source: {question: float(values["threshold"]) for question, values in answers.items()}
+                 for source, answers in validation_detail["sources"].items()}
+    return serving, by_source
+
+
+# -- the report ---------------------------------------------------------------------------------------------
+def per_source_metrics(split: MultiLabelSplit, source_names: Sequence[str],
+                       thresholds: Mapping[str, Mapping[str, float]],
+                       fallback: Mapping[str, float]) -> dict[str, dict[str, dict[str, Any]]]:
+    """{source: {question: cell_metrics}} over the questions each source answers in `split`; a question a
+    source has no validation threshold for uses the question's serving threshold (`fallback`)."""
+    return {source: {question: cell_metrics(*split.cells(question, source),
+                                            thresholds.get(source, {}).get(question, fallback[question]))
+                     for question in split.answered(source)}
+            for source in source_names}
+
+
+def per_question_metrics(split: MultiLabelSplit, serving: Mapping[str, float]) -> dict[str, dict[str, Any]]:
+    """{question: cell_metrics over every source's present cells at the serving threshold, plus ece}."""
+    report = {}
+    for question in split.questions:
+        probabilities, labels = split.cells(question)
+        if not labels.size:
+            continue
+        report[question] = {**cell_metrics(probabilities, labels, serving[question]),
+                            "ece": expected_calibration_error(probabilities, labels)}
+    return report
+
+
+def cross_source_matrix(split: MultiLabelSplit, source_names: Sequence[str],
+                        thresholds: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, dict[str, float]]]:
+    """{question: {A: {B: macro-F1 on B's cells at A's validation threshold}}} over the sources answering it."""
+    matrix: dict[str, dict[str, dict[str, float]]] = {}
+    for question in split.questions:
+        tuned_on = [source for source in source_names if question in thresholds.get(source, {})]
+        applied_to = [source for source in source_names if split.cells(question, source)[1].size]
+        if not tuned_on or not applied_to:
+            continue
+        matrix[question] = {}
+        for source_a in tuned_on:
+            cut = thresholds[source_a][question]
+            matrix[question][source_a] = {}
+            for source_b in applied_to:
+                probabilities, labels = split.cells(question, source_b)
+                matrix[question][source_a][source_b] = binary_macro_f1((probabilities >= cut).astype(np.int64), labels)
+    return matrix
+
+
+def mean_over_sources(per_source: Mapping[str, Mapping[str, Mapping[str, Any]]], key: str) -> float | None:
+    """Mean over sources of each source's mean of `key` over its questions (None values left out)."""
+    source_means = []
+    for answers in per_source.values():
+        values = [float(metrics[key]) for metrics in answers.values() if metrics.get(key) is not None]
+        if values:
+            source_means.append(sum(values) / len(values))
+    return sum(source_means) / len(source_means) if source_means else None
+
+
+def headline(split: MultiLabelSplit, per_source: Mapping[str, Any], per_question: Mapping[str, Any],
+             serving: Mapping[str, float]) -> dict[str, Any]:
+    """What metrics/<split>.json holds for a multi-label model (see the module docstring)."""
+    report: dict[str, Any] = {"loss": split.loss, "macro_f1": mean_over_sources(per_source, "macro_f1"),
+                              "roc_auc": mean_over_sources(per_source, "roc_auc"), "num_examples": len(split.ids)}
+    for question in split.questions:
+        report[f"ece/{question}"] = (per_question.get(question) or {}).get("ece")
+        report[question_threshold_key(question)] = float(serving[question])
+    return report
+
+
+# -- files ----------------------------------------------------------------------------------------------------
+def reliability_points(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> list[dict[str, Any]]:
+    """One point per non-empty equal-width bin: its range, mean probability (`confidence`), fraction
+    of yes (`observed`) and cell count. Bin i holds [i/bins, (i+1)/bins); a probability of 1 the last."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.searchsorted(edges, probabilities, side="right") - 1, 0, bins - 1)
+    points = []
+    for number in range(bins):
+        inside = index == number
+        if not inside.any():
+            continue
+        points.append({"bin": number, "lower": round(float(edges[number]), DIGITS),
+                       "upper": round(float(edges[number + 1]), DIGITS),
+                       "confidence": round(float(probabilities[inside].mean()), DIGITS),
+                       "observed": round(float(labels[inside].mean()), DIGITS), "count": int(inside.sum())})
+    return points
+
+
+def write_reliability_plots(out_dir: Path, split: MultiLabelSplit) -> dict[str, Path]:
+    """`reliability_<question>.json` per question: `{"reliability": [points]}` (x: confidence, y: observed)."""
+    paths = {}
+    for question in split.questions:
+        points = reliability_points(*split.cells(question))
+        paths[f"reliability_{question}"] = write_json({RELIABILITY_KEY: points}, Path(out_dir) / reliability_file(question))
+    return paths
+
+
+def write_predictions(path: Path, split: MultiLabelSplit, serving: Mapping[str, float]) -> Path:
+    """`id`, `source`, then per question `<q>_label` (-1 missing), `<q>_probability`, `<q>_prediction`
+    (at the question's serving threshold)."""
+    columns: dict[str, Any] = {"id": pa.array(split.ids, pa.string()), "source": pa.array(split.sources, pa.string())}
+    rounded = split.probabilities.round(DIGITS)
+    for index, question in enumerate(split.questions):
+        columns[label_column(question)] = pa.array(split.labels[:, index].astype(np.int8), pa.int8())
+        columns[question_probability_column(question)] = pa.array(rounded[:, index], pa.float64())
+        decided = (split.probabilities[:, index] >= serving[question]).astype(np.int8)
+        columns[question_prediction_column(question)] = pa.array(decided, pa.int8())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
+def flatten_nested(value: Mapping[str, Any], prefix: str) -> dict[str, float]:
+    """`{prefix}/a/b/c: number` for every number in a nested mapping (None and strings dropped)."""
+    from cybulde.evaluation.metrics import _metric_safe
+
+    flat: dict[str, float] = {}
+    for key, inner in value.items():
+        name = f"{prefix}/{_metric_safe(key)}"
+        if isinstance(inner, Mapping):
+            flat.update(flatten_nested(inner, name))
+        elif isinstance(inner, bool | int | float) and inner is not None:
+            flat[name] = float(inner)
+    return flat
