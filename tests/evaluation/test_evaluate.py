@@ -111,7 +111,7 @@ def test_validate_and_test_write_metrics_plots_and_predictions(make_project):
         assert all(list(values) == ["f1", "precision", "recall", "support"] for values in per_class.values())
         # Exactly the plot files dvc.yaml declares; the PNG goes to MLflow only.
         assert sorted(p.name for p in (root / "plots" / split).iterdir()) == [
-            "confusion.json", "pr.json", "roc.json"]
+            "confusion.json", "pr.json", "reliability.json", "roc.json"]
 
         frame = pq.read_table(root / "predictions" / f"{split}.parquet").to_pandas()
         assert list(frame.columns) == ["id", "text", "label", "predicted", "prob_not_offensive",
@@ -132,6 +132,14 @@ def test_validate_and_test_write_metrics_plots_and_predictions(make_project):
             assert values["f1"] == pytest.approx(f1_score(frame["label"], frame["predicted"], average=None,
                                                           labels=[label], zero_division=0)[0], abs=1e-6)
             assert values["support"] == int((frame["label"] == label).sum())
+        # The reliability diagram of the positive label, binned by hand from the stored probabilities.
+        reliability = read_json(root / "plots" / split / "reliability.json")["reliability"]
+        bins = np.minimum((frame["prob_offensive"].to_numpy() * 15).astype(int), 14)
+        for point in reliability:
+            inside = frame[bins == point["bin"]]
+            assert point["question"] == "offensive" and point["count"] == len(inside)
+            assert point["observed"] == pytest.approx((inside["label"] == "offensive").mean(), abs=1e-6)
+        assert sum(point["count"] for point in reliability) == len(frame)
         confusion = read_json(root / "plots" / split / "confusion.json")
         assert [row["actual"] for row in confusion] == frame["label"].tolist()
         assert [row["predicted"] for row in confusion] == frame["predicted"].tolist()
@@ -144,8 +152,8 @@ def test_validate_and_test_write_metrics_plots_and_predictions(make_project):
     assert logged == {"plots/validation", "plots/test", "predictions", "metrics"}
     logged_plots = {path.name for path, artifact_path in run.artifacts
                     if artifact_path == "plots/test"}
-    assert logged_plots == {"confusion.json", "roc.json", "pr.json", "confusion_matrix.png", "roc_curve.png",
-                            "pr_curve.png"}  # each plot beside its image
+    assert logged_plots == {"confusion.json", "roc.json", "pr.json", "reliability.json", "confusion_matrix.png",
+                            "roc_curve.png", "pr_curve.png", "reliability_diagram.png"}  # each plot beside its image
     assert logged_models == []  # publishing is the test stage's next step, not evaluation's
 
 

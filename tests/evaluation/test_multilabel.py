@@ -14,7 +14,8 @@ from sklearn.metrics import f1_score, roc_auc_score
 
 from cybulde.config.schema import Config, Head
 from cybulde.evaluation.evaluate import EvaluationError, evaluate_split
-from cybulde.evaluation.multilabel import expected_calibration_error, reliability_points
+from cybulde.evaluation.multilabel import expected_calibration_error
+from cybulde.evaluation.plots import reliability_points
 from tests.evaluation.test_evaluate import FakeRun
 from tests.helpers.tiny_data import QUESTIONS, SOURCE_ANSWERS, make_multilabel_data_dir
 from tests.helpers.tiny_model import make_data_dir, make_model_dir
@@ -140,10 +141,19 @@ def test_validate_and_test_of_a_multilabel_model_agree_with_sklearn_on_its_predi
             answering = sorted(source for source in SOURCES if question in SOURCE_ANSWERS[source])
             assert sorted(detail["cross_source"][question]) == answering
 
-        reliability = read_json(root / "plots" / split / "reliability_hate.json")["reliability"]
-        assert sum(point["count"] for point in reliability) == int((frame["hate_label"] != -1).sum())
+        reliability = read_json(root / "plots" / split / "reliability.json")["reliability"]
+        confusion = read_json(root / "plots" / split / "confusion.json")
+        for question in QUESTIONS:
+            answered = frame[frame[f"{question}_label"] != -1]
+            assert sum(point["count"] for point in reliability if point["question"] == question) == len(answered)
+            # Its 2x2 block of the confusion plot: one row per answered cell, at the serving threshold.
+            block = [row for row in confusion if row["actual"].startswith(f"{question}: ")]
+            assert sum(row["actual"] == f"{question}: yes" and row["predicted"] == f"{question}: yes"
+                       for row in block) == int(((answered[f"{question}_label"] == 1)
+                                                 & (answered[f"{question}_prediction"] == 1)).sum())
+            assert len(block) == len(answered)
         assert sorted(path.name for path in (root / "plots" / split).iterdir()) == [
-            "pr.json", "reliability_abusive.json", "reliability_hate.json", "roc.json"]
+            "confusion.json", "pr.json", "reliability.json", "roc.json"]
         assert {point["question"] for point in read_json(root / "plots" / split / "roc.json")["roc"]} <= set(QUESTIONS)
 
     # On validation, a source's own column of the matrix is its tuned macro-F1.

@@ -70,10 +70,10 @@ def test_multiclass_write_plots_adds_per_class_files(tmp_path):
     paths = write_plots(tmp_path / "plots", tmp_path / "extra", MULTI_PROBS, [0, 1, 2, 0],
                         MULTI_LABELS, MULTI_NAMES, [[1, 0, 0], [1, 1, 0], [0, 0, 1]], "test")
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["confusion.json", "pr.json",
-                                                                      "roc.json"]
+                                                                      "reliability.json", "roc.json"]
     assert {path.name for path in paths.values()} == {
-        "confusion.json", "roc.json", "pr.json", "confusion_matrix.png", "roc_per_class.json",
-        "pr_per_class.json", "roc_curve.png", "pr_curve.png"}
+        "confusion.json", "roc.json", "pr.json", "reliability.json", "confusion_matrix.png", "roc_per_class.json",
+        "pr_per_class.json", "roc_curve.png", "pr_curve.png", "reliability_diagram.png"}
     per_class = json.loads(paths["roc_per_class"].read_text())["roc"]
     assert {p["class"] for p in per_class} == set(MULTI_NAMES)
 
@@ -86,7 +86,7 @@ def test_write_plots_is_deterministic(tmp_path):
                          BINARY_LABELS, BINARY_NAMES, matrix, "validation")
     # Only the files dvc.yaml declares land in the plots folder; the PNGs are for MLflow.
     assert sorted(p.name for p in (tmp_path / "one").iterdir()) == ["confusion.json", "pr.json",
-                                                                    "roc.json"]
+                                                                    "reliability.json", "roc.json"]
     for kind, path in first.items():
         assert path.read_bytes() == second[kind].read_bytes(), kind
     for image in ("confusion_png", "roc_png", "pr_png"):
@@ -96,3 +96,20 @@ def test_write_plots_is_deterministic(tmp_path):
     assert set(roc) == {"roc"}
     assert set(json.loads(first["pr"].read_text())) == {"pr"}
     assert len(json.loads(first["confusion"].read_text())) == 4
+
+
+def test_multiclass_reliability_is_the_predicted_label_confidence_against_being_right(tmp_path):
+    paths = write_plots(tmp_path / "plots", tmp_path / "extra", MULTI_PROBS, [0, 1, 2, 0],
+                        MULTI_LABELS, MULTI_NAMES, [[1, 0, 0], [1, 1, 0], [0, 0, 1]], "test")
+    points = json.loads(paths["reliability"].read_text())["reliability"]
+    # By hand: each row's largest probability, its 15-bin index, and whether its argmax is the label.
+    rows = [(max(row), row.index(max(row)) == label) for row, label in zip(MULTI_PROBS, MULTI_LABELS, strict=True)]
+    expected = {}
+    for confidence, right in rows:
+        expected.setdefault(min(int(confidence * 15), 14), []).append((confidence, right))
+    assert [point["bin"] for point in points] == sorted(expected)
+    for point in points:
+        members = expected[point["bin"]]
+        assert point["question"] == "top label" and point["count"] == len(members)
+        assert point["confidence"] == pytest.approx(sum(c for c, _ in members) / len(members), abs=1e-6)
+        assert point["observed"] == pytest.approx(sum(r for _, r in members) / len(members), abs=1e-6)

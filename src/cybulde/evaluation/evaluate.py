@@ -5,7 +5,7 @@ Outputs (paths relative to the project root, i.e. the stage's working directory)
   accuracy, macro_f1, roc_auc, threshold, num_examples); `metrics/<split>_per_class.json`: precision,
   recall, f1 and support per label, a plain output kept out of those tables. Floats are rounded to 6
   decimals and keys sorted, so an unchanged model and data give identical bytes;
-- `plots/<split>/`: confusion.json, roc.json, pr.json (DVC plots); their PNGs (confusion matrix,
+- `plots/<split>/`: confusion.json, roc.json, pr.json, reliability.json (DVC plots); their PNGs (confusion matrix,
   ROC and precision-recall curves) and per-class curves for more than two labels go to MLflow only;
 - `predictions/<split>.parquet`: id, text, label, predicted, prob_<label name> per example.
 
@@ -13,8 +13,8 @@ A multi-label version (`task: multilabel`, a model with the multilabel head) is 
 and question instead (`cybulde.evaluation.multilabel`): metrics/<split>.json holds `loss`,
 `macro_f1`, `roc_auc`, `ece/<question>`, `threshold/<question>` and `num_examples`;
 metrics/<split>_per_class.json the detail (`sources`, `questions`, `cross_source`); plots/<split>/
-`roc.json`, `pr.json` (one curve per question, each point with its `question`) and
-`reliability_<question>.json`; predictions/<split>.parquet `id`, `source` and per question
+the same four files (one series per question, each point with its `question`; the confusion matrix
+holds each question's 2x2 block); predictions/<split>.parquet `id`, `source` and per question
 `<q>_label`, `<q>_probability`, `<q>_prediction`. `validate` tunes the thresholds (per source and
 question, and one serving threshold per question); `test` applies the ones it recorded.
 
@@ -32,30 +32,32 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
 from cybulde.config.paths import MODEL_DIR, fetched_path
 from cybulde.errors import CybuldeError
+from cybulde.evaluation import multilabel
 from cybulde.evaluation.inference import collect_outputs
 from cybulde.evaluation.metrics import compute_metrics, flatten_for_logging, round_floats
-from cybulde.evaluation.multilabel import flatten_nested
-from cybulde.evaluation.plots import write_plots
+from cybulde.evaluation.plots import curve_figure, pr_points, reliability_points, roc_points, save_figure, write_plots
 from cybulde.evaluation.thresholds import parse_threshold, tune_threshold
 from cybulde.files import write_json
 from cybulde.loading.datamodule import TextDataModule
 from cybulde.models.export import inference_precision, load_model
 from cybulde.registry.manifest import Manifest
 from cybulde.registry.splits import read_split_columns
-from cybulde.serving.scorer import accelerator_of, is_multilabel_config, pick_device, probability_column
+from cybulde.serving.scorer import accelerator_of, is_multilabel_config, model_logits, pick_device, probability_column
+from cybulde.text.batching import PadCollator
 
 if TYPE_CHECKING:
-    import torch
-
     from cybulde.config.schema import Config
     from cybulde.models.export import LoadedModel
     from cybulde.models.heads import Head
@@ -238,10 +240,7 @@ def write_predictions(path: Path, rows: dict[str, list[Any]], probabilities: tor
 
 def log_evaluation(run: PipelineRun, result: SplitEvaluation) -> None:
     """Metrics (`<split>/...`), the plots folder, predictions and the metrics JSON into the run."""
-    if result.multilabel:
-        run.log_metrics(flatten_nested(with_per_class(result.metrics, result.per_class), result.split))
-    else:
-        run.log_metrics(flatten_for_logging(with_per_class(result.metrics, result.per_class), result.split))
+    run.log_metrics(flatten_for_logging(with_per_class(result.metrics, result.per_class), result.split))
     for path in sorted(result.plot_paths.values()):
         run.log_artifact(path, f"{PLOTS_DIR}/{result.split}")
     run.log_artifact(result.predictions_path, PREDICTIONS_DIR)
@@ -265,7 +264,6 @@ def summary_line(metrics: dict[str, Any], split: str) -> str:
 def evaluate_multilabel(cfg: Config, split: str, root: Path, scratch: Path, loaded: LoadedModel,
                         manifest: Manifest, data_dir: Path) -> SplitEvaluation:
     """`evaluate_to_files` of a multi-label version (see the module docstring)."""
-    from cybulde.evaluation import multilabel
 
     questions = [str(name) for name in loaded.model.label_names]
     _check_multilabel_fit(loaded, manifest, questions, data_dir)
@@ -284,7 +282,7 @@ def evaluate_multilabel(cfg: Config, split: str, root: Path, scratch: Path, load
     report = round_floats(multilabel.headline(outputs, per_source, per_question, serving), DIGITS)
     metrics_path = write_json(report, root / metrics_file(split))
     per_class_path = write_json(detail, root / per_class_file(split))
-    plot_paths = _write_multilabel_plots(root / PLOTS_DIR / split, scratch / PLOTS_DIR / split, outputs, split)
+    plot_paths = _write_multilabel_plots(root / PLOTS_DIR / split, scratch / PLOTS_DIR / split, outputs, serving, split)
     predictions_path = multilabel.write_predictions(root / PREDICTIONS_DIR / f"{split}.parquet", outputs, serving)
     return SplitEvaluation(split, report, metrics_path, plot_paths, predictions_path, detail, per_class_path,
                            multilabel=True)
@@ -311,12 +309,6 @@ def _run_multilabel_model(cfg: Config, loaded: LoadedModel, data_dir: Path, spli
                           questions: list[str]) -> Any:
     """The model's probabilities over every row of `split`, from the stored token ids (in batches of
     similar length, put back in row order), with the rows' ids, sources and answers."""
-    import numpy as np
-    import torch
-
-    from cybulde.evaluation.multilabel import MultiLabelSplit
-    from cybulde.serving.scorer import model_logits
-    from cybulde.text.batching import PadCollator
 
     rows = read_split_columns(data_dir, split, columns=("id", "source", "labels", "input_ids"))
     labels = torch.tensor(rows["labels"], dtype=torch.int64).reshape(len(rows["id"]), len(questions))
@@ -336,17 +328,16 @@ def _run_multilabel_model(cfg: Config, loaded: LoadedModel, data_dir: Path, spli
                                               precision.precision, device)
     with torch.inference_mode():
         loss = float(model.head.loss(logits, labels))
-    return MultiLabelSplit(ids=[str(value) for value in rows["id"]], sources=[str(value) for value in rows["source"]],
-                           questions=questions, labels=labels.numpy(),
-                           probabilities=model.head.probabilities(logits).double().numpy().astype(np.float64),
-                           loss=loss)
+    return multilabel.MultiLabelSplit(
+        ids=[str(value) for value in rows["id"]], sources=[str(value) for value in rows["source"]],
+        questions=questions, labels=labels.numpy(),
+        probabilities=model.head.probabilities(logits).double().numpy().astype(np.float64), loss=loss)
 
 
 def _recorded_multilabel_thresholds(root: Path, questions: list[str]) -> tuple[dict[str, float],
                                                                              dict[str, dict[str, float]]]:
     """The serving and per-source thresholds `validate` recorded (metrics/validation.json and
     metrics/validation_per_class.json)."""
-    from cybulde.evaluation.multilabel import recorded_thresholds
 
     paths = [root / metrics_file("validation"), root / per_class_file("validation")]
     missing = [str(path) for path in paths if not path.is_file()]
@@ -355,19 +346,17 @@ def _recorded_multilabel_thresholds(root: Path, questions: list[str]) -> tuple[d
                               f"by the `validate` stage, run it before `test`")
     try:
         recorded = [json.loads(path.read_text(encoding="utf-8")) for path in paths]
-        return recorded_thresholds(recorded[0], recorded[1], questions)
+        return multilabel.recorded_thresholds(recorded[0], recorded[1], questions)
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise EvaluationError(f"{paths[0]} and {paths[1]} do not record a multi-label model's thresholds "
                               f"(missing {error}): rerun the `validate` stage with this model") from error
 
 
-def _write_multilabel_plots(out_dir: Path, extra_dir: Path, outputs: Any, split: str) -> dict[str, Path]:
-    """roc.json and pr.json (one curve per question's present cells, each point naming its `question`)
-    and reliability_<question>.json into `out_dir`; a reliability PNG per question into `extra_dir`."""
-    import numpy as np
-
-    from cybulde.evaluation import multilabel
-    from cybulde.evaluation.plots import curve_figure, pr_points, roc_points, save_figure
+def _write_multilabel_plots(out_dir: Path, extra_dir: Path, outputs: Any, serving: Mapping[str, float],
+                            split: str) -> dict[str, Path]:
+    """The files dvc.yaml declares for every model (confusion.json, roc.json and pr.json with one curve
+    per question's answered cells, each point naming its `question`, reliability.json) into `out_dir`;
+    a reliability PNG per question into `extra_dir`."""
 
     roc, pr = [], []
     for question in outputs.questions:
@@ -376,10 +365,10 @@ def _write_multilabel_plots(out_dir: Path, extra_dir: Path, outputs: Any, split:
         roc += [{**point, "question": question} for point in roc_points(two_columns, labels, ["no", "yes"])]
         pr += [{**point, "question": question} for point in pr_points(two_columns, labels, ["no", "yes"])]
     paths = {"roc": write_json({"roc": roc}, out_dir / "roc.json"), "pr": write_json({"pr": pr}, out_dir / "pr.json"),
-             **multilabel.write_reliability_plots(out_dir, outputs)}
+             "reliability": multilabel.write_reliability_plot(out_dir, outputs),
+             "confusion": multilabel.write_confusion_plot(out_dir, outputs, serving)}
     for question in outputs.questions:
-        points = multilabel.reliability_points(*outputs.cells(question))
-        figure = curve_figure({question: points}, "confidence", "observed",
+        figure = curve_figure({question: reliability_points(*outputs.cells(question))}, "confidence", "observed",
                               f"{split} reliability: {question}", diagonal=True)
         paths[f"reliability_{question}_png"] = save_figure(figure, extra_dir / f"reliability_{question}.png")
     return paths

@@ -11,7 +11,7 @@ the functional torchmetrics API is used on the complete tensors.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from cybulde.errors import CybuldeError
@@ -135,21 +135,18 @@ def roc_auc(probabilities: torch.Tensor, target: torch.Tensor) -> float | None:
     return sum(scores) / len(scores)
 
 
-def flatten_for_logging(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
-    """`{"validation/accuracy": ..., "validation/offensive/f1": ...}`; None values are dropped."""
+def flatten_for_logging(metrics: Mapping[str, Any], prefix: str) -> dict[str, float]:
+    """`{"validation/accuracy": ..., "validation/offensive/f1": ...}`: every number of a nested mapping
+    under its path of keys (made safe for MLflow); None, strings and the confusion matrix are dropped."""
     flat: dict[str, float] = {}
     for key, value in metrics.items():
+        name = f"{prefix}/{_metric_safe(key)}"
         if key == "confusion_matrix" or value is None or isinstance(value, str):
             continue
-        if isinstance(value, dict):
-            for name, inner in value.items():
-                if isinstance(inner, dict):
-                    for field, number in inner.items():
-                        flat[f"{prefix}/{key}/{_metric_safe(name)}/{field}"] = float(number)
-                elif inner is not None:
-                    flat[f"{prefix}/{key}/{_metric_safe(name)}"] = float(inner)
+        if isinstance(value, Mapping):
+            flat.update(flatten_for_logging(value, name))
         else:
-            flat[f"{prefix}/{key}"] = float(value)
+            flat[name] = float(value)
     return flat
 
 

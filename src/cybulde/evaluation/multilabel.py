@@ -29,7 +29,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
+from torchmetrics.functional.classification import (
+    binary_auroc,
+    binary_calibration_error,
+    binary_f1_score,
+    multiclass_f1_score,
+)
 
+from cybulde.evaluation.plots import CONFUSION_FILE, RELIABILITY_BINS, RELIABILITY_FILE, reliability_points
 from cybulde.evaluation.thresholds import tune_threshold
 from cybulde.files import write_json
 from cybulde.models.heads import MISSING
@@ -39,10 +47,9 @@ from cybulde.serving.scorer import (
     question_threshold_key,
 )
 
-ECE_BINS = 15
+ECE_BINS = RELIABILITY_BINS
 DIGITS = 6
 LABEL_SUFFIX = "_label"
-RELIABILITY_PREFIX = "reliability_"
 RELIABILITY_KEY = "reliability"
 
 
@@ -74,16 +81,9 @@ def label_column(question: str) -> str:
     return f"{question}{LABEL_SUFFIX}"
 
 
-def reliability_file(question: str) -> str:
-    """`reliability_<question>.json`, the DVC plot of one question's reliability diagram."""
-    return f"{RELIABILITY_PREFIX}{question}.json"
-
-
 # -- metric values (torchmetrics) -------------------------------------------------------------------------
 def binary_macro_f1(predictions: np.ndarray, labels: np.ndarray) -> float:
     """Mean of the F1 of "no" and of "yes" (a class that is neither present nor predicted counts 0)."""
-    import torch
-    from torchmetrics.functional.classification import multiclass_f1_score
 
     per_class = multiclass_f1_score(torch.as_tensor(predictions), torch.as_tensor(labels), num_classes=2,
                                     average="none", zero_division=0)
@@ -91,16 +91,12 @@ def binary_macro_f1(predictions: np.ndarray, labels: np.ndarray) -> float:
 
 
 def f1_of_yes(predictions: np.ndarray, labels: np.ndarray) -> float:
-    import torch
-    from torchmetrics.functional.classification import binary_f1_score
 
     return float(binary_f1_score(torch.as_tensor(predictions), torch.as_tensor(labels), zero_division=0))
 
 
 def roc_auc_of(probabilities: np.ndarray, labels: np.ndarray) -> float | None:
     """ROC-AUC of the yes probability; None unless both answers are present."""
-    import torch
-    from torchmetrics.functional.classification import binary_auroc
 
     if not 0 < int(labels.sum()) < labels.size:
         return None
@@ -109,8 +105,6 @@ def roc_auc_of(probabilities: np.ndarray, labels: np.ndarray) -> float | None:
 
 def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float | None:
     """sum over equal-width bins of |fraction of yes - mean probability| x the bin's share of cells."""
-    import torch
-    from torchmetrics.functional.classification import binary_calibration_error
 
     if labels.size == 0:
         return None
@@ -221,30 +215,23 @@ def headline(split: MultiLabelSplit, per_source: Mapping[str, Any], per_question
 
 
 # -- files ----------------------------------------------------------------------------------------------------
-def reliability_points(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> list[dict[str, Any]]:
-    """One point per non-empty equal-width bin: its range, mean probability (`confidence`), fraction
-    of yes (`observed`) and cell count. Bin i holds [i/bins, (i+1)/bins); a probability of 1 the last."""
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    index = np.clip(np.searchsorted(edges, probabilities, side="right") - 1, 0, bins - 1)
-    points = []
-    for number in range(bins):
-        inside = index == number
-        if not inside.any():
-            continue
-        points.append({"bin": number, "lower": round(float(edges[number]), DIGITS),
-                       "upper": round(float(edges[number + 1]), DIGITS),
-                       "confidence": round(float(probabilities[inside].mean()), DIGITS),
-                       "observed": round(float(labels[inside].mean()), DIGITS), "count": int(inside.sum())})
-    return points
+def write_reliability_plot(out_dir: Path, split: MultiLabelSplit) -> Path:
+    """reliability.json: every question's points, each tagged with its `question` (x: confidence, y: observed)."""
+    points = [{**point, "question": question} for question in split.questions
+              for point in reliability_points(*split.cells(question))]
+    return write_json({RELIABILITY_KEY: points}, Path(out_dir) / RELIABILITY_FILE)
 
 
-def write_reliability_plots(out_dir: Path, split: MultiLabelSplit) -> dict[str, Path]:
-    """`reliability_<question>.json` per question: `{"reliability": [points]}` (x: confidence, y: observed)."""
-    paths = {}
+def write_confusion_plot(out_dir: Path, split: MultiLabelSplit, serving: Mapping[str, float]) -> Path:
+    """confusion.json: one row per answered cell, `actual` and `predicted` as "<question>: yes|no"
+    (at the question's serving threshold), so each question is a 2x2 block of DVC's confusion plot."""
+    rows = []
     for question in split.questions:
-        points = reliability_points(*split.cells(question))
-        paths[f"reliability_{question}"] = write_json({RELIABILITY_KEY: points}, Path(out_dir) / reliability_file(question))
-    return paths
+        probabilities, labels = split.cells(question)
+        for truth, decided in zip(labels.tolist(), (probabilities >= serving[question]).tolist(), strict=True):
+            rows.append({"actual": f"{question}: {'yes' if truth else 'no'}",
+                         "predicted": f"{question}: {'yes' if decided else 'no'}"})
+    return write_json(rows, Path(out_dir) / CONFUSION_FILE)
 
 
 def write_predictions(path: Path, split: MultiLabelSplit, serving: Mapping[str, float]) -> Path:
@@ -260,17 +247,3 @@ def write_predictions(path: Path, split: MultiLabelSplit, serving: Mapping[str, 
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table(columns), path)
     return path
-
-
-def flatten_nested(value: Mapping[str, Any], prefix: str) -> dict[str, float]:
-    """`{prefix}/a/b/c: number` for every number in a nested mapping (None and strings dropped)."""
-    from cybulde.evaluation.metrics import _metric_safe
-
-    flat: dict[str, float] = {}
-    for key, inner in value.items():
-        name = f"{prefix}/{_metric_safe(key)}"
-        if isinstance(inner, Mapping):
-            flat.update(flatten_nested(inner, name))
-        elif isinstance(inner, bool | int | float) and inner is not None:
-            flat[name] = float(inner)
-    return flat

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-MISSING = -1
+from cybulde.models.heads import MISSING
 
 
 def apply_implications(answers: np.ndarray, questions: Sequence[str], implies: Mapping[str, str]) -> np.ndarray:

@@ -5,11 +5,16 @@ Files written into `plots/<split>/` (the plots dvc.yaml declares):
   `confusion` template (x and y: actual and predicted);
 - `roc.json`: `{"roc": [{"fpr", "tpr", "threshold"}, ...]}` and `pr.json`:
   `{"pr": [{"precision", "recall", "threshold"}, ...]}` (x: fpr / recall, y: tpr / precision):
-  one curve, of the positive (second) label for two labels, micro-averaged for more.
+  one curve, of the positive (second) label for two labels, micro-averaged for more;
+- `reliability.json`: `{"reliability": [{"question", "bin", "lower", "upper", "confidence", "observed",
+  "count"}, ...]}` (x: confidence, y: observed), the reliability diagram in 15 equal-width bins: for
+  two labels of the positive label's probability (`question`: its name), for more of the predicted
+  label's probability against how often it is right (`question`: "top label"); a multi-label model
+  has one series per question.
 
 Logged to MLflow only (written to a scratch folder, so the workspace holds no undeclared output):
-- `confusion_matrix.png`: counts with label names, `roc_curve.png` and `pr_curve.png`: the curves of
-  roc.json and pr.json (and, for more than two labels, every label's), rendered with the Agg backend;
+- `confusion_matrix.png`: counts with label names, `roc_curve.png`, `pr_curve.png` and
+  `reliability_diagram.png`: the curves of roc.json, pr.json and reliability.json (and, for more than two labels, every label's), rendered with the Agg backend;
 - for more than two labels, `roc_per_class.json` / `pr_per_class.json`: one-vs-rest curves of
   every label in one list, each point carrying a `"class"` field.
 All numbers are rounded to 6 decimals and the JSON is written with sorted keys, so identical
@@ -36,8 +41,12 @@ PR_FILE = "pr.json"
 CONFUSION_PNG = "confusion_matrix.png"
 ROC_PNG = "roc_curve.png"
 PR_PNG = "pr_curve.png"
+RELIABILITY_PNG = "reliability_diagram.png"
 MICRO_AVERAGE = "micro-average"
 AXIS_TITLES = {"fpr": "false positive rate", "tpr": "true positive rate"}
+RELIABILITY_FILE = "reliability.json"
+RELIABILITY_BINS = 15
+TOP_LABEL = "top label"
 ROC_PER_CLASS_FILE = "roc_per_class.json"
 PR_PER_CLASS_FILE = "pr_per_class.json"
 
@@ -187,18 +196,21 @@ def write_plots(out_dir: Path, extra_dir: Path, probabilities: Any, predictions:
                 split: str) -> dict[str, Path]:
     """The DVC plot files of one split into `out_dir`, the MLflow-only extras into `extra_dir`.
 
-    `out_dir` receives exactly confusion.json, roc.json and pr.json, the files dvc.yaml declares;
+    `out_dir` receives exactly confusion.json, roc.json, pr.json and reliability.json, the files
+    dvc.yaml declares;
     the PNGs and, for more than two labels, the per-class curves go to `extra_dir`.
     Returns the paths by kind.
     """
     out_dir, extra_dir = Path(out_dir), Path(extra_dir)
     roc = roc_points(probabilities, labels, label_names)
     pr = pr_points(probabilities, labels, label_names)
+    reliability = single_label_reliability(probabilities, labels, label_names)
     paths = {
         "confusion": write_json(confusion_rows(predictions, labels, label_names),
                                 out_dir / CONFUSION_FILE),
         "roc": write_json({"roc": roc}, out_dir / ROC_FILE),
         "pr": write_json({"pr": pr}, out_dir / PR_FILE),
+        "reliability": write_json({"reliability": reliability}, out_dir / RELIABILITY_FILE),
         "confusion_png": save_figure(confusion_figure(confusion_matrix, label_names, f"{split} confusion matrix"),
                                      extra_dir / CONFUSION_PNG),
     }
@@ -212,4 +224,39 @@ def write_plots(out_dir: Path, extra_dir: Path, probabilities: Any, predictions:
                                                 f"{split} ROC curve", diagonal=True), extra_dir / ROC_PNG)
     paths["pr_png"] = save_figure(curve_figure(_named_curves(pr, pr_per_class, label_names), "recall",
                                                "precision", f"{split} precision-recall curve"), extra_dir / PR_PNG)
+    paths["reliability_png"] = save_figure(curve_figure({reliability[0]["question"]: reliability} if reliability else {},
+                                                        "confidence", "observed", f"{split} reliability diagram",
+                                                        diagonal=True), extra_dir / RELIABILITY_PNG)
     return paths
+
+
+def reliability_points(probabilities: Any, outcomes: Any, bins: int = RELIABILITY_BINS) -> list[dict[str, Any]]:
+    """One point per non-empty equal-width bin: its range, mean probability (`confidence`), fraction
+    of outcomes that happened (`observed`) and count. Bin i holds [i/bins, (i+1)/bins); 1.0 the last."""
+    import numpy as np
+
+    probabilities, outcomes = np.asarray(probabilities, dtype=np.float64), np.asarray(outcomes, dtype=np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.searchsorted(edges, probabilities, side="right") - 1, 0, bins - 1)
+    points = []
+    for number in range(bins):
+        inside = index == number
+        if not inside.any():
+            continue
+        points.append({"bin": number, "lower": round(float(edges[number]), DIGITS),
+                       "upper": round(float(edges[number + 1]), DIGITS),
+                       "confidence": round(float(probabilities[inside].mean()), DIGITS),
+                       "observed": round(float(outcomes[inside].mean()), DIGITS), "count": int(inside.sum())})
+    return points
+
+
+def single_label_reliability(probabilities: Any, labels: Any, label_names: Sequence[str]) -> list[dict[str, Any]]:
+    """The reliability points of a one-label-per-row model (see the module docstring), tagged by `question`."""
+    probabilities, labels = torch.as_tensor(probabilities).float(), torch.as_tensor(labels)
+    if len(label_names) == 2:
+        question, confidence, outcome = label_names[1], probabilities[:, 1], labels == 1
+    else:
+        confidence, predicted = probabilities.max(dim=-1)
+        question, outcome = TOP_LABEL, predicted == labels
+    return [{**point, "question": question}
+            for point in reliability_points(confidence.numpy(), outcome.numpy())]
