@@ -23,17 +23,19 @@ def run_in_process(project, monkeypatch, overrides=()):
     return train_module.train(tiny_train.load(project, overrides))
 
 
-def validation_scores(project: Path) -> float:
-    """val/macro_f1 of the exported model, recomputed with sklearn from its decisions on the validation rows."""
+def validation_scores(project: Path, pos_weight: list[float] | None = None) -> tuple[float, float]:
+    """val/macro_f1 and val/loss of the exported model, recomputed with sklearn and `masked_bce` from its
+    logits for the validation rows, each scored alone (no padding) in this process."""
     import pyarrow.parquet as pq
+
+    from cybulde.models.heads import masked_bce
 
     rows = pq.read_table(project / "data" / "fetched" / "validation.parquet").to_pydict()
     model = load_model(project / "model").model
-    decisions = []
     with torch.no_grad():
-        for ids in rows["input_ids"]:
-            tensor = torch.tensor([ids])
-            decisions.append((model(tensor, torch.ones_like(tensor)).sigmoid()[0] >= 0.5).long().tolist())
+        logits = torch.cat([model(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long))
+                            for ids in rows["input_ids"]])
+    decisions = (logits.sigmoid() >= 0.5).long().tolist()
     per_source = []
     for source in ("alpha", "beta", "gamma"):
         per_question = []
@@ -45,7 +47,8 @@ def validation_scores(project: Path) -> float:
                 truth, predicted = zip(*cells, strict=True)
                 per_question.append(f1_score(truth, predicted, average="macro", labels=[0, 1], zero_division=0))
         per_source.append(sum(per_question) / len(per_question))
-    return sum(per_source) / len(per_source)
+    weight = None if pos_weight is None else torch.tensor(pos_weight)
+    return sum(per_source) / len(per_source), masked_bce(logits, torch.tensor(rows["labels"]), weight).item()
 
 
 def test_a_multilabel_version_trains_selects_on_per_source_macro_f1_and_exports(tmp_path, monkeypatch):
@@ -63,7 +66,11 @@ def test_a_multilabel_version_trains_selects_on_per_source_macro_f1_and_exports(
     assert config["metadata"]["dataset"] == "tiny-multi" and config["metadata"]["train_metrics"] == metrics
     assert config["metadata"]["train_params"]["train"]["source_temperature"] == 2.0
     # The exported weights are those of the best epoch by val/macro_f1: their score, recomputed from scratch.
-    assert validation_scores(project) == pytest.approx(metrics["best_val_macro_f1"], abs=1e-6)
+    # train.class_weights: pos_weight = no / yes over the present train cells, 8 rows of each kind per source:
+    # abusive (alpha, beta) 16 no / 32 yes = 0.5, hate (alpha, gamma) 32 no / 16 yes = 2.
+    macro_f1, loss = validation_scores(project, pos_weight=[0.5, 2.0])
+    assert macro_f1 == pytest.approx(metrics["best_val_macro_f1"], abs=1e-6)
+    assert loss == pytest.approx(metrics["best_val_loss"], abs=1e-5)
     assert metrics["best_val_macro_f1"] > 0.5  # it learnt something: the toxic and hateful words are plain
 
 
@@ -76,6 +83,23 @@ def test_two_multilabel_runs_with_the_same_seed_give_identical_weights(tmp_path,
     run_in_process(second, monkeypatch)
     assert_same_weights(first / "model", second / "model")
     assert (first / "metrics/train.json").read_text() == (second / "metrics/train.json").read_text()
+
+
+@pytest.mark.slow
+def test_sharded_multilabel_validation_under_two_ranks_equals_one_process_scoring_every_row(tmp_path):
+    """2 gloo ranks under torchrun, 36 validation rows of 3 sources (each rank scores 18): the recorded
+    metrics of the exported weights are those of scoring every row with them in one process."""
+    from tests.helpers.ports import free_port
+    from tests.training.test_train import torchrun, wait_all
+
+    project = tiny_train.make_multilabel_project(
+        tmp_path / "project", {"launch.nproc_per_node": 2, "train.global_batch_size": 16,
+                               "train.source_temperature": 2.0})
+    wait_all([torchrun(project, 1, 2, free_port())])
+    metrics = json.loads((project / "metrics/train.json").read_text())
+    macro_f1, loss = validation_scores(project)
+    assert macro_f1 == pytest.approx(metrics["best_val_macro_f1"], abs=1e-6)
+    assert loss == pytest.approx(metrics["best_val_loss"], abs=1e-5)
 
 
 def refuse_any_work(monkeypatch) -> None:
