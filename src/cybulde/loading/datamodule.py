@@ -258,7 +258,7 @@ def source_shares(counts: np.ndarray, temperature: float) -> np.ndarray:
     present = counts > 0
     # n^(1/T) as exp(log(n) / T) relative to the largest source: no overflow for small T
     logs = np.where(present, np.log(np.where(present, counts, 1.0)), -np.inf) / temperature
-    weights = np.where(present, np.exp(logs - logs[present].max(initial=0.0)), 0.0)
+    weights = np.where(present, np.exp(logs - logs[present].max()), 0.0)
     return weights / weights.sum()
 
 
