@@ -19,7 +19,7 @@ from cybulde.config.schema import Head as HeadKind
 from cybulde.errors import CybuldeError
 from cybulde.models.adapter import Adapter
 from cybulde.models.backbone import TokenizerSpec, build_backbone, take_pooler
-from cybulde.models.heads import Head, make_head
+from cybulde.models.heads import HEADS, Head, MultiLabelHead, make_head
 
 if TYPE_CHECKING:
     from cybulde.config.schema import ModelConfig, Pooling
@@ -33,10 +33,16 @@ class HeadTaskMismatchError(CybuldeError, ValueError):
     """`model.head` cannot learn the dataset's task (multilabel head vs. one label per row, or back)."""
 
 
+def learns_multilabel(head: str | HeadKind) -> bool:
+    """Whether the head of this kind answers one question per logit (a `MultiLabelHead`, or a subclass)."""
+    head_class = HEADS.get(str(getattr(head, "value", head)))
+    return head_class is not None and issubclass(head_class, MultiLabelHead)
+
+
 def check_head_fits_task(head: str | HeadKind, task: str, dataset: str = "the dataset") -> None:
     """Refuse the multilabel head on a single-label dataset and any other head on a multi-label one."""
-    kind = HeadKind(getattr(head, "value", head))
-    multilabel_head = kind == HeadKind.multilabel
+    kind = str(getattr(head, "value", head))
+    multilabel_head = learns_multilabel(kind)
     if multilabel_head and task != MULTILABEL:
         raise HeadTaskMismatchError(
             f"model.head=multilabel needs a multi-label dataset version, but {dataset} has task {task!r} "
@@ -44,7 +50,7 @@ def check_head_fits_task(head: str | HeadKind, task: str, dataset: str = "the da
             f"with --questions")
     if not multilabel_head and task == MULTILABEL:
         raise HeadTaskMismatchError(
-            f"model.head={kind.value} cannot learn {dataset}: its task is 'multilabel' (one answer per "
+            f"model.head={kind} cannot learn {dataset}: its task is 'multilabel' (one answer per "
             f"question, some missing); set model.head=multilabel")
 
 
@@ -74,7 +80,7 @@ class TextClassifier(nn.Module):
     @property
     def task(self) -> str:
         """The dataset task this classifier answers: its head's."""
-        return MULTILABEL if self.head.kind == HeadKind.multilabel.value else MULTICLASS
+        return MULTILABEL if isinstance(self.head, MultiLabelHead) else MULTICLASS
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden_states = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
