@@ -40,6 +40,8 @@ def test_override_changes_value() -> None:
         ("launch.nproc_per_node=many", "'launch.nproc_per_node': must be 'auto'"),
         ("train.layer_lr_decay=0", "'train.layer_lr_decay': must be in \\(0, 1\\]"),
         ("train.layer_lr_decay=1.5", "'train.layer_lr_decay'"),
+        ("++train.source_temperature=0", "'train.source_temperature': must be > 0"),
+        ("++train.source_temperature=-2.0", "'train.source_temperature': must be > 0"),
         ("model.nope=1", "model.nope"),
         ("data.manifest_sha256=abc", "'data.manifest_sha256': must be '' \\(unpinned\\) or 64 lowercase hex"),
         (f"data.manifest_sha256={'A' * 64}", "'data.manifest_sha256'"),

@@ -29,6 +29,13 @@ def make_project(project: Path, overrides: dict | None = None, rows: dict | None
     return write_params(project, overrides)
 
 
+def make_multilabel_project(project: Path, overrides: dict | None = None, rows_per_source: dict | None = None) -> Path:
+    """A project folder with params.yaml (the multilabel head) and a fetched tiny multi-label version."""
+    project.mkdir(parents=True, exist_ok=True)
+    tiny_data.make_multilabel_data_dir(project / "data" / "fetched", rows_per_source=rows_per_source)
+    return write_params(project, {"model.head": "multilabel", **(overrides or {})})
+
+
 def write_params(project: Path, overrides: dict | None = None) -> Path:
     """params.yaml: the schema's defaults, the tiny setup, then `overrides`."""
     from omegaconf import OmegaConf

@@ -280,3 +280,118 @@ def test_start_epoch_draws_that_epochs_batches_before_any_set_epoch() -> None:
     resumed.set_epoch(4)
     assert list(resumed) == epoch_batches(2, 1, epoch=4)
 
+
+
+# ---- multi-label versions and temperature sampling over sources -----------------------------------
+
+SOURCE_COUNTS = (600, 300, 100)  # rows of sources 0, 1, 2
+SOURCES = np.random.default_rng(5).permutation(np.repeat(np.arange(3), SOURCE_COUNTS))
+SOURCE_LENGTHS = np.random.default_rng(6).integers(3, 60, size=len(SOURCES))
+
+
+def tempered_batches(temperature: float, world_size: int = 1, rank: int = 0, epoch: int = 0, seed: int = 4,
+                     sources: np.ndarray | None = SOURCES, start_batch: int = 0) -> list[list[int]]:
+    sampler = ShardedBatchSampler(SOURCE_LENGTHS, 16, seed, world_size, rank, True, mega_chunk_steps=4,
+                                  start_batch=start_batch, sources=sources, source_temperature=temperature)
+    sampler.set_epoch(epoch)
+    return list(sampler)
+
+
+def rows_of_each_source(batches: list[list[int]]) -> list[int]:
+    return np.bincount(SOURCES[[row for batch in batches for row in batch]], minlength=3).tolist()
+
+
+def test_temperature_one_is_the_plain_permutation_and_gives_the_datas_shares() -> None:
+    plain = tempered_batches(1.0, sources=None)
+    assert tempered_batches(1.0) == plain  # the same batches as a sampler that knows no sources
+    assert rows_of_each_source(plain) == list(SOURCE_COUNTS)  # 60% / 30% / 10%: the data's own shares
+
+
+def test_a_temperature_flattens_the_sources_shares_as_computed_by_hand() -> None:
+    # T = 2: p(s) ∝ sqrt(n_s) = 24.4949, 17.3205, 10 (sum 51.8154) -> 472.73, 334.27, 192.99 of 1000 rows;
+    # floors 472 + 334 + 192 = 998, the 2 rows left go to the largest remainders (.99, .73): 473, 334, 193.
+    assert rows_of_each_source(tempered_batches(2.0)) == [473, 334, 193]
+    # T -> infinity: uniform, 333.3 each (the largest remainder, a tie, goes to the first source).
+    assert rows_of_each_source(tempered_batches(1e9)) == [334, 333, 333]
+    # T = 0.5 sharpens: n_s^2 = 360000, 90000, 10000 -> 782.61, 195.65, 21.74; floors 782 + 195 + 21 = 998,
+    # remainders .61, .65, .74: the 2 rows left go to sources 2 and 1.
+    assert rows_of_each_source(tempered_batches(0.5)) == [782, 196, 22]
+
+
+def test_temperature_sampling_is_seeded_and_sharded_like_the_plain_one() -> None:
+    assert tempered_batches(3.0) == tempered_batches(3.0)  # same seed and epoch: the same batches
+    assert tempered_batches(3.0) != tempered_batches(3.0, epoch=1)
+    assert tempered_batches(3.0) != tempered_batches(3.0, seed=5)
+    shards = [tempered_batches(3.0, world_size=3, rank=rank) for rank in range(3)]
+    assert len({len(batches) for batches in shards}) == 1  # every rank the same number of batches
+    assert len(shards[0]) == len(ShardedBatchSampler(SOURCE_LENGTHS, 16, 4, 3, 0))
+    # An over-drawn source (here the smallest, drawn ~1.9 times) goes through all its rows before repeating.
+    small = [row for batch in tempered_batches(1e9) for row in batch if SOURCES[row] == 2]
+    assert len(set(small)) == SOURCE_COUNTS[2]
+    assert tempered_batches(3.0, world_size=2, rank=1, start_batch=7) == tempered_batches(3.0, world_size=2,
+                                                                                          rank=1)[7:]
+
+
+def test_a_temperature_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="source_temperature must be > 0"):
+        ShardedBatchSampler(SOURCE_LENGTHS, 16, 4, sources=SOURCES, source_temperature=0.0)
+
+
+@pytest.fixture(scope="module")
+def multilabel_version(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.helpers.tiny_data import make_multilabel_data_dir
+
+    return make_multilabel_data_dir(tmp_path_factory.mktemp("multi") / "v1")
+
+
+def test_multilabel_batches_carry_the_answer_matrix_and_the_source(multilabel_version: Path, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+    import torch
+
+    expected = pq.read_table(multilabel_version / "train.parquet").to_pydict()
+    module = TextDataModule(multilabel_version, batch_size=5, seed=1, cache_dir=tmp_path, source_temperature=2.0)
+    assert module.is_multilabel and module.source_names == ["alpha", "beta", "gamma"]
+    source_index = {"alpha": 0, "beta": 1, "gamma": 2}
+    seen = []
+    for batch in module.train_dataloader():
+        assert batch["labels"].dtype == torch.long and batch["labels"].shape == (len(batch["index"]), 2)
+        assert batch["source"].dtype == torch.long and batch["source"].shape == (len(batch["index"]),)
+        for row, index in enumerate(batch["index"].tolist()):
+            assert batch["labels"][row].tolist() == expected["labels"][index]  # -1 where the source is silent
+            assert int(batch["source"][row]) == source_index[expected["source"][index]]
+            ids = batch["input_ids"][row][batch["attention_mask"][row] == 1].tolist()
+            assert ids == expected["input_ids"][index]
+        seen += batch["index"].tolist()
+    assert len(seen) == len(expected["id"])  # an epoch keeps the split's number of rows
+    assert module.split_labels("train").tolist() == expected["labels"]
+    assert module.split_sources("train").tolist() == [source_index[name] for name in expected["source"]]
+    assert (module.split_labels("train") == -1).any()
+
+
+def test_the_multilabel_cache_has_its_own_key_and_the_single_label_key_is_unchanged(tmp_path: Path) -> None:
+    import hashlib
+    import json
+
+    from cybulde.loading.datamodule import token_cache_path
+
+    key = json.dumps({"format": "input_ids+label/arrow-ipc/v2", "split": "train", "shards": ["ab"], "ids": "uint16"},
+                     sort_keys=True)
+    single = token_cache_path(tmp_path, "train", ["ab"], "uint16")
+    assert single.name == f"train-{hashlib.sha256(key.encode()).hexdigest()[:32]}.arrow"
+    multi = token_cache_path(tmp_path, "train", ["ab"], "uint16", ["alpha", "beta"])
+    assert multi != single and multi != token_cache_path(tmp_path, "train", ["ab"], "uint16", ["beta", "alpha"])
+
+
+def test_rows_of_a_source_the_manifest_does_not_name_are_refused(multilabel_version: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from cybulde.registry.errors import DataError
+    from cybulde.registry.manifest import Manifest
+
+    copy = tmp_path / "v1"
+    shutil.copytree(multilabel_version, copy)
+    manifest = Manifest.load(copy)
+    manifest.source_names = ["alpha", "beta"]
+    manifest.write(copy)
+    with pytest.raises(DataError, match=r"sources \['gamma'\]"):
+        TextDataModule(copy, batch_size=4, seed=0, cache_dir=tmp_path / "cache").split("train")

@@ -46,6 +46,50 @@ def test_exported_model_loads_safely_and_gives_identical_logits(tmp_path, monkey
     assert torch.equal(before, after)
 
 
+SINGLE_LABEL_KEYS = {"format_version", "backbone", "backbone_config", "pooling", "adapter", "adapter_hidden_size",
+                     "dropout", "head", "num_labels", "num_outputs", "label_names", "max_length", "metadata"}
+
+
+def test_a_single_label_export_keeps_exactly_its_keys(tmp_path):
+    data_dir = tiny_data.make_data_dir(tmp_path / "data")
+    out = save_model(tiny_model(data_dir), tmp_path / "model", {}, data_dir / "tokenizer")
+    assert set(json.loads((out / "config.json").read_text())) == SINGLE_LABEL_KEYS  # no task, no source_names
+
+
+def test_a_multilabel_export_records_its_task_questions_and_sources(tmp_path, monkeypatch):
+    data_dir = tiny_data.make_multilabel_data_dir(tmp_path / "data")
+    torch.manual_seed(0)
+    model = tiny_model(data_dir, "multilabel", "none", "mean").eval()
+    out = save_model(model, tmp_path / "model", {"dataset": "tiny-multi"}, data_dir / "tokenizer")
+    config = json.loads((out / "config.json").read_text())
+    assert set(config) == SINGLE_LABEL_KEYS | {"task", "source_names"}
+    assert config["task"] == "multilabel" and config["head"] == "multilabel"
+    assert config["label_names"] == ["abusive", "hate"] and config["num_outputs"] == 2
+    assert config["source_names"] == ["alpha", "beta", "gamma"]
+
+    monkeypatch.chdir(tmp_path)
+    loaded = load_model(out)
+    assert loaded.model.source_names == ["alpha", "beta", "gamma"] and loaded.model.task == "multilabel"
+    encoded = loaded.tokenizer(["the cat idiot", "a day vermin"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        assert torch.equal(model(encoded["input_ids"], encoded["attention_mask"]),
+                           loaded.model(encoded["input_ids"], encoded["attention_mask"]))
+
+
+@pytest.mark.parametrize("head,maker,message", [
+    ("softmax", "make_multilabel_data_dir", r"model.head=softmax cannot learn tiny-multi/v1: its task is 'multilabel'"),
+    ("sigmoid", "make_multilabel_data_dir", r"model.head=sigmoid .*set model.head=multilabel"),
+    ("multilabel", "make_data_dir", r"model.head=multilabel needs a multi-label dataset version, but tiny/v1 has "
+                                    r"task 'multiclass'"),
+])
+def test_a_head_that_cannot_learn_the_datasets_task_is_refused(tmp_path, head, maker, message):
+    from cybulde.models.classifier import HeadTaskMismatchError
+
+    data_dir = getattr(tiny_data, maker)(tmp_path / "data")
+    with pytest.raises(HeadTaskMismatchError, match=message):
+        tiny_model(data_dir, head)
+
+
 def test_loading_a_directory_without_config_is_a_clear_error(tmp_path):
     with pytest.raises(ModelFormatError, match="not an exported model directory"):
         load_model(tmp_path)

@@ -181,3 +181,57 @@ def test_ema_weights_are_validated_and_saved_in_a_weights_only_checkpoint(tmp_pa
     with torch.no_grad():
         expected_loss = F.cross_entropy(model(ids, torch.ones_like(ids)), labels).item()
     assert trainer.callback_metrics["val/loss"].item() == pytest.approx(expected_loss, abs=1e-5)
+
+
+def test_positive_weights_are_no_over_yes_over_the_present_train_cells():
+    from cybulde.training.module import positive_weights
+
+    answers = {"alpha": {"abusive": {"yes": 10, "no": 30, "missing": 0}, "hate": {"yes": 4, "no": 36, "missing": 0}},
+               "beta": {"abusive": {"yes": 10, "no": 10, "missing": 0}, "hate": {"yes": 0, "no": 0, "missing": 20}}}
+    # abusive: (30 + 10) / (10 + 10) = 2; hate: 36 / 4 = 9 (beta's missing cells count for nothing)
+    assert positive_weights(answers, ["abusive", "hate"]).tolist() == pytest.approx([2.0, 9.0])
+    assert positive_weights({"a": {"q": {"yes": 0, "no": 5, "missing": 0}}}, ["q"]).tolist() == [5.0]
+
+
+def test_multilabel_validation_masks_the_loss_and_scores_per_source(tmp_path):
+    import json
+
+    import lightning.pytorch as pl
+    from sklearn.metrics import f1_score
+    from torch.utils.data import DataLoader
+
+    from cybulde.config.schema import ModelConfig
+    from cybulde.models.classifier import build_classifier
+    from cybulde.models.heads import masked_bce
+    from cybulde.training.module import ClassifierModule
+    from tests.helpers.tiny_data import make_multilabel_data_dir
+
+    data_dir = make_multilabel_data_dir(tmp_path / "data")
+    manifest = json.loads((data_dir / "manifest.json").read_text())
+    torch.manual_seed(0)
+    model = build_classifier(ModelConfig(backbone="scratch", head="multilabel"), manifest, data_dir / "tokenizer")
+    assert model.head.num_outputs == 2 and model.source_names == ["alpha", "beta", "gamma"]
+    ids = torch.randint(5, 50, (8, 6))
+    with torch.no_grad():  # centre each question's logits on these rows: decisions of both kinds
+        model.output.bias.sub_(model.eval()(ids, torch.ones_like(ids)).median(dim=0).values - 1e-4)
+    module = ClassifierModule(model, lr=1e-3, weight_decay=0.0, warmup_ratio=0.0)
+    labels = torch.tensor([[1, 1], [0, 0], [1, -1], [0, -1], [1, 0], [-1, 1], [-1, 0], [0, 1]])
+    sources = torch.tensor([0, 0, 1, 1, 0, 2, 2, 0])
+    batches = [{"input_ids": ids[part], "attention_mask": torch.ones_like(ids[part]), "labels": labels[part],
+                "source": sources[part]} for part in (slice(0, 5), slice(5, 8))]
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    trainer.validate(module, DataLoader(batches, batch_size=None), verbose=False)
+    model.eval()
+    with torch.no_grad():
+        logits = model(ids, torch.ones_like(ids))
+    # The loss over the 13 present cells of both batches at once (not a mean of two batch means).
+    assert trainer.callback_metrics["val/loss"].item() == pytest.approx(masked_bce(logits, labels).item(), rel=1e-5)
+    decisions = (logits.sigmoid() >= 0.5).long()
+
+    def macro(source, question):
+        rows = (sources == source) & (labels[:, question] != -1)
+        return f1_score(labels[rows, question], decisions[rows, question], average="macro", labels=[0, 1],
+                        zero_division=0)
+
+    expected = ((macro(0, 0) + macro(0, 1)) / 2 + macro(1, 0) + macro(2, 1)) / 3
+    assert 0 < expected < 1 and trainer.callback_metrics["val/macro_f1"].item() == pytest.approx(expected, abs=1e-6)

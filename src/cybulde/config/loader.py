@@ -101,6 +101,8 @@ def validate_config(config: Config) -> None:
     _require(0.0 <= train.ema_decay < 1.0, "train.ema_decay",
              f"must be in [0, 1) (0 disables the average), got {train.ema_decay}")
     _require(train.max_time_s >= 0, "train.max_time_s", f"must be >= 0 (0 = no limit), got {train.max_time_s}")
+    _require(train.source_temperature > 0, "train.source_temperature",
+             f"must be > 0 (1 keeps the sources' own shares), got {train.source_temperature}")
     _require(train.num_workers >= 0, "train.num_workers", "must be >= 0")
     _require(train.log_every_n_steps >= 1, "train.log_every_n_steps", "must be >= 1")
     _require(train.checkpoint_every_n_steps >= 0, "train.checkpoint_every_n_steps",

@@ -148,6 +148,11 @@ class TrainConfig:
     # AVX512-BF16 or AMX), 32-true otherwise (cybulde.hardware); validate/test follow the same rule.
     precision: str = "auto"
     group_by_length: bool = True
+    # A multi-label (multi-source) version: each training epoch draws source s's share of its rows in
+    # proportion to n_s^(1/T), n_s its training rows. 1.0: every row once, the sources as the data has
+    # them (single-source runs are unaffected by it); > 1 flattens the shares towards uniform, so small
+    # sources are seen more often; < 1 sharpens them. Must be > 0.
+    source_temperature: float = 1.0
     num_workers: int = 0
     log_every_n_steps: int = 20
     # Full training state (weights, optimizer, loop position, RNG) is saved under .cybulde/ every this

@@ -1,4 +1,9 @@
-"""`TextClassifier`: backbone -> adapter -> linear output layer sized by the head."""
+"""`TextClassifier`: backbone -> adapter -> linear output layer sized by the head.
+
+A classifier of a multi-label (multi-source) dataset has the `multilabel` head, the questions as its
+label names and the dataset's `source_names`; its `architecture()` (the exported config.json) records
+`task: multilabel` and those names. A single-label classifier's architecture has neither key.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +15,43 @@ import torch
 from torch import nn
 
 from cybulde.config.schema import Adapter as AdapterKind
+from cybulde.config.schema import Head as HeadKind
+from cybulde.errors import CybuldeError
 from cybulde.models.adapter import Adapter
 from cybulde.models.backbone import TokenizerSpec, build_backbone, take_pooler
-from cybulde.models.heads import Head, make_head
+from cybulde.models.heads import HEADS, Head, MultiLabelHead, make_head
 
 if TYPE_CHECKING:
     from cybulde.config.schema import ModelConfig, Pooling
+
+# A dataset's `task` (its manifest's; the same names as `cybulde.registry.manifest`, which this
+# package does not import).
+MULTICLASS, MULTILABEL = "multiclass", "multilabel"
+
+
+class HeadTaskMismatchError(CybuldeError, ValueError):
+    """`model.head` cannot learn the dataset's task (multilabel head vs. one label per row, or back)."""
+
+
+def learns_multilabel(head: str | HeadKind) -> bool:
+    """Whether the head of this kind answers one question per logit (a `MultiLabelHead`, or a subclass)."""
+    head_class = HEADS.get(str(getattr(head, "value", head)))
+    return head_class is not None and issubclass(head_class, MultiLabelHead)
+
+
+def check_head_fits_task(head: str | HeadKind, task: str, dataset: str = "the dataset") -> None:
+    """Refuse the multilabel head on a single-label dataset and any other head on a multi-label one."""
+    kind = str(getattr(head, "value", head))
+    multilabel_head = learns_multilabel(kind)
+    if multilabel_head and task != MULTILABEL:
+        raise HeadTaskMismatchError(
+            f"model.head=multilabel needs a multi-label dataset version, but {dataset} has task {task!r} "
+            f"(one label per row); set model.head=softmax or sigmoid, or train on a version published "
+            f"with --questions")
+    if not multilabel_head and task == MULTILABEL:
+        raise HeadTaskMismatchError(
+            f"model.head={kind} cannot learn {dataset}: its task is 'multilabel' (one answer per "
+            f"question, some missing); set model.head=multilabel")
 
 
 class TextClassifier(nn.Module):
@@ -26,7 +62,8 @@ class TextClassifier(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, adapter: Adapter, head: Head, label_names: Sequence[str],
-                 max_length: int | None = None, backbone_name: str = "") -> None:
+                 max_length: int | None = None, backbone_name: str = "",
+                 source_names: Sequence[str] | None = None) -> None:
         super().__init__()
         if len(label_names) != head.num_labels:
             raise ValueError(f"{len(label_names)} label names for a head with num_labels={head.num_labels}")
@@ -37,6 +74,13 @@ class TextClassifier(nn.Module):
         self.label_names = list(label_names)
         self.max_length = max_length
         self.backbone_name = backbone_name
+        # A multi-label classifier's sources (its rows' `source` index into them); None otherwise.
+        self.source_names = None if source_names is None else [str(name) for name in source_names]
+
+    @property
+    def task(self) -> str:
+        """The dataset task this classifier answers: its head's."""
+        return MULTILABEL if isinstance(self.head, MultiLabelHead) else MULTICLASS
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden_states = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -57,6 +101,8 @@ class TextClassifier(nn.Module):
             "num_outputs": self.head.num_outputs,
             "label_names": list(self.label_names),
             "max_length": self.max_length,
+            # only for a multi-label model: a single-label model's config.json keeps its keys
+            **({"task": self.task, "source_names": list(self.source_names or [])} if self.task == MULTILABEL else {}),
         }
 
 
@@ -74,19 +120,24 @@ def backbone_hidden_size(backbone: nn.Module) -> int:
 def compose_classifier(backbone: nn.Module, head: Head, label_names: Sequence[str], pooling: str | Pooling,
                        adapter: str | AdapterKind, adapter_hidden_size: int, dropout: float,
                        max_length: int | None = None, backbone_name: str = "",
-                       pretrained_pooler: nn.Module | None = None) -> TextClassifier:
+                       pretrained_pooler: nn.Module | None = None,
+                       source_names: Sequence[str] | None = None) -> TextClassifier:
     return TextClassifier(
         backbone,
         Adapter(backbone_hidden_size(backbone), pooling, adapter, adapter_hidden_size, dropout,
                 pretrained_pooler=pretrained_pooler),
-        head, label_names, max_length=max_length, backbone_name=backbone_name)
+        head, label_names, max_length=max_length, backbone_name=backbone_name, source_names=source_names)
 
 
 def build_classifier(model_cfg: ModelConfig, manifest: dict[str, Any], tokenizer_dir: Path) -> TextClassifier:
     """The classifier `model_cfg` describes, for the data whose `manifest.json` is given.
 
-    Raises `TokenizerMismatchError` when the data's tokenizer does not fit the backbone.
+    Raises `HeadTaskMismatchError` when `model.head` cannot learn the data's task (before anything is
+    built) and `TokenizerMismatchError` when the data's tokenizer does not fit the backbone. A
+    multi-label manifest gives one output per question and the classifier its `source_names`.
     """
+    task = str(manifest.get("task", MULTICLASS))
+    check_head_fits_task(model_cfg.head, task, f"{manifest.get('dataset')}/{manifest.get('version')}")
     tokenizer = TokenizerSpec.from_manifest(manifest)
     backbone = build_backbone(model_cfg.backbone, model_cfg.scratch, tokenizer, tokenizer_dir)
     pretrained_pooler = take_pooler(backbone)  # never left in the backbone: unused, it would stall DDP
@@ -95,4 +146,5 @@ def build_classifier(model_cfg: ModelConfig, manifest: dict[str, Any], tokenizer
     return compose_classifier(backbone, head, label_names, model_cfg.pooling, model_cfg.adapter,
                               model_cfg.adapter_hidden_size, model_cfg.dropout,
                               max_length=tokenizer.max_length, backbone_name=model_cfg.backbone,
-                              pretrained_pooler=pretrained_pooler)
+                              pretrained_pooler=pretrained_pooler,
+                              source_names=manifest.get("source_names") if task == MULTILABEL else None)

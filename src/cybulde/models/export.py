@@ -4,8 +4,9 @@ Layout of a model directory:
   model.safetensors   the classifier's state dict (no pickle)
   config.json         {"format_version", architecture keys (backbone, backbone_config, pooling, adapter,
                        adapter_hidden_size, dropout, head, num_labels, num_outputs, label_names,
-                       max_length), "metadata": {dataset, version, manifest_sha256, tokenizer_sha256,
-                       train_params, ...}}
+                       max_length; a multi-label model also task: "multilabel" and source_names, its
+                       label_names being the questions), "metadata": {dataset, version, manifest_sha256,
+                       tokenizer_sha256, train_params, ...}}
   tokenizer/          a copy of the data's tokenizer directory
 
 `load_model` reads the weights' safetensors header (8 bytes little-endian length, then JSON with each
@@ -140,7 +141,8 @@ def rebuild_classifier(config: dict[str, Any]) -> TextClassifier:
     return compose_classifier(
         backbone, head, config["label_names"], config["pooling"], config["adapter"],
         config["adapter_hidden_size"] or 1, float(config["dropout"]),
-        max_length=config.get("max_length"), backbone_name=config.get("backbone", ""))
+        max_length=config.get("max_length"), backbone_name=config.get("backbone", ""),
+        source_names=config.get("source_names"))
 
 
 def weights_header_shapes(weights: Path) -> dict[str, list[int]]:

@@ -9,7 +9,11 @@ import torch
 
 
 class PadCollator:
-    """Pads a list of rows to the longest one: input_ids, attention_mask, labels, index tensors."""
+    """Pads a list of rows to the longest one: input_ids, attention_mask, labels, index tensors.
+
+    Rows of a multi-label split (`labels`: one answer per question, `source`) give `labels` int64
+    `[B, Q]` (-1 missing) and `source` int64 `[B]`; single-label rows (`label`) give `labels` `[B]`.
+    """
 
     def __init__(self, pad_token_id: int) -> None:
         self.pad_token_id = pad_token_id
@@ -21,9 +25,11 @@ class PadCollator:
         for position, row in enumerate(rows):
             input_ids[position, : len(row["input_ids"])] = row["input_ids"]
             attention_mask[position, : len(row["input_ids"])] = 1
-        return {
-            "input_ids": torch.from_numpy(input_ids),
-            "attention_mask": torch.from_numpy(attention_mask),
-            "labels": torch.tensor([int(row["label"]) for row in rows], dtype=torch.long),
-            "index": torch.tensor([int(row["index"]) for row in rows], dtype=torch.long),
-        }
+        batch = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask)}
+        if "labels" in rows[0]:
+            batch["labels"] = torch.from_numpy(np.stack([row["labels"] for row in rows]).astype(np.int64))
+            batch["source"] = torch.tensor([int(row["source"]) for row in rows], dtype=torch.long)
+        else:
+            batch["labels"] = torch.tensor([int(row["label"]) for row in rows], dtype=torch.long)
+        batch["index"] = torch.tensor([int(row["index"]) for row in rows], dtype=torch.long)
+        return batch

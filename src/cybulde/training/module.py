@@ -4,6 +4,11 @@ Validation may be sharded across DDP ranks (each rank scores its own rows, see
 `TextDataModule.val_dataloader`): val/macro_f1 and val/loss are torchmetrics states (confusion
 counts; a sum of example-weighted losses and of examples) that are summed over the ranks when the
 epoch's value is computed, so the result is that of one process scoring the whole split.
+
+A multi-label model (the multilabel head, built with its dataset's `source_names`) is validated per source: val/macro_f1
+is `cybulde.training.metrics.SourceMacroF1` over the batches' `source` indices, and val/loss the
+masked binary cross-entropy averaged over the present label cells (a batch weighs by its present
+cells, not its rows).
 """
 
 from __future__ import annotations
@@ -17,13 +22,27 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassF1Score
 
-from cybulde.models.classifier import TextClassifier
+from cybulde.models.classifier import MULTILABEL, TextClassifier
+from cybulde.models.heads import MISSING
+from cybulde.training.metrics import SourceMacroF1
 
 
 def inverse_frequency_weights(label_counts: Sequence[int]) -> torch.Tensor:
     """w_c = N / (K * n_c): every class contributes equally to the loss (empty classes count as 1)."""
     counts = torch.tensor([max(int(count), 1) for count in label_counts], dtype=torch.float64)
     return (counts.sum() / (len(counts) * counts)).to(torch.float32)
+
+
+def positive_weights(answers: Mapping[str, Mapping[str, Mapping[str, int]]],
+                     questions: Sequence[str]) -> torch.Tensor:
+    """Per question, `pos_weight = no / yes` over the present cells of all sources (`answers`:
+    source -> question -> {"yes", "no", "missing"} counts, a split summary's); a zero count counts as 1."""
+    weights = []
+    for question in questions:
+        yes = sum(int(by_question.get(question, {}).get("yes", 0)) for by_question in answers.values())
+        no = sum(int(by_question.get(question, {}).get("no", 0)) for by_question in answers.values())
+        weights.append(max(no, 1) / max(yes, 1))
+    return torch.tensor(weights, dtype=torch.float32)
 
 
 def optimizer_groups(model: nn.Module, weight_decay: float, lr: float,
@@ -102,8 +121,15 @@ class ClassifierModule(pl.LightningModule):
         self.focal_gamma = focal_gamma
         self.lr_schedule = lr_schedule
         self.register_buffer("class_weights", class_weights, persistent=False)
-        self.val_macro_f1 = MulticlassF1Score(num_classes=model.head.num_labels, average="macro")
-        self.val_loss = MeanMetric()  # weighted by batch size: the mean over examples, across ranks too
+        self.is_multilabel = model.task == MULTILABEL
+        if self.is_multilabel:
+            if not model.source_names:
+                raise ValueError("a multi-label classifier needs its dataset's source_names to be validated per source")
+            self.val_macro_f1 = SourceMacroF1(len(model.source_names), model.head.num_labels)
+        else:
+            self.val_macro_f1 = MulticlassF1Score(num_classes=model.head.num_labels, average="macro")
+        # weighted by batch size (multi-label: present cells): the mean over examples, across ranks too
+        self.val_loss = MeanMetric()
 
     @property
     def head(self):
@@ -125,9 +151,13 @@ class ClassifierModule(pl.LightningModule):
     def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
         loss, logits = self._loss(batch)
         predictions = self.head.predict(self.head.probabilities(logits))
-        self.val_macro_f1.update(predictions, batch["labels"])
         size = batch["labels"].shape[0]
-        self.val_loss.update(loss.detach(), weight=size)
+        if self.is_multilabel:
+            self.val_macro_f1.update(predictions, batch["labels"], batch["source"])
+            self.val_loss.update(loss.detach(), weight=(batch["labels"] != MISSING).sum().to(loss.dtype))
+        else:
+            self.val_macro_f1.update(predictions, batch["labels"])
+            self.val_loss.update(loss.detach(), weight=size)
         self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, batch_size=size)
         self.log("val/macro_f1", self.val_macro_f1, on_step=False, on_epoch=True, prog_bar=True,
                  batch_size=size)

@@ -31,7 +31,7 @@ from cybulde.errors import CybuldeError
 from cybulde.files import write_json
 from cybulde.hardware import BF16, ResolvedPrecision, cpu_has_native_bf16, resolve_precision
 from cybulde.loading.datamodule import TextDataModule
-from cybulde.models.classifier import build_classifier
+from cybulde.models.classifier import build_classifier, check_head_fits_task
 from cybulde.models.export import save_model
 from cybulde.registry.manifest import Manifest, tokenizer_dir
 from cybulde.tracking.run import PipelineRun
@@ -48,7 +48,12 @@ from cybulde.training.distributed import (
     stop_with_launcher,
     threads_per_rank,
 )
-from cybulde.training.module import ClassifierModule, freeze_input_embeddings, inverse_frequency_weights
+from cybulde.training.module import (
+    ClassifierModule,
+    freeze_input_embeddings,
+    inverse_frequency_weights,
+    positive_weights,
+)
 from cybulde.training.recipe import focal_gamma, recipe_callbacks
 from cybulde.training.resume import (
     BEST_CHECKPOINT,
@@ -104,6 +109,7 @@ def train(cfg: Config) -> TrainResult:
     root = project_root()
     data_dir = fetched_path(cfg)
     manifest = load_manifest(data_dir)  # this process's only read of manifest.json
+    check_head_fits_task(cfg.model.head, manifest.task, f"{manifest.dataset}/{manifest.version}")
     module = build_module(cfg, manifest, data_dir)  # raises on a tokenizer mismatch, before any training
     init_distributed(cfg, env)
     state, resume = find_resume_point(cfg, env, root, manifest.sha256)
@@ -233,12 +239,24 @@ def build_module(cfg: Config, manifest: Manifest, data_dir: Path) -> pl.Lightnin
         freeze_input_embeddings(model)
     class_weights = None
     if cfg.train.class_weights:
-        counts = manifest.splits["train"].label_counts
-        class_weights = inverse_frequency_weights([counts.get(name, 0) for name in model.label_names])
+        class_weights = training_class_weights(manifest, model.label_names)
     return ClassifierModule(model, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
                             warmup_ratio=cfg.train.warmup_ratio, class_weights=class_weights,
                             grad_clip=cfg.train.grad_clip, layer_lr_decay=cfg.train.layer_lr_decay,
                             focal_gamma=focal_gamma(cfg), lr_schedule=cfg.train.lr_schedule.value)
+
+
+def training_class_weights(manifest: Manifest, label_names: list[str]) -> torch.Tensor:
+    """`train.class_weights`: inverse class frequencies, or for a multi-label version one pos_weight
+    per question (no / yes over the present cells of the train split)."""
+    train_split = manifest.splits["train"]
+    if manifest.is_multilabel:
+        if train_split.answers is None:
+            raise TrainingError(f"train.class_weights=true needs the per-source answers of the train split, and "
+                                f"the manifest of {manifest.dataset}/{manifest.version} has none")
+        return positive_weights(train_split.answers, label_names)
+    counts = train_split.label_counts
+    return inverse_frequency_weights([counts.get(name, 0) for name in label_names])
 
 
 def make_datamodule(cfg: Config, topology: Topology, data_dir: Path, manifest: Manifest, env: LaunchEnv,
@@ -247,7 +265,8 @@ def make_datamodule(cfg: Config, topology: Topology, data_dir: Path, manifest: M
                           group_by_length=cfg.train.group_by_length, num_workers=cfg.train.num_workers,
                           world_size=env.world_size, rank=env.rank,
                           start_epoch=resume.epoch if resume else 0,
-                          start_batch=resume.batches_done if resume else 0)
+                          start_batch=resume.batches_done if resume else 0,
+                          source_temperature=cfg.train.source_temperature)
 
 
 def build_trainer(cfg: Config, topology: Topology, env: LaunchEnv, checkpoint_dir: Path,
