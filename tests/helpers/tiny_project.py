@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cybulde.config.presets import TINY, as_overrides
-from cybulde.preparation.publish import publish
+from cybulde.preparation.publish import publish, publish_questions
 from cybulde.reproducibility.check import copy_project, set_params, tool_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -64,6 +64,30 @@ def make_tiny_project(base: Path, tracking_uri: str | None = None,
             max_length=32, text_column="tweet", label_column="class", echo=None)
     set_params(project / "params.yaml", [*tiny_overrides(registry, tracking_uri), *extra_overrides])
     git(project, "commit", "-qam", "tiny params")
+    return project
+
+
+QUESTION_MAP = REPO_ROOT / "configs" / "questions" / "harm.yaml"
+
+
+def make_tiny_multisource_project(base: Path, tracking_uri: str | None = None) -> Path:
+    """A committed project copy whose pipeline trains a tiny multi-label model on a version of three
+    generated sources (TweetEval-offensive-, Davidson- and TweetEval-hate-shaped raw files) combined
+    by the project's own mapping file, configs/questions/harm.yaml."""
+    from tests.helpers.raw_data import write_davidson, write_tweeteval
+
+    project = copy_project(REPO_ROOT, base / "project")
+    datasets = base / "datasets"
+    write_tweeteval(datasets / "tweeteval_offensive")
+    write_davidson(datasets / "davidson2017", rows=150)
+    write_tweeteval(datasets / "tweeteval_hate", ["not-hate", "hate"])
+    registry = base / "registry"
+    publish_questions(QUESTION_MAP, str(registry), "v1", datasets_dir=datasets, tokenizer="wordpiece",
+                      vocab_size=200, max_length=32, echo=None)
+    overrides = [*tiny_overrides(registry, tracking_uri), "data.dataset=harm", "model.head=multilabel",
+                 "train.source_temperature=2.0"]
+    set_params(project / "params.yaml", overrides)
+    git(project, "commit", "-qam", "tiny multi-source params")
     return project
 
 

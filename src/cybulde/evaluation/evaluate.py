@@ -277,9 +277,10 @@ def evaluate_multilabel(cfg: Config, split: str, root: Path, scratch: Path, load
         serving, by_source = _recorded_multilabel_thresholds(root, questions)
     per_source = multilabel.per_source_metrics(outputs, sources, by_source, serving)
     per_question = multilabel.per_question_metrics(outputs, serving)
-    detail = round_floats({"sources": per_source, "questions": per_question,
+    own = multilabel.own_label_metrics(outputs, by_source, serving, manifest.label_map or {"sources": {}})
+    detail = round_floats({"sources": per_source, "questions": per_question, "own_labels": own,
                            "cross_source": multilabel.cross_source_matrix(outputs, sources, by_source)}, DIGITS)
-    report = round_floats(multilabel.headline(outputs, per_source, per_question, serving), DIGITS)
+    report = round_floats(multilabel.headline(outputs, per_source, per_question, serving, own), DIGITS)
     metrics_path = write_json(report, root / metrics_file(split))
     per_class_path = write_json(detail, root / per_class_file(split))
     plot_paths = _write_multilabel_plots(root / PLOTS_DIR / split, scratch / PLOTS_DIR / split, outputs, serving, split)

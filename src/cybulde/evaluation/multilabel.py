@@ -11,8 +11,13 @@ Every number is computed on the *present* cells of a question only (the rows who
 - a cross-source matrix per question: `cross_source[question][A][B]` is the macro-F1 on source B's
   rows of the split at the threshold tuned on source A's validation rows.
 
+In each source's own labels: the answers read back in the labels the source was published with
+(`cybulde.evaluation.own_labels`; Davidson's three classes, OLID's offensive/not) and scored with
+their macro-F1, the number comparable with a model trained on that source alone.
+
 Headline (`metrics/<split>.json`): `macro_f1` and `roc_auc` are the mean over sources of each
-source's mean over the questions it answers; `ece/<question>` the expected calibration error (15
+source's mean over the questions it answers; `own_labels_macro_f1/<source>` the macro-F1 in each
+source's own labels; `ece/<question>` the expected calibration error (15
 equal-width bins over [0, 1], torchmetrics' `binary_calibration_error`); `threshold/<question>` the
 serving thresholds; `loss` (masked binary cross-entropy) and `num_examples`.
 
@@ -37,6 +42,7 @@ from torchmetrics.functional.classification import (
     multiclass_f1_score,
 )
 
+from cybulde.evaluation.own_labels import own_labels
 from cybulde.evaluation.plots import CONFUSION_FILE, RELIABILITY_BINS, RELIABILITY_FILE, reliability_points
 from cybulde.evaluation.thresholds import tune_threshold
 from cybulde.files import write_json
@@ -51,12 +57,12 @@ ECE_BINS = RELIABILITY_BINS
 DIGITS = 6
 LABEL_SUFFIX = "_label"
 RELIABILITY_KEY = "reliability"
+OWN_LABELS_KEY = "own_labels_macro_f1"
 
 
 @dataclass
 class MultiLabelSplit:
     """A multi-label split's rows and the model's answers, in row order."""
-
     ids: list[str]
     sources: list[str]  # each row's source name
     questions: list[str]
@@ -84,7 +90,6 @@ def label_column(question: str) -> str:
 # -- metric values (torchmetrics) -------------------------------------------------------------------------
 def binary_macro_f1(predictions: np.ndarray, labels: np.ndarray) -> float:
     """Mean of the F1 of "no" and of "yes" (a class that is neither present nor predicted counts 0)."""
-
     per_class = multiclass_f1_score(torch.as_tensor(predictions), torch.as_tensor(labels), num_classes=2,
                                     average="none", zero_division=0)
     return float(per_class.double().mean())
@@ -97,7 +102,6 @@ def f1_of_yes(predictions: np.ndarray, labels: np.ndarray) -> float:
 
 def roc_auc_of(probabilities: np.ndarray, labels: np.ndarray) -> float | None:
     """ROC-AUC of the yes probability; None unless both answers are present."""
-
     if not 0 < int(labels.sum()) < labels.size:
         return None
     return float(binary_auroc(torch.as_tensor(probabilities), torch.as_tensor(labels)))
@@ -105,7 +109,6 @@ def roc_auc_of(probabilities: np.ndarray, labels: np.ndarray) -> float | None:
 
 def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float | None:
     """sum over equal-width bins of |fraction of yes - mean probability| x the bin's share of cells."""
-
     if labels.size == 0:
         return None
     return float(binary_calibration_error(torch.as_tensor(probabilities, dtype=torch.float64),
@@ -193,6 +196,29 @@ def cross_source_matrix(split: MultiLabelSplit, source_names: Sequence[str],
     return matrix
 
 
+def own_label_metrics(split: MultiLabelSplit, thresholds: Mapping[str, Mapping[str, float]],
+                      fallback: Mapping[str, float], label_map: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """{source: {"macro_f1", "f1": {label: F1}}}: the answers read back in each source's own labels
+    (`cybulde.evaluation.own_labels`), the number to set beside a model trained on that source alone.
+    A row's answers are decided at its source's thresholds (the serving one where it has none)."""
+    report = {}
+    implies = label_map.get("implies") or {}
+    for source, entry in label_map["sources"].items():
+        rows = np.asarray(split.sources) == source
+        names = list(entry.get("labels") or {})
+        if not rows.any() or not names:
+            continue
+        cuts = np.array([thresholds.get(source, {}).get(q, fallback[q]) for q in split.questions])
+        decided = (split.probabilities[rows] >= cuts[None, :]).astype(np.int64)
+        predicted = own_labels(decided, split.questions, entry["labels"], implies)
+        truth = own_labels(split.labels[rows], split.questions, entry["labels"], implies)
+        per_label = multiclass_f1_score(torch.as_tensor(predicted), torch.as_tensor(truth), num_classes=len(names),
+                                        average="none", zero_division=0).double()
+        report[source] = {"macro_f1": float(per_label.mean()),
+                          "f1": {name: float(value) for name, value in zip(names, per_label.tolist(), strict=True)}}
+    return report
+
+
 def mean_over_sources(per_source: Mapping[str, Mapping[str, Mapping[str, Any]]], key: str) -> float | None:
     """Mean over sources of each source's mean of `key` over its questions (None values left out)."""
     source_means = []
@@ -204,10 +230,12 @@ def mean_over_sources(per_source: Mapping[str, Mapping[str, Mapping[str, Any]]],
 
 
 def headline(split: MultiLabelSplit, per_source: Mapping[str, Any], per_question: Mapping[str, Any],
-             serving: Mapping[str, float]) -> dict[str, Any]:
+             serving: Mapping[str, float], own: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """What metrics/<split>.json holds for a multi-label model (see the module docstring)."""
     report: dict[str, Any] = {"loss": split.loss, "macro_f1": mean_over_sources(per_source, "macro_f1"),
                               "roc_auc": mean_over_sources(per_source, "roc_auc"), "num_examples": len(split.ids)}
+    for source, metrics in (own or {}).items():
+        report[f"{OWN_LABELS_KEY}/{source}"] = metrics["macro_f1"]
     for question in split.questions:
         report[f"ece/{question}"] = (per_question.get(question) or {}).get("ece")
         report[question_threshold_key(question)] = float(serving[question])
