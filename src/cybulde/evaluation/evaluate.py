@@ -47,7 +47,7 @@ from cybulde.errors import CybuldeError
 from cybulde.evaluation import multilabel
 from cybulde.evaluation.inference import collect_outputs
 from cybulde.evaluation.metrics import compute_metrics, flatten_for_logging, round_floats
-from cybulde.evaluation.plots import curve_figure, pr_points, reliability_points, roc_points, save_figure, write_plots
+from cybulde.evaluation.plots import curve_figure, reliability_points, save_figure, write_plots
 from cybulde.evaluation.thresholds import parse_threshold, tune_threshold
 from cybulde.files import write_json
 from cybulde.loading.datamodule import TextDataModule
@@ -270,17 +270,11 @@ def evaluate_multilabel(cfg: Config, split: str, root: Path, scratch: Path, load
     outputs = _run_multilabel_model(cfg, loaded, data_dir, split, questions)
     sources = list(manifest.source_names or [])
     if split == "validation":
-        fixed = parse_threshold(cfg.evaluation.threshold)
-        by_source = multilabel.source_thresholds(outputs, sources, fixed)
-        serving = multilabel.serving_thresholds(outputs, fixed)
+        serving, by_source = multilabel.tune_thresholds(outputs, sources, parse_threshold(cfg.evaluation.threshold))
     else:
         serving, by_source = _recorded_multilabel_thresholds(root, questions)
-    per_source = multilabel.per_source_metrics(outputs, sources, by_source, serving)
-    per_question = multilabel.per_question_metrics(outputs, serving)
-    own = multilabel.own_label_metrics(outputs, by_source, serving, manifest.label_map or {"sources": {}})
-    detail = round_floats({"sources": per_source, "questions": per_question, "own_labels": own,
-                           "cross_source": multilabel.cross_source_matrix(outputs, sources, by_source)}, DIGITS)
-    report = round_floats(multilabel.headline(outputs, per_source, per_question, serving, own), DIGITS)
+    scores, detail = multilabel.split_report(outputs, sources, serving, by_source, manifest.label_map)
+    report, detail = round_floats(scores, DIGITS), round_floats(detail, DIGITS)
     metrics_path = write_json(report, root / metrics_file(split))
     per_class_path = write_json(detail, root / per_class_file(split))
     plot_paths = _write_multilabel_plots(root / PLOTS_DIR / split, scratch / PLOTS_DIR / split, outputs, serving, split)
@@ -359,13 +353,7 @@ def _write_multilabel_plots(out_dir: Path, extra_dir: Path, outputs: Any, servin
     per question's answered cells, each point naming its `question`, reliability.json) into `out_dir`;
     a reliability PNG per question into `extra_dir`."""
 
-    roc, pr = [], []
-    for question in outputs.questions:
-        probabilities, labels = outputs.cells(question)
-        two_columns = np.stack([1.0 - probabilities, probabilities], axis=1)
-        roc += [{**point, "question": question} for point in roc_points(two_columns, labels, ["no", "yes"])]
-        pr += [{**point, "question": question} for point in pr_points(two_columns, labels, ["no", "yes"])]
-    paths = {"roc": write_json({"roc": roc}, out_dir / "roc.json"), "pr": write_json({"pr": pr}, out_dir / "pr.json"),
+    paths = {**multilabel.write_curve_plots(out_dir, outputs),
              "reliability": multilabel.write_reliability_plot(out_dir, outputs),
              "confusion": multilabel.write_confusion_plot(out_dir, outputs, serving)}
     for question in outputs.questions:

@@ -43,7 +43,16 @@ from torchmetrics.functional.classification import (
 )
 
 from cybulde.evaluation.own_labels import own_labels
-from cybulde.evaluation.plots import CONFUSION_FILE, RELIABILITY_BINS, RELIABILITY_FILE, reliability_points
+from cybulde.evaluation.plots import (
+    CONFUSION_FILE,
+    PR_FILE,
+    RELIABILITY_BINS,
+    RELIABILITY_FILE,
+    ROC_FILE,
+    pr_points,
+    reliability_points,
+    roc_points,
+)
 from cybulde.evaluation.thresholds import tune_threshold
 from cybulde.files import write_json
 from cybulde.models.heads import MISSING
@@ -140,6 +149,13 @@ def serving_thresholds(validation: MultiLabelSplit, fixed: float | None = None) 
         thresholds[question] = fixed if fixed is not None else (
             tune_threshold(probabilities, labels) if labels.size else 0.5)
     return thresholds
+
+
+def tune_thresholds(validation: MultiLabelSplit, source_names: Sequence[str],
+                    fixed: float | None = None) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """(serving thresholds, per-source thresholds) tuned on `validation` (or `fixed` for all): the pair
+    `recorded_thresholds` reads back for the test split."""
+    return serving_thresholds(validation, fixed), source_thresholds(validation, source_names, fixed)
 
 
 def recorded_thresholds(validation_metrics: Mapping[str, Any], validation_detail: Mapping[str, Any],
@@ -242,7 +258,33 @@ def headline(split: MultiLabelSplit, per_source: Mapping[str, Any], per_question
     return report
 
 
+def split_report(split: MultiLabelSplit, source_names: Sequence[str], serving: Mapping[str, float],
+                 by_source: Mapping[str, Mapping[str, float]],
+                 label_map: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(headline, detail) of `split` at the given thresholds: what metrics/<split>.json holds, and the detail
+    beside it (`sources`: per source x question, `questions`: per question, `own_labels`: each source in
+    its own labels where `label_map` (the manifest's) is given, `cross_source`); not rounded."""
+    per_source = per_source_metrics(split, source_names, by_source, serving)
+    per_question = per_question_metrics(split, serving)
+    own = own_label_metrics(split, by_source, serving, label_map) if label_map else {}
+    detail = {"sources": per_source, "questions": per_question, "own_labels": own,
+              "cross_source": cross_source_matrix(split, source_names, by_source)}
+    return headline(split, per_source, per_question, serving, own), detail
+
+
 # -- files ----------------------------------------------------------------------------------------------------
+def write_curve_plots(out_dir: Path, split: MultiLabelSplit) -> dict[str, Path]:
+    """roc.json and pr.json: one curve per question over its answered cells, each point naming its `question`."""
+    roc, pr = [], []
+    for question in split.questions:
+        probabilities, labels = split.cells(question)
+        two_columns = np.stack([1.0 - probabilities, probabilities], axis=1)
+        roc += [{**point, "question": question} for point in roc_points(two_columns, labels, ["no", "yes"])]
+        pr += [{**point, "question": question} for point in pr_points(two_columns, labels, ["no", "yes"])]
+    return {"roc": write_json({"roc": roc}, Path(out_dir) / ROC_FILE),
+            "pr": write_json({"pr": pr}, Path(out_dir) / PR_FILE)}
+
+
 def write_reliability_plot(out_dir: Path, split: MultiLabelSplit) -> Path:
     """reliability.json: every question's points, each tagged with its `question` (x: confidence, y: observed)."""
     points = [{**point, "question": question} for question in split.questions
