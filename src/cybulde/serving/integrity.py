@@ -78,6 +78,7 @@ def recorded_digests(client: MlflowClient, uri: str, logged_model_id: str | None
     logged model's (models:/<model id>, runs:/<run id>/<name>; `logged_model_id` is the id its
     downloaded MLmodel names, accepted only if that model was logged by the run)."""
     if uri.startswith("models:/"):
+        # MLflow's artifact stores load for a registry URI only (a model folder's check needs none of it).
         from mlflow.store.artifact.utils.models import _parse_model_uri
 
         parsed = _parse_model_uri(uri)

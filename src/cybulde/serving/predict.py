@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -45,13 +46,11 @@ from cybulde.errors import first_line
 from cybulde.hardware import PRECISIONS
 from cybulde.serving.errors import ModelSourceError, ServingError
 from cybulde.serving.readers import DEFAULT_MAX_BYTES, DEFAULT_MAX_CHARS, STDIN, TEXT_COLUMN, Limits, read_input
-from cybulde.serving.scorer import DEFAULT_BATCH_SIZE
+from cybulde.serving.scorer import DEFAULT_BATCH_SIZE, TextScorer
 from cybulde.serving.writers import check_destination, output_format_of, output_table, write_output
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from cybulde.serving.scorer import TextScorer
 
 INPUT_MAX_ROWS = 100_000  # texts per `predict` input (--max-rows)
 # Inputs with more texts than this report their progress on standard error.
@@ -191,8 +190,7 @@ def loaded_scorer(model: str, batch_size: int = DEFAULT_BATCH_SIZE, threshold: f
 
 def folder_scorer(model_dir: Path, batch_size: int, threshold: float | None, precision: str | None,
                   question_thresholds: dict[str, float] | None = None) -> TextScorer:
-    from cybulde.models.export import ModelFormatError
-    from cybulde.serving.scorer import TextScorer
+    from cybulde.models.export import ModelFormatError  # with the model (and omegaconf), not for --help
 
     if not model_dir.is_dir():
         raise ModelSourceError(f"model {str(model_dir)!r} is neither a folder nor an MLflow model URI "
@@ -225,6 +223,8 @@ def check_question_thresholds(scorer: TextScorer, question_thresholds: dict[str,
 def download_logged_model(uri: str, scratch: Path, tracking_uri: str | None) -> tuple[Path, dict[str, Any]]:
     """(the exported model folder inside the logged model, its model_config) of an MLflow model URI,
     its files verified against the digests the tracking server records for it."""
+    # MLflow and the config schema load only for a logged model: `cybulde predict --help` and a model
+    # folder need neither.
     import mlflow
 
     from cybulde.config.paths import redact_uri
@@ -256,9 +256,7 @@ def download_logged_model(uri: str, scratch: Path, tracking_uri: str | None) -> 
 def verify_logged_model(client: Any, uri: str, local: Path, model_dir: Path, config: dict[str, Any]) -> None:
     """Refuse downloaded files that differ from what the tracking server records for `uri`: the
     verified files' digests and the logged model's serving config (its threshold and limits)."""
-    import json
-
-    from cybulde.serving.integrity import ModelIntegrityError, recorded_digests, verify_model_files
+    from cybulde.serving.integrity import ModelIntegrityError, recorded_digests, verify_model_files  # MLflow's side
     from cybulde.serving.pyfunc import logged_model_id
     from cybulde.tracking.client import CONFIG_TAG
 

@@ -31,10 +31,16 @@ from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model
+from mlflow.models.model import MODEL_CONFIG
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.pyfunc.model import CONFIG_KEY_ARTIFACT_RELATIVE_PATH, CONFIG_KEY_ARTIFACTS
 
 from cybulde.serving.errors import InputError, ModelSourceError
+from cybulde.serving.integrity import DIGESTS_CONFIG_KEY, verify_model_files
 from cybulde.serving.readers import DEFAULT_MAX_CHARS, Limits, texts_from_request
-from cybulde.serving.scorer import DEFAULT_BATCH_SIZE
+from cybulde.serving.scorer import DEFAULT_BATCH_SIZE, TextScorer
 
 MODEL_NAME = "model"
 MODEL_DIR_ARTIFACT = "model_dir"
@@ -50,8 +56,7 @@ class TextClassifierModel(mlflow.pyfunc.PythonModel):
     _skip_type_hint_validation = True
 
     def load_context(self, context: Any) -> None:
-        from cybulde.serving.integrity import DIGESTS_CONFIG_KEY, verify_model_files
-        from cybulde.serving.scorer import TextScorer
+        # Only a serving process needs the guard, which imports MLflow's scoring server (its web stack).
         from cybulde.serving.scoring_guard import guard_scoring_server
 
         config = context.model_config or {}
@@ -70,9 +75,6 @@ class TextClassifierModel(mlflow.pyfunc.PythonModel):
             precision=config.get("precision") or None, thresholds=thresholds)
 
     def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
-        from mlflow.exceptions import MlflowException
-        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-
         try:
             texts = texts_from_request(model_input, self.limits)
         except InputError as error:
@@ -96,17 +98,11 @@ def serving_config(threshold: float | None = None, batch_size: int = DEFAULT_BAT
 
 def logged_model_id(local_dir: Path) -> str | None:
     """The id of the logged model a downloaded MLmodel names (None for a model logged without one)."""
-    from mlflow.models import Model
-
     return Model.load(str(local_dir)).model_id
 
 
 def logged_model_parts(local_dir: Path, origin: str) -> tuple[Path, dict[str, Any]]:
     """(the exported model folder, the model_config) of a downloaded logged model, read as data."""
-    from mlflow.models import Model
-    from mlflow.models.model import MODEL_CONFIG
-    from mlflow.pyfunc.model import CONFIG_KEY_ARTIFACT_RELATIVE_PATH, CONFIG_KEY_ARTIFACTS
-
     try:
         flavor = Model.load(str(local_dir)).flavors.get(mlflow.pyfunc.FLAVOR_NAME) or {}
     except Exception as error:  # a folder without a readable MLmodel file

@@ -33,8 +33,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cybulde.hardware import autocast, resolve_precision
 from cybulde.serving.errors import ModelSourceError, UnknownCleaningError
 from cybulde.text.cleaning import CLEANING_ID, clean_text
+from cybulde.text.tokenizer import backend_tokenizer, encode
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -103,8 +105,6 @@ def inference_context(precision: str, device: torch.device) -> Iterator[None]:
     """No autograd; bf16 autocast when `precision` is bf16-mixed (matmuls in bf16, fp32 elsewhere)."""
     import torch
 
-    from cybulde.hardware import autocast
-
     with torch.inference_mode(), autocast(precision, device):
         yield
 
@@ -151,8 +151,6 @@ class ThreadTokenizers:
     def get(self) -> Any:
         tokenizer = getattr(self._local, "tokenizer", None)
         if tokenizer is None:
-            from cybulde.text.tokenizer import backend_tokenizer
-
             tokenizer = self._local.tokenizer = backend_tokenizer(self.tokenizer_json)
         return tokenizer
 
@@ -163,7 +161,7 @@ class TextScorer:
     def __init__(self, loaded: LoadedModel, model_dir: str | Path, threshold: float | None = None,
                  batch_size: int = DEFAULT_BATCH_SIZE, precision: str | None = None,
                  device: torch.device | None = None, thresholds: Mapping[str, float] | None = None) -> None:
-        from cybulde.hardware import resolve_precision
+        # torch and omegaconf load with a model: `cybulde predict --help` imports this module.
         from cybulde.models.export import TOKENIZER_DIR, inference_precision
         from cybulde.text.batching import PadCollator
 
@@ -227,8 +225,6 @@ class TextScorer:
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Each raw text cleaned and tokenized exactly as publish did for training."""
-        from cybulde.text.tokenizer import encode
-
         ids, _ = encode(self.tokenizers.get(), [self.clean(text) for text in texts], self.max_length)
         return ids
 
