@@ -12,6 +12,8 @@ from the commit, so nothing is re-run.
 - `sweep` writes results/sweep/<name>.json: the model and train params (complete: params.yaml
   merged onto the schema's defaults, as the stages read it), the dataset, and the validation and
   test metrics (the sweep is ranked on validation only; test is shown, never used to choose).
+  A multi-source (multi-label) version's record also lists its sources under `test_sets`: each is
+  scored on its own test split, in its own labels (`own_labels_macro_f1/<source>`).
 - `seeds` writes results/seeds/<dataset>-seed<seed>.json: validation and test metrics of one seed,
   and results/baselines/<dataset>.json: that run's TF-IDF baseline (metrics/baseline/ as one object),
   for datasets other than the default one (whose baseline is the committed metrics/baseline/).
@@ -88,7 +90,10 @@ def training_data(root: Path, data: Mapping[str, Any]) -> dict[str, Any]:
     if dataset in SOURCES:
         return {"test_set": dataset, "extra_training": []}
     registry = Registry(resolve_location(str(data["registry"]), start=root))
-    publish_params = registry.manifest(dataset, str(data["version"])).publish_params
+    manifest = registry.manifest(dataset, str(data["version"]))
+    if manifest.is_multilabel:  # every source's own test split scores it: `test_sets`
+        return {"test_set": dataset, "test_sets": list(manifest.source_names or []), "extra_training": []}
+    publish_params = manifest.publish_params
     source = str(publish_params["source"])
     return {"test_set": source if source in SOURCES and source not in ("csv", "parquet") else dataset,
             "extra_training": list(publish_params.get("extra_training", []))}
@@ -159,11 +164,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             sweep = {key: record[key] for key in ("name", "dataset", "params", "validation", "test")}
             write(root / "results" / "sweep" / f"{name}.json", {**sweep, "note": args.note})
         else:
-            described = ("dataset", "version", "test_set", "extra_training")
-            seed = {key: record[key] for key in (*described, "seed", "params", "validation", "test")}
+            described = ("dataset", "version", "test_set", "test_sets", "extra_training")
+            seed = {key: record[key] for key in (*described, "seed", "params", "validation", "test") if key in record}
             write(root / "results" / "seeds" / f"{record['dataset']}-seed{record['seed']}.json", seed)
             if record["dataset"] != default:
-                baseline = {**record["baseline"], **{key: record[key] for key in described}}
+                baseline = {**record["baseline"], **{key: record[key] for key in described if key in record}}
                 write(root / "results" / "baselines" / f"{record['dataset']}.json", baseline)
     return 0
 

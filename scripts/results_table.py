@@ -23,6 +23,10 @@ on the page changes. Inputs (paths relative to the project root; all but params.
   the default recipe with their class probabilities averaged (`collect_experiments.py ensemble`);
 - results/time_to_quality.json: the output of `benchmarks/time_to_quality.py --json`;
 - results/cross/*.json: the output of `cybulde evaluate-cross --save`.
+
+A multi-source (multi-label) record lists its sources under `test_sets`: its columns in the main
+table are each source's test split scored in the source's own labels (`own_labels_macro_f1/<source>`),
+and a table of its own sets it beside the single-source models and baselines.
 """
 
 from __future__ import annotations
@@ -163,6 +167,34 @@ def macro_f1(metrics: Mapping[str, Any] | None) -> float | None:
     return None if not metrics else metrics.get("macro_f1")
 
 
+OWN_LABELS_PREFIX = "own_labels_macro_f1/"
+
+
+def is_multi_source(record: Mapping[str, Any]) -> bool:
+    return bool(record.get("test_sets"))
+
+
+def own_label_scores(metrics: Mapping[str, Any] | None) -> dict[str, float]:
+    """A multi-source model's macro-F1 on each source's test split, in that source's own labels."""
+    return {key.removeprefix(OWN_LABELS_PREFIX): float(value) for key, value in (metrics or {}).items()
+            if key.startswith(OWN_LABELS_PREFIX) and value is not None}
+
+
+def own_label_f1(metrics: Mapping[str, Any] | None, source: str, label: str) -> float | None:
+    """One label's test F1 in a multi-source model's reading of `source`'s own labels."""
+    own = (((metrics or {}).get("per_class") or {}).get("own_labels") or {}).get(source) or {}
+    value = (own.get("f1") or {}).get(label)
+    return None if value is None else float(value)
+
+
+def single_source(records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return [record for record in records if not is_multi_source(record)]
+
+
+def multi_source(records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return [record for record in records if is_multi_source(record)]
+
+
 def ordered_datasets(names: Iterable[str]) -> list[str]:
     present = set(names)
     known = [name for name in DATASET_ORDER if name in present]
@@ -198,7 +230,13 @@ def group_by_training(records: Sequence[Mapping[str, Any]]) -> dict[str, list[Ma
 
 def our_rows(inputs: Inputs) -> list[ResultRow]:
     rows = []
-    for extra, runs in group_by_training(inputs.seeds).items():
+    for dataset, runs in group_by(multi_source(inputs.seeds), lambda run: str(run["dataset"])).items():
+        scores = [own_label_scores(run["test"]) for run in runs]
+        rows.append(ResultRow(f"**cybulde MiniLM-L6** multi-source (`{dataset}`: one model, all its sources; "
+                              "mean ± std over n seeds)", {
+            source: fmt_mean_std([score[source] for score in scores]) + f" (n={len(scores)})"
+            for source in scores[0]}))
+    for extra, runs in group_by_training(single_source(inputs.seeds)).items():
         by_test_set: dict[str, list[float]] = {}
         for run in runs:
             by_test_set.setdefault(test_set(run), []).append(float(run["test"]["macro_f1"]))
@@ -211,9 +249,13 @@ def our_rows(inputs: Inputs) -> list[ResultRow]:
     if inputs.test:
         rows.append(ResultRow("**cybulde MiniLM-L6** (default pipeline, `metrics/test.json`)",
                               {inputs.dataset: fmt(macro_f1(inputs.test))}))
-    for extra, reports in group_by_training(inputs.baselines).items():
+    for extra, reports in group_by_training(single_source(inputs.baselines)).items():
         rows.append(ResultRow(f"**cybulde TF-IDF + logistic regression**{extra} (baseline)", {
             test_set(report, inputs.dataset): fmt(macro_f1(report.get("test"))) for report in reports}))
+    for report in multi_source(inputs.baselines):
+        rows.append(ResultRow(f"**cybulde TF-IDF + logistic regression** multi-source (`{report['dataset']}`, "
+                              "baseline)", {source: fmt(score) for source, score in
+                                            own_label_scores(report.get("test")).items()}))
     return rows
 
 
@@ -256,7 +298,7 @@ def details_table(inputs: Inputs) -> list[str]:
         rows.append(["MiniLM-L6 (default pipeline)", inputs.dataset, fmt(macro_f1(inputs.validation)),
                      fmt(macro_f1(inputs.test)), fmt((inputs.test or {}).get("accuracy")),
                      per_class_f1(inputs.test)])
-    for report in inputs.baselines:
+    for report in single_source(inputs.baselines):
         weights = f", class_weight={report['class_weight']}" if report.get("class_weight") else ""
         rows.append([f"TF-IDF + LR (C={report.get('C')}{weights})", str(report.get("dataset") or inputs.dataset),
                      fmt(macro_f1(report.get("validation"))), fmt(macro_f1(report.get("test"))),
@@ -265,7 +307,7 @@ def details_table(inputs: Inputs) -> list[str]:
         rows.append([f"MiniLM-L6 (ensemble of {len(ensemble['members'])} seeds)", str(ensemble["dataset"]),
                      fmt(macro_f1(ensemble.get("validation"))), fmt(macro_f1(ensemble.get("test"))),
                      fmt((ensemble.get("test") or {}).get("accuracy")), per_class_f1(ensemble.get("test"))])
-    for dataset, runs in seed_groups(inputs.seeds).items():
+    for dataset, runs in seed_groups(single_source(inputs.seeds)).items():
         rows.append([f"MiniLM-L6 ({len(runs)} seed{'' if len(runs) == 1 else 's'})", dataset,
                      fmt_mean_std([float(run["validation"]["macro_f1"]) for run in runs]),
                      fmt_mean_std([float(run["test"]["macro_f1"]) for run in runs]),
@@ -274,6 +316,47 @@ def details_table(inputs: Inputs) -> list[str]:
         return []
     return markdown_table(["Model", "Dataset", "Validation macro-F1", "Test macro-F1", "Test accuracy",
                            "Test F1 per class"], rows)
+
+
+def multi_source_table(inputs: Inputs) -> list[str]:
+    """Per source: the multi-source model and baseline beside the single-source ones, each on the
+    source's own test split in its own labels; Davidson's rare `hate_speech` class on a row of its own."""
+    models = multi_source(inputs.seeds)
+    if not models:
+        return []
+    baselines = multi_source(inputs.baselines)
+    single_models = group_by(single_source(inputs.seeds), lambda run: test_set(run))
+    single_baselines = {test_set(report, inputs.dataset): report for report in single_source(inputs.baselines)
+                        if not report.get("extra_training")}
+
+    def spread(values: Sequence[float | None]) -> str:
+        present = [value for value in values if value is not None]
+        return fmt_mean_std(present) + f" (n={len(present)})" if present else MISSING
+
+    rows = []
+    for source in models[0]["test_sets"]:
+        alone = [run for run in single_models.get(source, []) if not run.get("extra_training")]
+        rows.append([f"{source}: macro-F1", spread([float(run["test"]["macro_f1"]) for run in alone]),
+                     spread([own_label_scores(run["test"]).get(source) for run in models]),
+                     fmt(macro_f1((single_baselines.get(source) or {}).get("test"))),
+                     fmt(own_label_scores(baselines[0].get("test")).get(source) if baselines else None)])
+        if source == "davidson2017":
+            label = "hate_speech"
+            rows.append([f"{source}: `{label}` F1",
+                         spread([((run["test"].get("per_class") or {}).get(label) or {}).get("f1") for run in alone]),
+                         spread([own_label_f1(run["test"], source, label) for run in models]),
+                         fmt((((single_baselines.get(source) or {}).get("test") or {}).get("per_class") or {})
+                             .get(label, {}).get("f1")),
+                         fmt(own_label_f1(baselines[0].get("test"), source, label) if baselines else None)])
+    ece = {key.removeprefix("ece/"): [float(run["test"][key]) for run in models if run["test"].get(key) is not None]
+           for key in models[0]["test"] if key.startswith("ece/")}
+    lines = markdown_table(["Test split, scored in the source's own labels", "Trained on that source alone",
+                            f"Multi-source (`{models[0]['dataset']}`)", "TF-IDF, that source alone",
+                            "TF-IDF, multi-source"], rows)
+    if ece:
+        lines += ["", "Expected calibration error of the multi-source model on test (15 bins, answered cells): "
+                  + ", ".join(f"`{question}` {fmt_mean_std(values)}" for question, values in ece.items()) + "."]
+    return lines
 
 
 def varying_params(runs: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -346,6 +429,7 @@ def render_section(inputs: Inputs) -> str:
         *main_table(inputs),
     ]
     for title, table in (("Details", details_table(inputs)),
+                         ("One model for several sources against a model per source", multi_source_table(inputs)),
                          ("Sweep (per dataset, ranked by validation macro-F1)", sweep_table(inputs.sweep)),
                          ("Time to quality: the same budget, data, backbone, batch size and seeds",
                           time_to_quality_table(inputs.time_to_quality)),

@@ -177,3 +177,36 @@ def test_a_multi_source_model_is_scored_under_its_test_set(results_table: Module
     assert ("| **cybulde MiniLM-L6** + tweeteval_offensive train (default recipe, mean ± std over n seeds) "
             "| — | 0.560 (n=1) | — |") in page
     assert "| **cybulde TF-IDF + logistic regression** + tweeteval_offensive train (baseline) | — | 0.410 | — |" in page
+
+
+def multi_source_split(own: dict[str, float], hate_speech_f1: float, ece: float | None = None) -> dict:
+    """A multi-label model's metrics as the stages write them: each source in its own labels."""
+    record = {"macro_f1": 0.7, **{f"own_labels_macro_f1/{source}": value for source, value in own.items()},
+              "per_class": {"own_labels": {"davidson2017": {"f1": {"hate_speech": hate_speech_f1}}}}}
+    return {**record, "ece/hate": ece} if ece is not None else record
+
+
+def test_a_multi_source_model_gets_a_column_per_source_and_a_table_beside_the_single_ones(
+        results_table: ModuleType, project: Path) -> None:
+    sources = ["tweeteval_offensive", "tweeteval_hate", "davidson2017"]
+    for seed, (offensive, hate, davidson, hate_speech) in ((1, (0.80, 0.52, 0.76, 0.40)),
+                                                           (2, (0.82, 0.54, 0.78, 0.44))):
+        write(project / "results" / "seeds" / f"harm-seed{seed}.json", {
+            "dataset": "harm", "test_set": "harm", "test_sets": sources, "seed": seed,
+            "validation": multi_source_split({}, 0.0),
+            "test": multi_source_split({"tweeteval_offensive": offensive, "tweeteval_hate": hate,
+                                        "davidson2017": davidson}, hate_speech, ece=0.05 * seed)})
+    write(project / "results" / "baselines" / "harm.json", {
+        "dataset": "harm", "test_set": "harm", "test_sets": sources, "C": 1.0, "validation": {},
+        "test": multi_source_split({"tweeteval_offensive": 0.74, "tweeteval_hate": 0.40, "davidson2017": 0.70}, 0.35)})
+    assert run(results_table, project) == 0
+    page = results_page(project).read_text(encoding="utf-8")
+    assert "| System | tweeteval_offensive | tweeteval_hate | davidson2017 |" in page  # no `harm` column
+    # By hand: (0.80, 0.82) -> 0.810 ± 0.014; (0.52, 0.54) -> 0.530 ± 0.014; (0.76, 0.78) -> 0.770 ± 0.014.
+    assert ("| **cybulde MiniLM-L6** multi-source (`harm`: one model, all its sources; mean ± std over n seeds) "
+            "| 0.810 ± 0.014 (n=2) | 0.530 ± 0.014 (n=2) | 0.770 ± 0.014 (n=2) |") in page
+    assert "| **cybulde TF-IDF + logistic regression** multi-source (`harm`, baseline) | 0.740 | 0.400 | 0.700 |" in page
+    # Beside the single-source Davidson seeds of the fixture (test 0.83, 0.84, 0.85; hate_speech F1 0.31).
+    assert "| davidson2017: macro-F1 | 0.840 ± 0.010 (n=3) | 0.770 ± 0.014 (n=2) | — | 0.700 |" in page
+    assert "| davidson2017: `hate_speech` F1 | 0.310 ± 0.000 (n=3) | 0.420 ± 0.028 (n=2) | — | 0.350 |" in page
+    assert "`hate` 0.075 ± 0.035" in page  # ECE (0.05, 0.10)
