@@ -10,7 +10,7 @@
 #   scripts/sweep.sh davidson    # Davidson: the default recipe, class weights and focal loss for the
 #                                # rare hate_speech class
 #   scripts/sweep.sh hate        # TweetEval hate: alone, and with TweetEval offensive's train split added
-#   scripts/sweep.sh seeds-all   # Davidson and TweetEval hate with the default recipe, seeds 1234, 1, 2
+#   scripts/sweep.sh seeds-all   # Davidson and TweetEval hate, seeds 1 and 2 (`davidson`, `hate`: the third)
 #   scripts/sweep.sh multisource # one model on all three sources (configs/questions/harm.yaml), 3 seeds
 #
 # `davidson` and `hate` need those versions in the registry first:
@@ -18,7 +18,7 @@
 #   cybulde publish --source tweeteval_hate --version v2
 #   cybulde publish --source tweeteval_hate --dataset tweeteval_hate_plus_offensive --version v2 \
 #       --add-train 'tweeteval_offensive:offensive=hate,not-offensive=not-hate'
-#   cybulde publish --questions configs/questions/harm.yaml --dataset harm --version v1
+# (`multisource` publishes its version itself if the registry lacks it.)
 #
 # Each experiment runs the whole pipeline in a temporary copy (`dvc exp run --queue`), one at a
 # time: the runs use every core. Afterwards `dvc exp show` compares them and
@@ -69,8 +69,9 @@ case "${1:-}" in
         ;;
     multisource)
         # Sources drawn with temperature 2 (p ~ sqrt(rows)): the smallest source is not drowned.
-        ms=(-S data.dataset=harm -S data.version=v1 -S data.manifest_sha256= -S model.head=multilabel
-            -S train.source_temperature=2.0)
+        pin=$(cybulde publish --questions configs/questions/harm.yaml --dataset harm --version v1 --if-missing \
+            --print-pin)
+        ms=(-S data.dataset=harm -S data.version=v1 -S "$pin" -S model.head=multilabel -S train.source_temperature=2.0)
         queue ms "${ms[@]}"
         queue ms-seed1 "${ms[@]}" -S train.seed=1
         queue ms-seed2 "${ms[@]}" -S train.seed=2
