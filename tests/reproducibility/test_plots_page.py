@@ -107,7 +107,7 @@ def test_every_chart_renders_offline_with_titles_and_counts(page: str, tmp_path:
     assert report["errors"] == [] and report["rejected"] == []
     assert [name for name in report["resources"] if not name.startswith("file:")] == []
     titles = expected_titles()
-    assert len(report["charts"]) == len(titles) == 6
+    assert len(report["charts"]) == len(titles) == 8
     texts = [" ".join(chart) for chart in report["charts"].values()]
     for title in titles:
         assert sum(title in text for text in texts) == 1, title
