@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from cybulde.errors import CybuldeError
 from cybulde.evaluation.output import emit
-from cybulde.serving.scorer import TextScorer
+from cybulde.serving.scorer import TextScorer, is_multilabel_config, question_prediction_column
 
 if TYPE_CHECKING:
     from cybulde.tracking.run import PipelineRun
@@ -146,8 +146,6 @@ def score_questions(model_dir: str | Path, texts: Sequence[str], thresholds: Map
                     batch_size: int = 64) -> dict[str, list[int]]:
     """A multi-label model's 0/1 answer to each of its questions for each raw text (the text path of
     `cybulde predict`, each question decided by its threshold in `thresholds`, else 0.5)."""
-    from cybulde.serving.scorer import question_prediction_column
-
     scorer = TextScorer.from_dir(model_dir, batch_size=batch_size, thresholds=thresholds)
     scored = scorer.score(list(texts))
     return {question: [int(value) for value in scored[question_prediction_column(question)]]
@@ -198,7 +196,6 @@ def evaluate_behaviour(model_dir: str | Path, threshold: float | None = None, po
     """The behaviour report of the exported model in `model_dir` (see the module docstring); `thresholds`
     are a multi-label model's per question."""
     from cybulde.models.export import read_model_config
-    from cybulde.serving.scorer import is_multilabel_config
 
     config = read_model_config(model_dir)
     suite = load_suite(cases_file)
@@ -239,7 +236,6 @@ def log_behaviour(run: PipelineRun, model_dir: str | Path, threshold: float | No
     when the model's training dataset has no positive labels in the suite (a single-label model) or
     the model does not answer every question the cases ask (a multi-label one)."""
     from cybulde.models.export import read_model_config
-    from cybulde.serving.scorer import is_multilabel_config
 
     config = read_model_config(model_dir)
     dataset = (config.get("metadata") or {}).get("dataset")
