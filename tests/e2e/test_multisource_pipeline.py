@@ -47,7 +47,7 @@ def test_per_source_metrics_equal_sklearn_on_the_stored_predictions(project: Pat
         values = []
         for question in QUESTIONS:
             cells = frame[(frame["source"] == source) & (frame[f"{question}_label"] != -1)]
-            if cells.empty:
+            if cells[f"{question}_label"].nunique() < 2:  # a question the source answers one way only
                 assert question not in detail["sources"][source]
                 continue
             threshold = tuned[source][question]["threshold"]  # tuned on this source's validation rows

@@ -68,8 +68,18 @@ def test_a_source_without_answered_rows_is_left_out_and_nothing_answered_gives_z
     assert empty.compute().item() == 0.0
 
 
-def test_a_class_absent_from_truth_and_decisions_scores_zero_like_sklearn():
-    metric = SourceMacroF1(num_sources=1, num_questions=1)
-    metric.update(torch.tensor([[0], [0]]), torch.tensor([[0], [0]]), torch.tensor([0, 0]))
-    expected = f1_score([0, 0], [0, 0], average="macro", labels=[0, 1], zero_division=0)
-    assert expected == 0.5 and metric.compute().item() == pytest.approx(expected)
+def test_a_source_that_answers_every_question_one_way_only_counts_for_nothing():
+    metric = SourceMacroF1(num_sources=2, num_questions=1)
+    # source 0: yes and no answers; source 1: only "no" (left out, not scored 0.5 or 0)
+    metric.update(torch.tensor([[1], [0], [0], [1]]), torch.tensor([[1], [0], [0], [0]]), torch.tensor([0, 0, 1, 1]))
+    expected = f1_score([1, 0], [1, 0], average="macro", labels=[0, 1], zero_division=0)
+    assert expected == 1.0 and metric.compute().item() == pytest.approx(expected)
+
+
+def test_a_question_a_source_answers_one_way_only_is_left_out():
+    # counts[source, question, truth, decision]; question 1 is only ever answered "no" (OLID's hate).
+    counts = torch.zeros(1, 2, 2, 2, dtype=torch.long)
+    counts[0, 0, 1, 1], counts[0, 0, 1, 0], counts[0, 0, 0, 0] = 3, 1, 4  # TP 3, FN 1, TN 4, FP 0
+    counts[0, 1, 0, 0], counts[0, 1, 0, 1] = 5, 1
+    by_hand = (6 / 7 + 8 / 9) / 2  # F1 of yes 2*3/(2*3+0+1), of no 2*4/(2*4+1+0)
+    assert source_macro_f1(counts).item() == pytest.approx(by_hand, rel=1e-6)

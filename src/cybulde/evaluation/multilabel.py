@@ -1,7 +1,10 @@
 """Evaluation of a multi-label (multi-source) model: one yes/no question per label name, answered by
 some sources and missing (-1) for the others.
 
-Every number is computed on the *present* cells of a question only (the rows whose source answers it):
+Every number is computed on the *present* cells of a question only (the rows whose source answers it).
+A source answers a question when its rows hold both yes and no answers to it: OLID's rows never say
+yes to `hate` and HatEval's never no to `abusive`, so those cells take no part in the per-source
+numbers (a macro-F1 without one of its two classes is capped at 0.5, whatever the model does).
 - per source x question: `macro_f1` (binary, the mean of the yes and no classes' F1) and `f1_yes` at
   that source's threshold, `roc_auc` (None with only one class present), `threshold`, `yes`, `no`;
   the threshold of a source is tuned on its own validation rows (`cybulde.evaluation.thresholds`);
@@ -88,8 +91,11 @@ class MultiLabelSplit:
         return self.probabilities[present, column], self.labels[present, column].astype(np.int64)
 
     def answered(self, source: str) -> list[str]:
-        """The questions `source` answers in this split (at least one present cell), in question order."""
-        return [question for question in self.questions if self.cells(question, source)[1].size]
+        """The questions `source` answers in this split, in question order: those its rows answer both
+        yes and no. A question a source only ever answers one way (OLID's hate: never yes) has no F1 of
+        the other answer, so it would cap the source's macro-F1 at 0.5 whatever the model does."""
+        return [question for question in self.questions
+                if 0 < int(self.cells(question, source)[1].sum()) < self.cells(question, source)[1].size]
 
 
 def label_column(question: str) -> str:
@@ -199,7 +205,7 @@ def cross_source_matrix(split: MultiLabelSplit, source_names: Sequence[str],
     matrix: dict[str, dict[str, dict[str, float]]] = {}
     for question in split.questions:
         tuned_on = [source for source in source_names if question in thresholds.get(source, {})]
-        applied_to = [source for source in source_names if split.cells(question, source)[1].size]
+        applied_to = [source for source in source_names if question in split.answered(source)]
         if not tuned_on or not applied_to:
             continue
         matrix[question] = {}

@@ -1,7 +1,7 @@
 """Validation metrics of training that torchmetrics lacks: the multi-label checkpoint-selection F1.
 
 `SourceMacroF1` is val/macro_f1 of a multi-label (multi-source) model: for each source, the mean
-over the questions it answers (those with present cells among its validation rows) of the binary
+over the questions it answers (those its validation rows answer both yes and no) of the binary
 macro-F1 at the head's decisions (threshold 0.5): the mean of the F1 of "yes" and of "no", each 0
 where it has no true and no predicted cells (`zero_division=0`, as evaluation computes it); then
 the mean over the sources that answer anything. Its state is a confusion count per source, question,
@@ -51,7 +51,9 @@ def source_macro_f1(counts: torch.Tensor) -> torch.Tensor:
     false_no, true_yes = counts[..., 1, 0], counts[..., 1, 1]
     f1_yes = _safe_ratio(2 * true_yes, 2 * true_yes + false_yes + false_no)
     f1_no = _safe_ratio(2 * true_no, 2 * true_no + false_no + false_yes)
-    answered = counts.sum(dim=(-1, -2)) > 0  # [source, question]
+    # [source, question]: answered both yes and no (a question a source answers one way only is left out,
+    # as evaluation leaves it out: its macro-F1 would be capped at 0.5 whatever the model does)
+    answered = (counts[..., 0, :].sum(dim=-1) > 0) & (counts[..., 1, :].sum(dim=-1) > 0)
     questions_answered = answered.sum(dim=-1)
     per_source = _safe_ratio(((f1_yes + f1_no) / 2 * answered).sum(dim=-1), questions_answered)
     sources_answering = questions_answered > 0
