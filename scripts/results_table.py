@@ -439,7 +439,7 @@ def render_section(inputs: Inputs) -> str:
     lines += [
         "",
         "Reproduce: `dvc repro` (the default pipeline: `metrics/validation.json`, `metrics/test.json`, "
-        "baseline `metrics/baseline/`); `scripts/sweep.sh offensive|seeds|davidson|hate` (queued DVC "
+        "baseline `metrics/baseline/`); `scripts/sweep.sh offensive|seeds|davidson|hate|multisource` (queued DVC "
         "experiments) then `python scripts/collect_experiments.py sweep|seeds|ensemble NAME...` (`results/sweep`, "
         "`results/seeds`, `results/baselines`, `results/ensembles`); `python benchmarks/time_to_quality.py "
         "--data-dir data/fetched --seeds 3 --budget-s 600 --json results/time_to_quality.json`; "
