@@ -23,7 +23,7 @@ def evaluate_publish_and_probe(cfg: Config) -> str:
     from cybulde.evaluation.behaviour import log_behaviour
     from cybulde.evaluation.evaluate import evaluate_split, exported_model_dir, summary_line
     from cybulde.publishing import publish_served_model
-    from cybulde.serving.scorer import question_thresholds
+    from cybulde.serving.columns import question_thresholds
     from cybulde.tracking.run import PipelineRun
 
     model_dir = exported_model_dir(Path.cwd())

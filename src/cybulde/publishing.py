@@ -45,18 +45,17 @@ from cybulde.config.paths import project_root
 from cybulde.config.schema import Config
 from cybulde.files import tree_sha256
 from cybulde.models.export import read_model_config
-from cybulde.serving.integrity import DIGESTS_CONFIG_KEY, digest_tags, file_digests
-from cybulde.serving.pyfunc import MODEL_CODE, MODEL_DIR_ARTIFACT, MODEL_NAME, serving_config
-from cybulde.serving.readers import TEXT_COLUMN
-from cybulde.serving.scorer import (
+from cybulde.serving.columns import (
     LABEL_COLUMN,
-    is_multilabel_config,
-    model_cleaning,
     probability_column,
     question_prediction_column,
     question_probability_column,
     question_thresholds,
 )
+from cybulde.serving.integrity import DIGESTS_CONFIG_KEY, digest_tags, file_digests
+from cybulde.serving.pyfunc import MODEL_CODE, MODEL_DIR_ARTIFACT, MODEL_NAME, serving_config
+from cybulde.serving.readers import TEXT_COLUMN
+from cybulde.serving.scorer import is_multilabel_config, model_cleaning
 from cybulde.tracking.client import (
     CODE_TAG,
     COMMIT_TAG,

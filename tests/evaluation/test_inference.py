@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -13,6 +14,7 @@ from cybulde.loading.datamodule import TextDataModule
 from cybulde.models.export import load_model
 from cybulde.serving.scorer import TextScorer
 from tests.helpers.cpus import WITH_BF16, WITHOUT_BF16, fake_cpu
+from tests.helpers.tiny_data import make_multilabel_data_dir
 from tests.helpers.tiny_model import make_data_dir, make_model_dir
 
 
@@ -59,3 +61,20 @@ def test_text_scorer_follows_the_same_rule(data_and_model, tmp_path, monkeypatch
     probabilities = scorer.probabilities(texts)
     assert torch.equal(probabilities, fp32) == (expected == "32-true")
     assert torch.allclose(probabilities, fp32, atol=0.05)
+
+
+def test_collect_outputs_of_a_multilabel_model_keeps_missing_answers_and_averages_over_present_ones(tmp_path):
+    data_dir = make_multilabel_data_dir(tmp_path / "data")
+    model = load_model(make_model_dir(tmp_path / "model", data_dir, head="multilabel")).model
+    datamodule = TextDataModule(data_dir, batch_size=7, seed=0, group_by_length=False)
+    num_rows = len(datamodule.split("validation"))
+    outputs = collect_outputs(model, datamodule.eval_dataloader("validation"), num_rows)
+
+    stored = torch.tensor(pq.read_table(data_dir / "validation.parquet").column("labels").to_pylist())
+    assert torch.equal(outputs.labels, stored)  # row order, -1 where a source does not answer
+    assert bool((stored == -1).any()) and bool((stored != -1).any())
+    present = stored != -1  # by hand: the mean binary cross-entropy over the present answers only
+    probabilities = torch.sigmoid(outputs.logits.double())[present]
+    answers = stored[present].double()
+    by_hand = -(answers * probabilities.log() + (1 - answers) * (1 - probabilities).log()).mean()
+    assert outputs.loss == pytest.approx(float(by_hand), rel=1e-5)

@@ -192,7 +192,7 @@ def test_a_single_label_model_on_a_multilabel_version_is_refused(tmp_path, multi
 def test_the_stages_hand_validations_thresholds_to_the_served_model_and_the_behaviour_suite(project, monkeypatch):
     import importlib
 
-    from cybulde.serving.scorer import question_thresholds
+    from cybulde.serving.columns import question_thresholds
 
     root, cfg = project
     run, published, probed = FakeRun(), [], []

@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 from cybulde.errors import CybuldeError
 from cybulde.evaluation.output import emit
-from cybulde.serving.scorer import TextScorer, is_multilabel_config, question_prediction_column
+from cybulde.serving.columns import question_prediction_column
+from cybulde.serving.scorer import TextScorer, is_multilabel_config
 
 if TYPE_CHECKING:
     from cybulde.tracking.run import PipelineRun

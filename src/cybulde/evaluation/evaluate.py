@@ -54,8 +54,8 @@ from cybulde.loading.datamodule import TextDataModule
 from cybulde.models.export import inference_precision, load_model
 from cybulde.registry.manifest import Manifest
 from cybulde.registry.splits import read_split_columns
-from cybulde.serving.scorer import accelerator_of, is_multilabel_config, model_logits, pick_device, probability_column
-from cybulde.text.batching import PadCollator
+from cybulde.serving.columns import probability_column
+from cybulde.serving.scorer import accelerator_of, is_multilabel_config, pick_device
 
 if TYPE_CHECKING:
     from cybulde.config.schema import Config
@@ -167,14 +167,24 @@ def evaluate_to_files(cfg: Config, split: str, root: Path, scratch: Path) -> Spl
 
 def _run_model(cfg: Config, model: Any, data_dir: Path, split: str, num_rows: int,
                label_names: list[str], model_config: dict[str, Any]) -> Any:
-    datamodule = TextDataModule(data_dir, batch_size=cfg.evaluation.batch_size,
-                                seed=cfg.train.seed, group_by_length=False)
+    datamodule = _eval_datamodule(cfg, data_dir)
     _check_data_fits_model(datamodule, label_names, model_config, data_dir)
-    loader = datamodule.eval_dataloader(split, cfg.evaluation.batch_size)
+    return _collect_split(cfg, model, model_config, datamodule, split, num_rows)
+
+
+def _eval_datamodule(cfg: Config, data_dir: Path) -> TextDataModule:
+    return TextDataModule(data_dir, batch_size=cfg.evaluation.batch_size, seed=cfg.train.seed,
+                          group_by_length=False)
+
+
+def _collect_split(cfg: Config, model: Any, model_config: dict[str, Any], datamodule: TextDataModule,
+                   split: str, num_rows: int) -> Any:
+    """The model's outputs over every row of `split`, in the precision its config resolves to here."""
     device = pick_device(prefer_gpu=getattr(cfg.launch.accelerator, "value", "") == "gpu")
     precision = inference_precision(model_config, accelerator_of(device))
     log.info("%s: inference in %s (%s)", split, precision.precision, precision.reason)
-    return collect_outputs(model, loader, num_rows, device, precision=precision.precision)
+    return collect_outputs(model, datamodule.eval_dataloader(split, cfg.evaluation.batch_size), num_rows, device,
+                           precision=precision.precision)
 
 
 def _check_data_fits_model(datamodule: Any, label_names: list[str], model_config: dict[str, Any],
@@ -302,31 +312,17 @@ def _check_multilabel_fit(loaded: LoadedModel, manifest: Manifest, questions: li
 
 def _run_multilabel_model(cfg: Config, loaded: LoadedModel, data_dir: Path, split: str,
                           questions: list[str]) -> Any:
-    """The model's probabilities over every row of `split`, from the stored token ids (in batches of
-    similar length, put back in row order), with the rows' ids, sources and answers."""
+    """The model's probabilities over every row of `split` (the stored token ids, batched and put
+    back in row order as for a single-label model), with the rows' ids, sources and answers."""
 
-    rows = read_split_columns(data_dir, split, columns=("id", "source", "labels", "input_ids"))
-    labels = torch.tensor(rows["labels"], dtype=torch.int64).reshape(len(rows["id"]), len(questions))
-    device = pick_device(prefer_gpu=getattr(cfg.launch.accelerator, "value", "") == "gpu")
-    precision = inference_precision(loaded.config, accelerator_of(device))
-    log.info("%s: inference in %s (%s)", split, precision.precision, precision.reason)
-    model = loaded.model
-    model.eval()
-    model.to(device)
-    collate = PadCollator(int(loaded.tokenizer.pad_token_id))
-    order = sorted(range(len(rows["id"])), key=lambda row: len(rows["input_ids"][row]))
-    logits = torch.zeros((len(order), len(questions)), dtype=torch.float32)
-    for start in range(0, len(order), cfg.evaluation.batch_size):
-        chunk = order[start:start + cfg.evaluation.batch_size]
-        batch = collate([{"input_ids": rows["input_ids"][row], "label": 0, "index": row} for row in chunk])
-        logits[batch["index"]] = model_logits(model, batch["input_ids"], batch["attention_mask"],
-                                              precision.precision, device)
-    with torch.inference_mode():
-        loss = float(model.head.loss(logits, labels))
+    rows = read_split_columns(data_dir, split, columns=("id", "source"))
+    outputs = _collect_split(cfg, loaded.model, loaded.config, _eval_datamodule(cfg, data_dir), split,
+                             len(rows["id"]))
     return multilabel.MultiLabelSplit(
         ids=[str(value) for value in rows["id"]], sources=[str(value) for value in rows["source"]],
-        questions=questions, labels=labels.numpy(),
-        probabilities=model.head.probabilities(logits).double().numpy().astype(np.float64), loss=loss)
+        questions=questions, labels=outputs.labels.numpy(),
+        probabilities=loaded.model.head.probabilities(outputs.logits).double().numpy().astype(np.float64),
+        loss=outputs.loss)
 
 
 def _recorded_multilabel_thresholds(root: Path, questions: list[str]) -> tuple[dict[str, float],

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from cybulde.hardware import FP32
+from cybulde.models.heads import MISSING
 from cybulde.serving.scorer import model_logits, pick_device
 
 
@@ -22,8 +23,8 @@ class SplitOutputs:
     """The model's outputs over a whole split, in row order of the split."""
 
     logits: torch.Tensor  # [N, num_outputs], float32
-    labels: torch.Tensor  # [N]
-    loss: float  # mean over examples
+    labels: torch.Tensor  # [N] class indices, or [N, questions] answers (MISSING where not asked)
+    loss: float  # mean over examples (multi-label: over the present answers)
 
 
 def collect_outputs(model: Any, batches: Iterable[dict[str, Any]], num_rows: int,
@@ -31,26 +32,34 @@ def collect_outputs(model: Any, batches: Iterable[dict[str, Any]], num_rows: int
     """Logits and labels for every row of a split; rows are placed by the batches' `index`.
 
     `precision` is a resolved one (32-true or bf16-mixed, see `cybulde.hardware.resolve_precision`).
+    The loss is each batch's mean weighted by what it averaged over: its rows, or for a multi-label
+    model its present answers (the head's masked loss).
     """
     device = device or pick_device()
     model.eval()
     model.to(device)
     logits_by_row: torch.Tensor | None = None
-    labels_by_row = torch.full((num_rows,), -1, dtype=torch.int64)
-    loss_sum = 0.0
+    labels_by_row: torch.Tensor | None = None
+    seen = torch.zeros(num_rows, dtype=torch.bool)
+    loss_sum, weight_sum = 0.0, 0
     for batch in batches:
         labels = batch["labels"]
         logits = model_logits(model, batch["input_ids"], batch["attention_mask"], precision, device)
-        with torch.inference_mode():
-            loss_sum += float(model.head.loss(logits, labels)) * len(labels)
+        weight = int((labels != MISSING).sum())
+        if weight:
+            with torch.inference_mode():
+                loss_sum += float(model.head.loss(logits, labels)) * weight
+            weight_sum += weight
         if logits_by_row is None:
             logits_by_row = torch.zeros((num_rows, logits.shape[1]), dtype=torch.float32)
+            labels_by_row = torch.full((num_rows, *labels.shape[1:]), MISSING, dtype=torch.int64)
         index = batch["index"].cpu()
         logits_by_row[index] = logits
         labels_by_row[index] = labels.cpu()
-    if logits_by_row is None:
+        seen[index] = True
+    if logits_by_row is None or labels_by_row is None:
         raise ValueError("the split produced no batches")
-    missing = int((labels_by_row < 0).sum())
+    missing = int((~seen).sum())
     if missing:
         raise ValueError(f"the data loader skipped {missing} of {num_rows} rows")
-    return SplitOutputs(logits=logits_by_row, labels=labels_by_row, loss=loss_sum / num_rows)
+    return SplitOutputs(logits=logits_by_row, labels=labels_by_row, loss=loss_sum / max(weight_sum, 1))

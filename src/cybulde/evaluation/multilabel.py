@@ -59,7 +59,7 @@ from cybulde.evaluation.plots import (
 from cybulde.evaluation.thresholds import tune_threshold
 from cybulde.files import write_json
 from cybulde.models.heads import MISSING
-from cybulde.serving.scorer import (
+from cybulde.serving.columns import (
     question_prediction_column,
     question_probability_column,
     question_threshold_key,
@@ -94,8 +94,12 @@ class MultiLabelSplit:
         """The questions `source` answers in this split, in question order: those its rows answer both
         yes and no. A question a source only ever answers one way (OLID's hate: never yes) has no F1 of
         the other answer, so it would cap the source's macro-F1 at 0.5 whatever the model does."""
-        return [question for question in self.questions
-                if 0 < int(self.cells(question, source)[1].sum()) < self.cells(question, source)[1].size]
+        answered = []
+        for question in self.questions:
+            _, labels = self.cells(question, source)
+            if 0 < int(labels.sum()) < labels.size:
+                answered.append(question)
+        return answered
 
 
 def label_column(question: str) -> str:

@@ -35,10 +35,12 @@ class HeadError(CybuldeError, ValueError):
 
 class Head:
     kind: str = ""
+    min_labels: int = 2  # a softmax or sigmoid classifier needs two classes to choose between
 
     def __init__(self, num_labels: int) -> None:
-        if num_labels < 2:
-            raise HeadError(f"a classifier needs at least 2 labels, got num_labels={num_labels}")
+        if num_labels < self.min_labels:
+            raise HeadError(f"a {type(self).__name__} needs at least {self.min_labels} labels, "
+                            f"got num_labels={num_labels}")
         self.num_labels = num_labels
 
     @property
@@ -154,11 +156,7 @@ class MultiLabelHead(Head):
     """One logit per question; each question is decided by its own threshold (0.5 unless given)."""
 
     kind = HeadKind.multilabel.value
-
-    def __init__(self, num_labels: int) -> None:
-        if num_labels < 1:
-            raise HeadError(f"a multi-label head needs at least 1 question, got num_labels={num_labels}")
-        self.num_labels = num_labels
+    min_labels = 1  # one question (label) is enough: each is a yes/no of its own
 
     @property
     def num_outputs(self) -> int:

@@ -2,6 +2,7 @@
 
 - `scorer`: the one text path from a raw string to logits (the cleaning publish applied, the
   tokenizer and truncation the model was trained with), batched by length, thread-safe;
+- `columns`: the names scores go under (output columns, per-question threshold keys);
 - `readers` / `writers`: the input files and requests `predict` and the served model accept, with
   their limits, and the output files `predict` writes;
 - `predict`: the `cybulde predict` command;

@@ -34,6 +34,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cybulde.hardware import autocast, resolve_precision
+from cybulde.serving.columns import (
+    LABEL_COLUMN,
+    probability_column,
+    question_prediction_column,
+    question_probability_column,
+)
 from cybulde.serving.errors import ModelSourceError, UnknownCleaningError
 from cybulde.text.cleaning import CLEANING_ID, clean_text
 from cybulde.text.tokenizer import backend_tokenizer, encode
@@ -44,42 +50,12 @@ if TYPE_CHECKING:
 
     from cybulde.models.export import LoadedModel
 
-PROBABILITY_PREFIX = "prob_"
-LABEL_COLUMN = "label"
-QUESTION_PROBABILITY_SUFFIX = "_probability"
-QUESTION_PREDICTION_SUFFIX = "_prediction"
-THRESHOLD_KEY = "threshold"  # metrics/<split>.json: `threshold` (binary sigmoid), `threshold/<question>`
 MULTILABEL_HEAD = "multilabel"
 DEFAULT_BATCH_SIZE = 64  # texts per forward pass
 # Cleaning ids (recorded by publish in the manifest, by train in config.json) -> the function.
 KNOWN_CLEANINGS: dict[str, Callable[[str], str]] = {CLEANING_ID: clean_text}
 
 ProgressCallback = Callable[[int], None]
-
-
-def probability_column(label_name: str) -> str:
-    return f"{PROBABILITY_PREFIX}{label_name}"
-
-
-def question_probability_column(question: str) -> str:
-    return f"{question}{QUESTION_PROBABILITY_SUFFIX}"
-
-
-def question_prediction_column(question: str) -> str:
-    return f"{question}{QUESTION_PREDICTION_SUFFIX}"
-
-
-def question_threshold_key(question: str) -> str:
-    """The key of a question's decision threshold in metrics/<split>.json."""
-    return f"{THRESHOLD_KEY}/{question}"
-
-
-def question_thresholds(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """{question: threshold} of the `threshold/<question>` keys of a multi-label model's metrics
-    (empty for a single-label model's)."""
-    prefix = f"{THRESHOLD_KEY}/"
-    return {key[len(prefix):]: float(value) for key, value in metrics.items()
-            if key.startswith(prefix) and value is not None}
 
 
 def is_multilabel_config(config: Mapping[str, Any]) -> bool:
