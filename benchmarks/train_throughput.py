@@ -2,7 +2,8 @@
 
 Modes (each runs in its own process so peak RSS is per mode; DDP reports it per rank):
   ours-1proc   our LightningModule + TextDataModule (length-grouped, dynamic padding), 1 process
-  ours-ddp2    the same under torchrun, 2 ranks (gloo), threads split between them
+  ours-lazy    the same with train.embedding_updates=lazy (only the embedding rows a batch uses are updated)
+  ours-ddp2    the same as ours-1proc under torchrun, 2 ranks (gloo), threads split between them
   hf-default   transformers.Trainer, dynamic padding, random order
   hf-grouped   transformers.Trainer with train_sampling_strategy="group_by_length"
   ceiling-fp32 / ceiling-bf16   a bare forward+backward+AdamW step on a fixed batch (rows x mean length)
@@ -12,6 +13,12 @@ Modes (each runs in its own process so peak RSS is per mode; DDP reports it per 
 Without --data-dir, TweetEval offensive is published once (pretrained MiniLM tokenizer) into
 .cybulde/bench-registry and fetched into .cybulde/bench-data. Samples/s and tokens/s (non-padding tokens) exclude `--warmup-steps`.
 For the HF modes tokens/s is estimated from the split's mean row length (their batches are not visible).
+
+MFU (model FLOPs utilisation): 6 x the classifier's matmul parameters x non-padding tokens/s (see
+benchmarks/gpu_report.py), over the peak of the same threads: the best rate of a large square matmul
+(`--peak-size`, bf16 or fp32 as `--precision`) measured in its own process, unless `--peak-tflops`
+gives one. A measured matmul rate, not a data-sheet figure: what these cores reach on the best-shaped
+matmul, so the column says how far the training step is from it.
 """
 
 from __future__ import annotations
@@ -29,7 +36,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-MODES = ("ceiling-fp32", "ceiling-bf16", "hf-default", "hf-grouped", "ours-1proc", "ours-ddp2")
+MODES = ("ceiling-fp32", "ceiling-bf16", "hf-default", "hf-grouped", "ours-1proc", "ours-lazy", "ours-ddp2")
+PEAK = "matmul-peak"
 RESULT_PREFIX = "BENCH_RESULT "
 
 
@@ -51,7 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="our modes: keep torch's deterministic-mode NaN fill of new tensors (the train stage "
                              "turns it off; this measures what it costs)")
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {MODES}")
-    parser.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)
+    parser.add_argument("--peak-size", type=int, default=4096, help="side of the square matmul that measures the peak")
+    parser.add_argument("--peak-tflops", type=float, help="the peak to divide by (default: measured here)")
+    parser.add_argument("--worker", choices=[*MODES, PEAK], help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -223,7 +233,7 @@ class _StepTimer:
 def run_ours(args: argparse.Namespace) -> None:
     import lightning.pytorch as pl
 
-    from cybulde.config.schema import Config
+    from cybulde.config.schema import Config, EmbeddingUpdates
     from cybulde.config.topology import resolve_topology
     from cybulde.registry.manifest import Manifest
     from cybulde.training.determinism import seed_everything
@@ -238,6 +248,9 @@ def run_ours(args: argparse.Namespace) -> None:
     cfg.train.global_batch_size, cfg.train.batch_size = args.batch_size, 0  # the global batch split over ranks
     cfg.train.precision = args.precision
     cfg.train.freeze_embeddings = args.freeze_embeddings
+    lazy = args.worker == "ours-lazy"
+    if lazy:
+        cfg.train.embedding_updates = EmbeddingUpdates.lazy
     seed_everything(cfg.train.seed)  # and deterministic kernels, as the train stage
     if args.nan_fill:
         import torch
@@ -260,15 +273,46 @@ def run_ours(args: argparse.Namespace) -> None:
         enable_progress_bar=False, enable_model_summary=False, callbacks=[TimerCallback()])
     trainer.fit(module, datamodule=datamodule)
     # Per-rank counts times the world size: every rank takes equal batches of the same global step.
-    report("ours-ddp2" if env.world_size > 1 else "ours-1proc", timer.samples * env.world_size,
+    report(args.worker, timer.samples * env.world_size,
            timer.tokens * env.world_size, timer.seconds, threads_per_rank=max(1, args.threads // env.local_world_size))
+
+
+# -- the peak MFU divides by ------------------------------------------------------------------------------
+def run_matmul_peak(args: argparse.Namespace, repeats: int = 10) -> None:
+    """The best of `repeats` timings of one square matmul in the benchmark's precision, in TFLOP/s."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
+    dtype = torch.bfloat16 if args.precision == "bf16-mixed" else torch.float32
+    size = args.peak_size
+    left, right = (torch.randn(size, size, device=device).to(dtype) for _ in range(2))
+    best = float("inf")
+    for _ in range(repeats + 1):  # the first call warms up (packing, thread pool)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        torch.mm(left, right)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    print(RESULT_PREFIX + json.dumps({"mode": PEAK, "tflops": 2 * size**3 / best / 1e12, "size": size,
+                                      "dtype": str(dtype).removeprefix("torch."), "rank": 0}), flush=True)
+
+
+def matmul_params(args: argparse.Namespace) -> int:
+    from torch import nn
+
+    return sum(parameter.numel() for module in classifier(args).modules() if isinstance(module, nn.Linear)
+               for parameter in module.parameters(recurse=False))
 
 
 # -- driver ---------------------------------------------------------------------------------------------
 def run_worker(args: argparse.Namespace) -> None:
     runners = {"ceiling-fp32": lambda: run_ceiling(args, False), "ceiling-bf16": lambda: run_ceiling(args, True),
                "hf-default": lambda: run_hf(args, False), "hf-grouped": lambda: run_hf(args, True),
-               "ours-1proc": lambda: run_ours(args), "ours-ddp2": lambda: run_ours(args)}
+               "ours-1proc": lambda: run_ours(args), "ours-lazy": lambda: run_ours(args),
+               "ours-ddp2": lambda: run_ours(args), PEAK: lambda: run_matmul_peak(args)}
     runners[args.worker]()
 
 
@@ -276,6 +320,7 @@ def launch(mode: str, args: argparse.Namespace) -> list[dict]:
     common = ["--data-dir", str(args.data_dir), "--backbone", args.backbone, "--batch-size", str(args.batch_size),
               "--steps", str(args.steps), "--warmup-steps", str(args.warmup_steps), "--threads", str(args.threads),
               "--precision", args.precision, "--accelerator", args.accelerator, "--worker", mode,
+              "--peak-size", str(args.peak_size),
               *(["--freeze-embeddings"] if args.freeze_embeddings else []),
               *(["--nan-fill"] if args.nan_fill else [])]
     script = str(Path(__file__).resolve())
@@ -307,6 +352,16 @@ def merge_ranks(results: list[dict]) -> dict:
     return {**first, "peak_rss_mb": [round(result["peak_rss_mb"]) for result in sorted(results, key=lambda r: r["rank"])]}
 
 
+def with_mfu(rows: dict[str, dict], params: int, peak_tflops: float) -> dict[str, dict]:
+    """Each row with `tflops` (6 x matmul parameters x tokens/s) and `mfu` (that over the peak)."""
+    return {mode: {**row, "tflops": 6.0 * params * row["tokens_per_s"] / 1e12,
+                   "mfu": 6.0 * params * row["tokens_per_s"] / (peak_tflops * 1e12)} for mode, row in rows.items()}
+
+
+def mfu_share(row: dict) -> str:
+    return f"{100 * row['mfu']:.1f}%" if "mfu" in row else "n/a"
+
+
 def print_table(rows: dict[str, dict], args: argparse.Namespace) -> None:
     hf_default = rows.get("hf-default", {}).get("samples_per_s")
     hf_grouped = rows.get("hf-grouped", {}).get("samples_per_s")
@@ -314,7 +369,8 @@ def print_table(rows: dict[str, dict], args: argparse.Namespace) -> None:
     print(f"\nbackbone={args.backbone} batch={args.batch_size} precision={args.precision} accelerator={args.accelerator} "
           f"threads={args.threads} "
           f"steps={args.steps} freeze_embeddings={args.freeze_embeddings} nan_fill={args.nan_fill} data={args.data_dir}")
-    header = f"{'mode':<14}{'samples/s':>10}{'tokens/s':>10}{'peak RSS MB':>16}{'x HF def':>10}{'x HF grp':>10}{'of ceil':>9}"
+    header = (f"{'mode':<14}{'samples/s':>10}{'tokens/s':>10}{'peak RSS MB':>16}{'x HF def':>10}{'x HF grp':>10}"
+              f"{'of ceil':>9}{'MFU':>7}")
     print(header + "\n" + "-" * len(header))
     for mode in MODES:
         if mode not in rows:
@@ -326,7 +382,7 @@ def print_table(rows: dict[str, dict], args: argparse.Namespace) -> None:
             return f"{rate / base:.2f}" if base else "n/a"
 
         print(f"{mode:<14}{rate:>10.1f}{row['tokens_per_s']:>10.0f}{str(row['peak_rss_mb']):>16}"
-              f"{ratio(hf_default):>10}{ratio(hf_grouped):>10}{ratio(ceiling):>9}")
+              f"{ratio(hf_default):>10}{ratio(hf_grouped):>10}{ratio(ceiling):>9}{mfu_share(row):>7}")
     print("ceiling = bare forward+backward+AdamW on one fixed batch at the mean row length "
           f"({'bf16 autocast' if args.precision == 'bf16-mixed' else 'fp32'}); HF tokens/s estimated from mean length")
 
@@ -343,12 +399,25 @@ def main(argv: list[str] | None = None) -> int:
         if results:
             rows[mode.strip()] = merge_ranks(results)
             print(f"{mode}: {rows[mode.strip()]['samples_per_s']:.1f} samples/s", flush=True)
+    peak = measured_peak(args)
+    if peak is not None:
+        rows = with_mfu(rows, matmul_params(args), peak["tflops"])
+        print(f"peak: {peak['tflops']:.2f} TFLOP/s ({peak.get('dtype', 'given')} matmul {peak.get('size', '')}, "
+              f"{args.threads} threads); {matmul_params(args) / 1e6:.1f}M matmul parameters")
     print_table(rows, args)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"args": {key: str(value) for key, value in vars(args).items()},
-                                         "rows": rows}, indent=2) + "\n")
+                                         "peak": peak, "rows": rows}, indent=2) + "\n")
     return 0
+
+
+def measured_peak(args: argparse.Namespace) -> dict | None:
+    """`--peak-tflops`, else the matmul peak measured in a worker of its own (None if it failed)."""
+    if args.peak_tflops:
+        return {"tflops": args.peak_tflops}
+    results = launch(PEAK, args)
+    return results[0] if results else None
 
 
 if __name__ == "__main__":

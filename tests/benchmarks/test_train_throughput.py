@@ -15,3 +15,13 @@ def test_results_of_ranks_sharing_one_stdout_are_all_read():
               '\n\nmore log\nBENCH_RESULT {"mode": "ours-ddp2", "rank": 2, "peak_rss_mb": [1, 2]}\n')
     assert [result["rank"] for result in benchmark.parse_results(output)] == [1, 0, 2]
     assert benchmark.parse_results("no results here\n") == []
+
+
+def test_mfu_is_six_flops_per_matmul_parameter_and_token_over_the_peak():
+    benchmark = load_benchmark()
+    rows = benchmark.with_mfu({"ours-1proc": {"samples_per_s": 100.0, "tokens_per_s": 3000.0}},
+                              params=20_000_000, peak_tflops=1.2)
+    # by hand: 6 * 2e7 * 3000 = 3.6e11 FLOP/s = 0.36 TFLOP/s, 0.36 / 1.2 = 30%
+    assert abs(rows["ours-1proc"]["tflops"] - 0.36) < 1e-12
+    assert abs(rows["ours-1proc"]["mfu"] - 0.30) < 1e-12
+    assert benchmark.mfu_share(rows["ours-1proc"]) == "30.0%"

@@ -360,6 +360,9 @@ RESUME_CASES = {
     "mid-epoch, EMA": ({"train.checkpoint_every_n_steps": 2, "train.epochs": 3, "train.ema_decay": 0.9}, 11, 10),
     # the epoch-end checkpoint is written while the average is swapped in for validation
     "epoch boundary, EMA": ({"train.checkpoint_every_n_steps": 0, "train.epochs": 3, "train.ema_decay": 0.9}, 15, 12),
+    # lazy embedding updates: the table's sparse AdamW state resumes too
+    "mid-epoch, lazy embedding updates": ({"train.checkpoint_every_n_steps": 2, "train.epochs": 3,
+                                           "train.embedding_updates": "lazy"}, 11, 10),
     # a loader worker fetches the resumed epoch's first batches before Lightning sets the sampler's epoch
     "mid-epoch, loader worker": ({"train.checkpoint_every_n_steps": 2, "train.epochs": 3, "train.num_workers": 1},
                                  11, 10),

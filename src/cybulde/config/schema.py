@@ -59,6 +59,11 @@ class LrSchedule(str, Enum):
     cosine = "cosine"
 
 
+class EmbeddingUpdates(str, Enum):
+    dense = "dense"  # AdamW over the whole token-embedding table every step
+    lazy = "lazy"  # only the rows a batch uses (cybulde.training.optim)
+
+
 class SelectOn(str, Enum):
     macro_f1 = "macro_f1"  # the checkpoint with the highest val/macro_f1
     loss = "loss"  # the checkpoint with the lowest val/loss
@@ -140,6 +145,10 @@ class TrainConfig:
     # Keep the backbone's token-embedding table fixed (less optimizer work and DDP traffic); only for
     # a pretrained backbone: a scratch backbone must learn its embeddings (an error otherwise).
     freeze_embeddings: bool = False
+    # How the token-embedding table is trained: "dense" (AdamW over all of it every step) or "lazy"
+    # (a sparse gradient; only the rows a batch uses are updated, with their moments and weight
+    # decay: less work per step, a different optimizer for unused rows; docs/speed.md).
+    embedding_updates: EmbeddingUpdates = EmbeddingUpdates.dense
     early_stopping_patience: int = 2
     # Stop training after this many seconds (validation at the stop, the best checkpoint exported);
     # 0: no limit. Where it stops depends on the machine's speed, so a limited run is not reproducible.

@@ -25,6 +25,14 @@ from torchmetrics.classification import MulticlassF1Score
 from cybulde.models.classifier import MULTILABEL, TextClassifier
 from cybulde.models.heads import MISSING
 from cybulde.training.metrics import SourceMacroF1
+from cybulde.training.optim import (
+    DENSE,
+    EMBEDDING_UPDATES,
+    LAZY,
+    LazyEmbeddingAdamW,
+    clip_grad_norm,
+    use_sparse_embedding_gradients,
+)
 
 
 def inverse_frequency_weights(label_counts: Sequence[int]) -> torch.Tensor:
@@ -105,10 +113,14 @@ LR_SCHEDULES = ("linear", "cosine")
 class ClassifierModule(pl.LightningModule):
     def __init__(self, model: TextClassifier, lr: float, weight_decay: float, warmup_ratio: float,
                  class_weights: torch.Tensor | None = None, grad_clip: float = 0.0,
-                 layer_lr_decay: float = 1.0, focal_gamma: float = 0.0, lr_schedule: str = "linear") -> None:
+                 layer_lr_decay: float = 1.0, focal_gamma: float = 0.0, lr_schedule: str = "linear",
+                 embedding_updates: str = DENSE) -> None:
         super().__init__()
         if lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"unknown lr_schedule {lr_schedule!r}: expected one of {list(LR_SCHEDULES)}")
+        if embedding_updates not in EMBEDDING_UPDATES:
+            raise ValueError(f"unknown embedding_updates {embedding_updates!r}: expected one of "
+                             f"{list(EMBEDDING_UPDATES)}")
 
         # from_pretrained returns the backbone in eval mode and Lightning keeps each module's mode:
         # without this, dropout would silently stay off during fine-tuning.
@@ -120,6 +132,9 @@ class ClassifierModule(pl.LightningModule):
         self.layer_lr_decay = layer_lr_decay
         self.focal_gamma = focal_gamma
         self.lr_schedule = lr_schedule
+        self.embedding_updates = embedding_updates
+        if embedding_updates == LAZY:
+            use_sparse_embedding_gradients(self.model)
         self.register_buffer("class_weights", class_weights, persistent=False)
         self.is_multilabel = model.task == MULTILABEL
         if self.is_multilabel:
@@ -167,11 +182,12 @@ class ClassifierModule(pl.LightningModule):
         # AdamW under mixed precision although bf16 needs no gradient unscaling. Gradients are already
         # all-reduced and accumulated at this point.
         if self.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.parameters(), self.grad_clip)
+            clip_grad_norm(self.parameters(), self.grad_clip)
 
     def configure_optimizers(self):
         groups = optimizer_groups(self.model, self.weight_decay, self.lr, self.layer_lr_decay)
-        optimizer = torch.optim.AdamW(groups, lr=self.lr, **fused_if_supported())
+        adamw = LazyEmbeddingAdamW if self.embedding_updates == LAZY else torch.optim.AdamW
+        optimizer = adamw(groups, lr=self.lr, **fused_if_supported())
         total_steps = max(1, int(self.trainer.estimated_stepping_batches))
         scheduler = warmup_then_decay(optimizer, self.lr_schedule, int(round(self.warmup_ratio * total_steps)),
                                       total_steps)

@@ -243,7 +243,8 @@ def build_module(cfg: Config, manifest: Manifest, data_dir: Path) -> pl.Lightnin
     return ClassifierModule(model, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
                             warmup_ratio=cfg.train.warmup_ratio, class_weights=class_weights,
                             grad_clip=cfg.train.grad_clip, layer_lr_decay=cfg.train.layer_lr_decay,
-                            focal_gamma=focal_gamma(cfg), lr_schedule=cfg.train.lr_schedule.value)
+                            focal_gamma=focal_gamma(cfg), lr_schedule=cfg.train.lr_schedule.value,
+                            embedding_updates=cfg.train.embedding_updates.value)
 
 
 def training_class_weights(manifest: Manifest, label_names: list[str]) -> torch.Tensor:
