@@ -33,6 +33,7 @@ HEADLINE_METRIC = "test/macro_f1"
 SERVER_START_S = 120.0
 PAGE_SETTLE_MS = 20000  # virtual time Chromium gives the page's scripts to fetch and draw the runs
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+ML_VIEW = "workflowType=machine_learning"
 
 
 def free_port() -> int:
@@ -94,8 +95,12 @@ def wait_until_healthy(base: str, server: subprocess.Popen) -> None:
 
 
 def runs_page(base: str, experiment: str, sort_by: str = HEADLINE_METRIC) -> str:
+    """The experiment's runs in the UI's model-training view, the best first.
+
+    MLflow 3's UI opens on its GenAI pages whatever the experiment's kind until `workflowType` says
+    otherwise (the "Model training" switch at its top left)."""
     order = quote(f"metrics.`{sort_by}`", safe="")
-    return f"{base}/#/experiments/{experiment}/runs?orderByKey={order}&orderByAsc=false"
+    return f"{base}/#/experiments/{experiment}/runs?{ML_VIEW}&orderByKey={order}&orderByAsc=false"
 
 
 def browser() -> str:
@@ -106,16 +111,20 @@ def browser() -> str:
     raise SystemExit(f"no headless browser found (tried {', '.join(BROWSERS)}): apt-get install chromium")
 
 
-def screenshot(url: str, out: Path, width: int, height: int) -> Path:
-    """Chromium's headless screenshot of `url` into `out`, in a throwaway profile."""
-    out.parent.mkdir(parents=True, exist_ok=True)
+def headless(url: str, *options: str) -> str:
+    """Run headless Chromium on `url` with `options` in a throwaway profile; returns its stdout."""
     with tempfile.TemporaryDirectory(prefix="cybulde-chromium-") as profile:
         command = [browser(), "--headless", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
-                   f"--user-data-dir={profile}", f"--window-size={width},{height}",
-                   f"--virtual-time-budget={PAGE_SETTLE_MS}", f"--screenshot={out.resolve()}", url]
+                   f"--user-data-dir={profile}", f"--virtual-time-budget={PAGE_SETTLE_MS}", *options, url]
         if os.geteuid() == 0:
             command.insert(1, "--no-sandbox")  # Chromium refuses its sandbox to root
-        subprocess.run(command, check=True, capture_output=True, timeout=180)
+        return subprocess.run(command, check=True, capture_output=True, text=True, timeout=180).stdout
+
+
+def screenshot(url: str, out: Path, width: int, height: int) -> Path:
+    """Chromium's headless screenshot of `url` into `out`."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    headless(url, f"--window-size={width},{height}", f"--screenshot={out.resolve()}")
     if not out.is_file():
         raise SystemExit(f"chromium wrote no screenshot to {out}")
     return out

@@ -97,7 +97,22 @@ def test_one_finished_run_carries_the_locked_data_hash(pipeline: tuple[Path, str
     assert {"metrics", "plots", "predictions"} <= artifacts
     plots = {a.path for a in MlflowClient(tracking_uri).list_artifacts(run_.info.run_id, "plots/test")}
     assert {f"plots/test/{name}" for name in ("roc.json", "roc_curve.png", "pr.json", "pr_curve.png",
+                                              "reliability.json", "reliability_diagram.png",
                                               "confusion_matrix.png")} <= plots
+
+
+def test_a_run_stages_nothing_and_metrics_diff_compares_it_with_the_commit(pipeline: tuple[Path, str]) -> None:
+    """The quick start's word on a run that differs from the committed one (here: the tiny pipeline's
+    against the default's): git lists the outputs as modified, DVC staged none of them
+    (core.autostage is off), and `dvc metrics diff` shows the differences metric by metric."""
+    project, _ = pipeline
+    assert git(project, "diff", "--cached", "--name-only") == ""
+    modified = {line[3:] for line in git(project, "status", "--porcelain").splitlines()}
+    assert {"dvc.lock", "metrics/validation.json", "metrics/test.json"} <= modified, modified
+    diff = run(project, "dvc", "metrics", "diff")
+    header = diff.splitlines()[0].split()
+    assert header == ["Path", "Metric", "HEAD", "workspace", "Change"], diff
+    assert "metrics/test.json" in diff and " macro_f1 " in diff, diff
 
 
 def test_logged_model_scores_raw_text(pipeline: tuple[Path, str]) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cybulde.reproducibility.check import copy_project
+from cybulde.reproducibility.check import copy_project, set_params
 from tests.e2e.test_pipeline import readme_views
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -61,3 +61,23 @@ def test_make_experiments_runs_the_readme_view() -> None:
                          text=True).stdout.replace("\\\n", " ")
     command = next(line for line in dry.splitlines() if line.startswith("dvc exp show"))
     assert " ".join(command.split()) in [" ".join(view.split()) for view in readme_views()]
+
+
+def make(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`make` in `project` with this interpreter's environment as the venv (never reinstalled)."""
+    venv = sys.prefix
+    return subprocess.run(["make", "--no-print-directory", f"VENV={venv}", "-o", f"{venv}/.installed", *args],
+                          cwd=project, capture_output=True, text=True, timeout=120)
+
+
+def test_make_params_diff_says_no_change_where_dvc_prints_nothing(tmp_path: Path) -> None:
+    project = copy_project(REPO_ROOT, tmp_path / "project")
+    clean = make(project, "params-diff")
+    assert clean.returncode == 0, clean.stderr
+    assert clean.stdout.strip() == "params.yaml: no change against HEAD"
+    set_params(project / "params.yaml", ["model.head=sigmoid"])
+    changed = make(project, "params-diff")
+    assert changed.returncode == 0, changed.stderr
+    rows = [line.split() for line in changed.stdout.splitlines()]
+    assert ["params.yaml", "model.head", "softmax", "sigmoid"] in rows, changed.stdout
+    assert "no change" not in changed.stdout

@@ -46,7 +46,7 @@ DVC_EXPERIMENT_TAG = "dvc.experiment"  # the name `dvc exp run` gave the experim
 RUN_COMMIT_TAG = "mlflow.source.git.commit"
 SOURCE_NAME_TAG = "mlflow.source.name"  # the entry point, shown in the UI's Source column
 SOURCE_TYPE_TAG = "mlflow.source.type"
-# Tag of the experiment: MLflow 3's UI opens a model-training experiment on its runs, not on GenAI traces.
+# Tag of the experiment: what it is for MLflow 3's UI, which may still open on its GenAI pages (docs/experiments.md).
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
 # Tags of a logged served model: what it serves besides the weights.

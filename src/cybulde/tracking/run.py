@@ -18,7 +18,8 @@ run has no owner and is left alone.
 A run is found by what it is: its name is the DVC experiment's (`dvc exp run` sets DVC_EXP_NAME)
 or else dataset, version, head and short commit with a number drawn from the operating system, so
 no seed makes every run's name the same; the `mlflow.source.*` tags name the entry point and the
-commit. The experiment is created as a model-training one, so MLflow's UI opens on its runs.
+commit. The experiment is created as a model-training one (MLflow 3.17's UI still opens on its
+GenAI pages unless the URL asks for `workflowType=machine_learning`: docs/experiments.md).
 
 Tracking servers get bounded HTTP timeouts and retries and an unreachable server is a one-line
 `TrackingError` before a stage starts its work (`cybulde.tracking.client`). During training, metrics go through a `MetricBuffer` (`PipelineRun.buffered`),
