@@ -91,3 +91,29 @@ def test_prose_is_wrapped_at_100_columns(page: Path) -> None:
 def test_the_docs_map_lists_every_page() -> None:
     listed = {target for target in relative_links(README) if target.startswith("docs/")}
     assert {f"docs/{page.name}" for page in pages()[1:]} <= listed
+
+
+TEST_REFERENCE = re.compile(r"^(tests/[\w/]+\.py)?(?:::(test_\w+))?(?:\[[^\]]+\])?$")
+
+
+def test_every_test_the_security_table_names_exists() -> None:
+    """docs/security.md's attack table: each row names a test, and each `path::name` (`::name` after a
+    path in the same cell) is a test function in that file."""
+    rows = [line for line in (REPO_ROOT / "docs" / "security.md").read_text(encoding="utf-8").splitlines()
+            if line.startswith("| ") and not line.startswith(("| attack ", "|---"))]
+    assert len(rows) > 20
+    missing = []
+    for row in rows:
+        path, named = None, 0
+        for token in re.findall(r"`([^`]+)`", row.rsplit(" | ", 1)[1]):
+            match = TEST_REFERENCE.match(token)
+            if match is None or not (match.group(1) or match.group(2)):
+                continue
+            path = match.group(1) or path
+            if match.group(2):
+                assert path is not None, f"{token} names no file: {row[:80]}"
+                named += 1
+                if not re.search(rf"^def {match.group(2)}\(", (REPO_ROOT / path).read_text(), flags=re.MULTILINE):
+                    missing.append(f"{path}::{match.group(2)}")
+        assert named, f"a row names no test: {row[:80]}"
+    assert not missing

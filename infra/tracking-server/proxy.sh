@@ -8,11 +8,12 @@
 # Optional: MAX_BODY_SIZE (default 10m; every request but artifact uploads), MAX_ARTIFACT_BODY_SIZE
 # (default 4g), NGINX_BIN (default: nginx on PATH, else Debian's /usr/sbin/nginx), PROXY_RUNTIME_DIR
 # (its configuration and temporary files; default: a new folder under TMPDIR). Run as root, nginx's
-# workers run as `nobody`.
+# workers run as `nobody`: they must be able to enter PROXY_RUNTIME_DIR's parents (a folder under /tmp
+# is fine), as they write bodies and answers larger than their buffers into its temporary folders.
 set -euo pipefail
 
 usage() {
-  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
   exit "${1:-2}"
 }
 
@@ -66,9 +67,13 @@ mkdir -p "$runtime"
 render "$(dirname "$0")/nginx.conf.template" > "$runtime/server.conf"
 main_config "$runtime" > "$runtime/nginx.conf"
 if [[ "$(id -u)" == 0 ]]; then
+  chmod 711 "$runtime"  # the workers (nobody) pass through to their temporary folders; they list nothing
   for temp in client_body proxy fastcgi uwsgi scgi; do
     install -d -o nobody -m 700 "$runtime/$temp"
   done
+  if command -v runuser > /dev/null && ! runuser -u nobody -- test -w "$runtime/client_body"; then
+    fail "nginx's workers (user nobody) cannot reach $runtime: set PROXY_RUNTIME_DIR to a folder whose parents others may enter"
+  fi
 fi
 
 echo "proxy: https on $LISTEN -> http://$UPSTREAM (bodies up to $MAX_BODY_SIZE, artifact uploads up to $MAX_ARTIFACT_BODY_SIZE)"

@@ -37,6 +37,21 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def own_peak_rss_kib(pid: int) -> int:
+    """VmHWM of `pid`: the peak of its current memory map only (0 once it has exited).
+
+    Not wait4's ru_maxrss: Linux carries the highest RSS across exec, and a child spawned by this
+    process starts from a copy (or, with vfork, the very map) of it, so ru_maxrss would report this
+    test process's own peak whenever that is the larger."""
+    status = read_proc(pid, "status").decode(errors="replace")
+    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0)
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The peak resident memory of `pid` and of every process below it, summed, in MiB."""
+    return sum(own_peak_rss_kib(member) for member in (pid, *descendants(pid))) / 1024
+
+
 def stop_group(process: subprocess.Popen) -> None:
     """SIGKILL `process`, its group and every process below it (torchrun workers have sessions of their own)."""
     below = descendants(process.pid)

@@ -331,16 +331,22 @@ def _https_ok(url: str, certificate: Path) -> Callable[[], bool]:
 def start_tls_proxy(workdir: Path, upstream: str, certificate: Path, key: Path,
                     extra_env: Mapping[str, str] | None = None) -> Iterator[str]:
     """infra/tracking-server/proxy.sh (nginx) on a free loopback port in front of `upstream` (host:port);
-    yields its https:// URL once it passes /health through."""
+    yields its https:// URL once it passes /health through.
+
+    As root, nginx's workers run as nobody and must enter the runtime folder's parents (pytest's own
+    folders are private): it is then a new folder in the system's temporary folder, removed at exit."""
     nginx = nginx_binary()
     if nginx is None:
         raise ServiceError("nginx not found (install Debian's `nginx` package)")
     port = free_port()
     log_path = workdir / "proxy.log"
-    env = {**os.environ, "NGINX_BIN": str(nginx), "TLS_CERTIFICATE": str(certificate),
-           "TLS_CERTIFICATE_KEY": str(key), "PROXY_RUNTIME_DIR": str(workdir / "proxy"), **(extra_env or {})}
-    argv = ["bash", str(TLS_PROXY_SCRIPT), "--listen", f"127.0.0.1:{port}", "--upstream", upstream]
-    with background_process(argv, log_path, env=env, cwd=workdir) as process:
+    with contextlib.ExitStack() as stack:
+        runtime = (stack.enter_context(tempfile.TemporaryDirectory(prefix="cybulde-proxy-")) if os.geteuid() == 0
+                   else str(workdir / "proxy"))
+        env = {**os.environ, "NGINX_BIN": str(nginx), "TLS_CERTIFICATE": str(certificate),
+               "TLS_CERTIFICATE_KEY": str(key), "PROXY_RUNTIME_DIR": runtime, **(extra_env or {})}
+        argv = ["bash", str(TLS_PROXY_SCRIPT), "--listen", f"127.0.0.1:{port}", "--upstream", upstream]
+        process = stack.enter_context(background_process(argv, log_path, env=env, cwd=workdir))
         url = f"https://127.0.0.1:{port}"
         wait_until(_https_ok(url + "/health", certificate), "TLS proxy", log_path, process)
         yield url

@@ -4,6 +4,7 @@ body cap in front of it (nginx, with a certificate made here). Real processes on
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -17,9 +18,12 @@ from pathlib import Path
 import pytest
 import requests
 from mlflow import MlflowClient
+from mlflow.entities import Metric
 
 from cybulde.config.schema import Config
+from cybulde.files import sha256_file
 from cybulde.publishing import publish_served_model
+from cybulde.reproducibility.check import tool_env
 from cybulde.tracking.client import TrackingError, check_reachable
 from cybulde.tracking.run import PipelineRun
 from tests.helpers import tiny_train
@@ -35,6 +39,7 @@ from tests.helpers.services import (
     start_tls_proxy,
 )
 from tests.helpers.tiny_model import make_data_dir, make_model_dir
+from tests.helpers.tiny_project import make_tiny_project, run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -62,11 +67,12 @@ class AuthServer:
         return session
 
 
-def _make_user(url: str, admin_password: str, role: str, name: str, password: str) -> str:
+def _make_user(url: str, admin_password: str, role: str, name: str, password: str, experiment: str = EXPERIMENT,
+               model: str = MODEL) -> str:
     env = {**os.environ, "MLFLOW_TRACKING_URI": url, "MLFLOW_TRACKING_USERNAME": ADMIN,
            "MLFLOW_TRACKING_PASSWORD": admin_password, "NEW_USER_PASSWORD": password}
-    result = subprocess.run([sys.executable, str(USERS_SCRIPT), role, name, "--experiment", EXPERIMENT,
-                             "--registered-model", MODEL], env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, str(USERS_SCRIPT), role, name, "--experiment", experiment,
+                             "--registered-model", model], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout + result.stderr
 
@@ -161,11 +167,64 @@ def test_no_password_reaches_the_server_log_or_its_command_line(auth_server: Aut
     assert "--app-name basic-auth" in auth_server.server.command_line()
 
 
+def _without_mlflow_settings(env: dict[str, str]) -> dict[str, str]:
+    return {name: value for name, value in env.items() if "MLFLOW" not in name}
+
+
+# -- the pipeline itself, as the CI identity ----------------------------------------------------------------
+PIPELINE_EXPERIMENT, PIPELINE_MODEL = "cybulde-auth-pipeline", "cybulde-auth-pipeline-classifier"
+
+
+@dataclass(frozen=True)
+class PipelineRepro:
+    project: Path
+    output: str  # what `dvc repro` printed
+
+
+@pytest.fixture(scope="module")
+def ci_pipeline(auth_server: AuthServer, tmp_path_factory: pytest.TempPathFactory) -> PipelineRepro:
+    """`dvc repro` of a tiny project (two DDP ranks, every stage) with the CI identity's credential in its
+    environment and nowhere else; the CI identity gets EDIT on the project's experiment and model."""
+    _make_user(auth_server.url, auth_server.passwords[ADMIN], "ci", CI, auth_server.passwords[CI],
+               PIPELINE_EXPERIMENT, PIPELINE_MODEL)
+    project = make_tiny_project(tmp_path_factory.mktemp("ci-pipeline"), auth_server.url,
+                                extra_overrides=[f"mlflow.experiment={PIPELINE_EXPERIMENT}",
+                                                 f"mlflow.registered_model={PIPELINE_MODEL}", "train.epochs=1"])
+    env = {**_without_mlflow_settings(tool_env()), "MLFLOW_TRACKING_USERNAME": CI,
+           "MLFLOW_TRACKING_PASSWORD": auth_server.passwords[CI]}
+    return PipelineRepro(project, run(project, "dvc", "repro", env=env))
+
+
+def test_the_pipeline_logs_and_registers_as_the_ci_identity(auth_server: AuthServer, ci_pipeline: PipelineRepro,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    _as_user(monkeypatch, auth_server, VIEWER)
+    client = MlflowClient(auth_server.url)
+    runs = client.search_runs([client.get_experiment_by_name(PIPELINE_EXPERIMENT).experiment_id])
+    assert [found.info.status for found in runs] == ["FINISHED"]
+    assert {"validation/macro_f1", "test/macro_f1"} <= runs[0].data.metrics.keys()
+    version = client.get_model_version_by_alias(PIPELINE_MODEL, "candidate")
+    assert (version.version, version.run_id) == ("1", runs[0].info.run_id)
+    assert version.tags["cybulde.model_sha256"] == sha256_file(ci_pipeline.project / "model" / "model.safetensors")
+
+
+def test_the_pipeline_leaves_the_password_nowhere(auth_server: AuthServer, ci_pipeline: PipelineRepro,
+                                                 tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not in its output, the project (params, dvc.lock, logs, outputs, git), the run or its artifacts."""
+    password = auth_server.passwords[CI].encode()
+    assert password not in ci_pipeline.output.encode()
+    assert [path for path in ci_pipeline.project.rglob("*") if path.is_file() and password in path.read_bytes()] == []
+    _as_user(monkeypatch, auth_server, ADMIN)
+    client = MlflowClient(auth_server.url)
+    run_ = client.search_runs([client.get_experiment_by_name(PIPELINE_EXPERIMENT).experiment_id])[0]
+    assert password.decode() not in json.dumps({"params": run_.data.params, "tags": run_.data.tags})
+    artifacts = Path(client.download_artifacts(run_.info.run_id, "", str(tmp_path)))
+    files = [path for path in artifacts.rglob("*") if path.is_file()]
+    assert files and not [path for path in files if password in path.read_bytes()]
+
+
 def _train_stage(project: Path, tracking_uri: str, credential: dict[str, str]) -> tuple[subprocess.CompletedProcess,
                                                                                         float]:
-    from cybulde.reproducibility.check import tool_env
-
-    env = {**{k: v for k, v in tool_env().items() if "MLFLOW" not in k}, **credential}
+    env = {**_without_mlflow_settings(tool_env()), **credential}
     started = time.monotonic()
     result = subprocess.run([sys.executable, str(TRAIN_STAGE), f"mlflow.tracking_uri={tracking_uri}",
                              f"mlflow.experiment={EXPERIMENT}"], cwd=project, capture_output=True, text=True,
@@ -184,8 +243,7 @@ def test_a_refused_credential_fails_the_stage_in_one_line(auth_server: AuthServe
     project = tiny_train.make_project(tmp_path / "project")
     result, seconds = _train_stage(project, auth_server.url, credential)
     assert result.returncode == 1 and seconds < 30, result.stderr[-3000:]
-    assert result.stderr.strip().splitlines()[-1] == (
-        f"train: error: the MLflow tracking server at {auth_server.url} {line}")
+    assert result.stderr == f"train: error: the MLflow tracking server at {auth_server.url} {line}\n"
     for secret in (*credential.values(), *auth_server.passwords.values()):
         if secret != CI:
             assert secret not in result.stdout + result.stderr
@@ -211,7 +269,7 @@ def tls_proxy(auth_server: AuthServer, tmp_path_factory: pytest.TempPathFactory)
 
 
 def test_the_ci_identity_logs_through_tls_with_the_servers_certificate(
-        auth_server: AuthServer, tls_proxy: TlsProxy, monkeypatch: pytest.MonkeyPatch) -> None:
+        auth_server: AuthServer, tls_proxy: TlsProxy, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     _as_user(monkeypatch, auth_server, CI)
     monkeypatch.delenv("MLFLOW_TRACKING_INSECURE_TLS", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_SERVER_CERT_PATH", raising=False)
@@ -224,6 +282,11 @@ def test_the_ci_identity_logs_through_tls_with_the_servers_certificate(
     run_id = client.create_run(client.get_experiment_by_name(EXPERIMENT).experiment_id).info.run_id
     client.log_text(run_id, "x" * 2_000_000, "through-the-proxy.txt")  # above MAX_BODY_SIZE: an artifact may be
     assert [a.path for a in client.list_artifacts(run_id)] == ["through-the-proxy.txt"]
+    # A body and an answer above nginx's buffers (16 KB) go through its temporary files
+    client.log_batch(run_id, metrics=[Metric(f"m{index:04d}", index, 0, 0) for index in range(1000)])
+    assert len(client.get_run(run_id).data.metrics) == 1000
+    downloaded = Path(client.download_artifacts(run_id, "through-the-proxy.txt", str(tmp_path)))
+    assert downloaded.read_text() == "x" * 2_000_000
 
 
 def test_the_proxy_refuses_a_20_mb_body_without_echoing_it(auth_server: AuthServer, tls_proxy: TlsProxy) -> None:

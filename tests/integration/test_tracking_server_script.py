@@ -1,13 +1,16 @@
-"""infra/tracking-server/start.sh without services: what it hands to `mlflow server`, and what it refuses."""
+"""infra/tracking-server/start.sh, and the compose file that runs it, without services: what it hands to
+`mlflow server`, and what it refuses."""
 
 from __future__ import annotations
 
 import configparser
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from sqlalchemy.engine import make_url
 
 SCRIPT = Path(__file__).resolve().parents[2] / "infra" / "tracking-server" / "start.sh"
@@ -107,3 +110,34 @@ def test_no_auth_is_explicit_and_loud(fake_mlflow: Path) -> None:
     assert _recorded(fake_mlflow)[3] == "server --serve-artifacts --artifacts-destination gs://b/a --workers 1 --port 5000"
     assert _start(fake_mlflow, {"PGHOST": "db", "PGUSER": "u", "MLFLOW_ARTIFACTS_DESTINATION": "gs://b/a"},
                   "--app-name", "x").returncode == 2
+
+
+def test_the_compose_stack_serves_with_authentication_behind_the_proxy() -> None:
+    """docker-compose.yml: start.sh without --no-auth, no start without the admin's first password, only
+    the proxy published beyond loopback."""
+    compose = yaml.safe_load((SCRIPT.parent / "docker-compose.yml").read_text())
+    mlflow, proxy = compose["services"]["mlflow"], compose["services"]["proxy"]
+    assert mlflow["command"][:2] == ["bash", "/opt/tracking-server/start.sh"]
+    assert not any("no-auth" in part or "app-name" in part for part in mlflow["command"])
+    assert mlflow["environment"]["MLFLOW_AUTH_ADMIN_PASSWORD"].startswith("${MLFLOW_AUTH_ADMIN_PASSWORD:?")
+    assert mlflow["environment"]["MLFLOW_AUTH_DEFAULT_PERMISSION"] == "${MLFLOW_AUTH_DEFAULT_PERMISSION:-READ}"
+    assert all(port.startswith("127.0.0.1:") for port in mlflow["ports"])
+    assert proxy["environment"]["UPSTREAM"] == "mlflow:5000"
+    assert proxy["environment"]["MAX_BODY_SIZE"] == "${MAX_BODY_SIZE:-10m}"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("runuser") is None,
+                    reason="nginx's workers run as nobody only when proxy.sh runs as root (runuser checks)")
+def test_the_proxy_refuses_a_runtime_folder_its_workers_cannot_reach(tmp_path: Path) -> None:
+    """Else every body or answer above nginx's buffers (16 KB) would be a 500: the workers write them there."""
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    pem = tmp_path / "unused.pem"
+    pem.write_text("not read: the check comes first\n")
+    env = {**os.environ, "TLS_CERTIFICATE": str(pem), "TLS_CERTIFICATE_KEY": str(pem), "NGINX_BIN": "/bin/true",
+           "PROXY_RUNTIME_DIR": str(private / "runtime")}
+    result = subprocess.run(["bash", str(SCRIPT.parent / "proxy.sh")], env=env, capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 2
+    assert result.stderr == (f"error: nginx's workers (user nobody) cannot reach {private / 'runtime'}: set "
+                             "PROXY_RUNTIME_DIR to a folder whose parents others may enter\n")

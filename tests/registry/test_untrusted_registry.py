@@ -27,6 +27,7 @@ from cybulde.registry.errors import (
     ChecksumMismatchError,
     InvalidNameError,
     ManifestDigestError,
+    UnknownDatasetError,
     UnknownVersionError,
     UnsafePathError,
 )
@@ -278,6 +279,17 @@ def test_names_with_control_characters_are_refused(published_registry: Path, tmp
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "invalid version name" in err and not registry.exists()
     refused(tmp_path, str(published_registry), UnknownVersionError, "invalid version name", version=name)
+
+
+@pytest.mark.parametrize("name", [f"{DATASET}\n", f"{DATASET}\x1b", "../" + DATASET])
+def test_dataset_names_with_control_characters_are_refused(published_registry: Path, tmp_path: Path, name: str,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    registry = tmp_path / "new-registry"
+    assert cli_main(["publish", "--source", DATASET, "--raw-dir", str(tmp_path), "--registry", str(registry),
+                     "--dataset", name, "--version", VERSION]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "invalid dataset name" in err and not registry.exists()
+    refused(tmp_path, str(published_registry), UnknownDatasetError, "invalid dataset name", dataset=name)
 
 
 def test_a_folder_named_with_a_newline_is_not_a_version(published_registry: Path, tmp_path: Path) -> None:

@@ -10,13 +10,27 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 
-from tests.helpers.model_server import THRESHOLD
+from tests.helpers.bounded import under_memory_limit
+from tests.helpers.model_server import SERVE_STARTUP_S, THRESHOLD, LoggedModel, serve_command, serve_environment
+from tests.helpers.ports import free_port
+from tests.helpers.processes import peak_rss_mib
 from tests.helpers.reference import reference_scores
+from tests.helpers.services import (
+    background_process,
+    http_ok,
+    nginx_binary,
+    self_signed_certificate,
+    start_tls_proxy,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -142,5 +156,63 @@ def test_a_20_mb_body_is_refused_without_being_echoed(model_server, body):
 ], ids=["lists", "objects"])
 def test_deeply_nested_json_is_a_400(model_server, body):
     status, answer = model_server.post(body)
+    assert status == 400, answer[:2000]
+    assert json.loads(answer)["message"] == "the request is nested too deeply to parse"
+
+
+# -- behind the reverse proxy: infra/tracking-server/proxy.sh (nginx) with its default 10 MB body cap ----
+SERVER_VM_MIB = 4096  # `ulimit -v` of the served model: its scoring worker (uvicorn) peaks near 2.5 GiB
+
+
+@dataclass(frozen=True)
+class ProxiedServer:
+    url: str  # https://127.0.0.1:PORT: the proxy
+    certificate: Path
+    server_pid: int  # `mlflow models serve` (its scoring workers run below it)
+
+    def post(self, body: bytes) -> tuple[int, bytes]:
+        response = requests.post(f"{self.url}/invocations", data=body, headers={"Content-Type": "application/json"},
+                                 verify=str(self.certificate), timeout=120)
+        return response.status_code, response.content
+
+
+@pytest.fixture(scope="module")
+def proxied_server(tmp_path_factory: pytest.TempPathFactory, logged_model: LoggedModel) -> Iterator[ProxiedServer]:
+    """`mlflow models serve` of `logged_model` under `ulimit -v`, behind proxy.sh with its defaults."""
+    if nginx_binary() is None:
+        pytest.skip("nginx is missing (apt-get install nginx): proxy.sh runs Debian's nginx")
+    workdir = tmp_path_factory.mktemp("proxied-model")
+    port, log_path = free_port(), workdir / "serve.log"
+    argv = under_memory_limit(serve_command(f"runs:/{logged_model.run_id}/model", port), SERVER_VM_MIB)
+    with background_process(argv, log_path, env=serve_environment(logged_model.tracking_uri)) as process:
+        wait_until(http_ok(f"http://127.0.0.1:{port}/ping"), "mlflow models serve", log_path, process,
+                   timeout_s=SERVE_STARTUP_S)
+        certificate, key = self_signed_certificate(workdir / "tls")
+        with start_tls_proxy(workdir, f"127.0.0.1:{port}", certificate, key) as url:
+            yield ProxiedServer(url, certificate, process.pid)
+
+
+def test_behind_the_proxy_a_20_mb_body_is_a_413_without_echo(proxied_server: ProxiedServer) -> None:
+    status, answer = proxied_server.post(inputs(["you are a wonderful person"]))
+    assert status == 200 and len(json.loads(answer)["predictions"]) == 1, answer[:2000]
+    status, answer = proxied_server.post(inputs([MARKER * (TWENTY_MB // len(MARKER))]))
+    assert status == 413, answer[:2000]
+    assert MARKER.encode() not in answer and len(answer) < 1000
+
+
+def test_behind_the_proxy_concurrent_24_mb_bodies_never_reach_the_served_model(proxied_server: ProxiedServer) -> None:
+    """Four at once (the served model alone grew by about 1 GB): each a 413, the server's peak unchanged."""
+    assert proxied_server.post(inputs(["warm up"]))[0] == 200
+    before = peak_rss_mib(proxied_server.server_pid)
+    body = inputs([MARKER * (24_000_000 // len(MARKER))])
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(lambda _: proxied_server.post(body), range(4)))
+    assert [status for status, _ in answers] == [413] * 4
+    assert not any(MARKER.encode() in answer for _, answer in answers)
+    assert peak_rss_mib(proxied_server.server_pid) < before + 20
+
+
+def test_behind_the_proxy_deep_nesting_is_a_400(proxied_server: ProxiedServer) -> None:
+    status, answer = proxied_server.post(b'{"inputs": ' + b"[" * 50_000 + b"]" * 50_000 + b"}")
     assert status == 400, answer[:2000]
     assert json.loads(answer)["message"] == "the request is nested too deeply to parse"
