@@ -1,7 +1,8 @@
 """The training image, built and run with podman: the tiny pipeline inside it as uid 10001 against a
 mounted clone gives the host's weights and metrics, `cybulde predict` in it scores like the host, the
 image holds nothing of the build's pip settings nor any credential, and the tracking-server compose
-stack (emulator profile) runs from the same image with the host's pipeline logging into it.
+stack (emulator profile: PostgreSQL, the GCS emulator and mlflow from the same image, nginx's TLS proxy)
+runs with the host's pipeline logging into it through the proxy.
 
 Needs root and podman with runc (Debian: apt-get install podman runc debootstrap); the image is built
 on the Debian base of infra/image/python-base.sh with this shell's pip settings (build.sh --host-pip).
@@ -14,6 +15,7 @@ import os
 import re
 import secrets
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -29,6 +31,7 @@ from mlflow import MlflowClient
 
 from cybulde.reproducibility.check import fingerprint, tool_env
 from tests.helpers.ports import free_port
+from tests.helpers.services import self_signed_certificate
 from tests.helpers.tiny_project import REPO_ROOT, git, make_tiny_project, run
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
@@ -36,6 +39,7 @@ pytestmark = [pytest.mark.container, pytest.mark.slow]
 IMAGE = "localhost/cybulde:test"
 CONTAINER_UID = 10001  # the image's user (Dockerfile: USER 10001)
 POSTGRES_IMAGE = "localhost/cybulde-postgres:15-bookworm"
+NGINX_IMAGE = "localhost/cybulde-nginx:bookworm"
 COMPOSE_FILE = REPO_ROOT / "infra/tracking-server/docker-compose.yml"
 PODMAN_ENV = {**os.environ, "CONTAINERS_CONF": str(REPO_ROOT / "infra/image/containers.conf")}
 BUILD_TIMEOUT_S = 2400
@@ -120,10 +124,9 @@ def image_run(image: str, projects: Projects) -> subprocess.CompletedProcess[str
 
 
 @pytest.fixture(scope="module")
-def host_run(projects: Projects, tracking_stack: str) -> str:
-    """The same tiny pipeline on the host, logging into the tracking stack."""
-    return run(projects.host, "dvc", "repro", env={**tool_env(), "MLFLOW_TRACKING_URI": tracking_stack,
-                                                   **STACK_ADMIN_CREDENTIAL})
+def host_run(projects: Projects, tracking_stack: Mapping[str, str]) -> str:
+    """The same tiny pipeline on the host, logging into the tracking stack (through its TLS proxy)."""
+    return run(projects.host, "dvc", "repro", env={**tool_env(), **tracking_stack})
 
 
 def test_pipeline_in_the_image_gives_the_hosts_weights_and_metrics(
@@ -331,40 +334,61 @@ class ComposeStack:
             podman("volume", "rm", "--force", volume, check=False)
 
 
+def wait_for_https(url: str, certificate: Path, timeout_s: float = 60) -> None:
+    context = ssl.create_default_context(cafile=str(certificate))
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=10, context=context).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
 @pytest.fixture(scope="module")
-def tracking_stack(image: str) -> Iterator[str]:
-    """`docker compose --profile emulator up` of infra/tracking-server, as podman commands; yields its URL."""
-    subprocess.run([str(REPO_ROOT / "infra/image/postgres-image.sh"), "--tag", POSTGRES_IMAGE], check=True,
-                   env=PODMAN_ENV, capture_output=True, timeout=BUILD_TIMEOUT_S)
-    port = free_port()
+def tracking_stack(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """`docker compose --profile emulator up` of infra/tracking-server, as podman commands; yields the
+    environment that logs into it through its nginx proxy (URL, the proxy's certificate, the admin)."""
+    for script, tag in (("postgres-image.sh", POSTGRES_IMAGE), ("nginx-image.sh", NGINX_IMAGE)):
+        subprocess.run([str(REPO_ROOT / "infra/image" / script), "--tag", tag], check=True, env=PODMAN_ENV,
+                       capture_output=True, timeout=BUILD_TIMEOUT_S)
+    certificate, _ = self_signed_certificate(tmp_path_factory.mktemp("stack") / "tls")  # the compose file's tls/
+    port, https_port = free_port(), free_port()
+    # nginx forwards the Host without its port: the name the server's --allowed-hosts must list.
     dot_env = {"POSTGRES_PASSWORD": secrets.token_hex(16), "POSTGRES_IMAGE": POSTGRES_IMAGE,
-               "MLFLOW_PUBLIC_HOST": f"127.0.0.1:{port}", "MLFLOW_AUTH_ADMIN_PASSWORD": STACK_ADMIN_PASSWORD}
+               "NGINX_IMAGE": NGINX_IMAGE, "TLS_DIR": str(certificate.parent), "MLFLOW_PUBLIC_HOST": "127.0.0.1",
+               "MLFLOW_AUTH_ADMIN_PASSWORD": STACK_ADMIN_PASSWORD}
     services = compose_services(dot_env, profile="emulator")
     assert set(services) == {"postgres", "gcs", "mlflow", "proxy"}
-    # nginx's image comes from Docker Hub; tests/integration runs the same template with Debian's nginx.
-    del services["proxy"]
-    stack = ComposeStack(services, dot_env, images={"cybulde:latest": image}, published={5000: port})
+    stack = ComposeStack(services, dot_env, images={"cybulde:latest": image},
+                         published={5000: port, 8443: https_port})
     try:
         for name in start_order(services):
             stack.start(name)
             if "healthcheck" in services[name]:
                 stack.wait_healthy(name)
-        url = f"http://127.0.0.1:{port}"
-        urllib.request.urlopen(f"{url}/health", timeout=10).close()
-        yield url
+        url = f"https://127.0.0.1:{https_port}"
+        try:
+            wait_for_https(f"{url}/health", certificate)
+        except OSError as error:
+            raise AssertionError(f"the proxy does not answer on {url}: {error}\n{stack.logs()}") from error
+        yield {"MLFLOW_TRACKING_URI": url, "MLFLOW_TRACKING_SERVER_CERT_PATH": str(certificate),
+               **STACK_ADMIN_CREDENTIAL}
     finally:
         stack.remove()
 
 
-def test_host_pipeline_logs_into_the_compose_stack(host_run: str, tracking_stack: str,
+def test_host_pipeline_logs_into_the_compose_stack(host_run: str, tracking_stack: Mapping[str, str],
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in STACK_ADMIN_CREDENTIAL.items():
+    for name, value in tracking_stack.items():
         monkeypatch.setenv(name, value)
-    client = MlflowClient(tracking_stack)
+    client = MlflowClient(tracking_stack["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("cybulde")
     assert experiment is not None
     runs = client.search_runs([experiment.experiment_id])
     assert [run_.info.status for run_ in runs] == ["FINISHED"]
     assert {"validation/macro_f1", "test/macro_f1"} <= runs[0].data.metrics.keys()
-    # Artifacts go through the server into the emulated bucket of the `gcs` service.
+    # Artifacts go through the proxy and the server into the emulated bucket of the `gcs` service.
     assert {"metrics", "plots", "predictions"} <= {a.path for a in client.list_artifacts(runs[0].info.run_id)}
