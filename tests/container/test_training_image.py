@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,14 +105,22 @@ def projects(tmp_path_factory: pytest.TempPathFactory) -> Projects:
     return Projects(host=host, clone=clone, registry=base / "registry", texts=texts)
 
 
-def run_in_image(image: str, projects: Projects, *command: str) -> subprocess.CompletedProcess[str]:
+def run_in_image(image: str, projects: Projects, *command: str, volumes: Sequence[str] = ()
+                 ) -> subprocess.CompletedProcess[str]:
     """`command` through the image's entry point, as its user, with the clone at /workspace and no
-    network: the registry (an absolute path in params.yaml) and the texts are mounted read-only."""
+    network: the registry (an absolute path in params.yaml) and the texts are mounted read-only, and
+    any further `volumes` (podman's SOURCE:TARGET[:OPTIONS])."""
+    extra = [arg for volume in volumes for arg in ("--volume", volume)]
     return podman("run", "--rm", "--network", "none", "--shm-size", "1g",
                   "--volume", f"{projects.clone}:/workspace",
                   "--volume", f"{projects.registry}:{projects.registry}:ro",
-                  "--volume", f"{projects.texts}:/texts:ro",
+                  "--volume", f"{projects.texts}:/texts:ro", *extra,
                   image, *command, check=False, timeout=RUN_TIMEOUT_S)
+
+
+def predicted_rows(output: str) -> list[dict[str, Any]]:
+    """The JSON lines of `cybulde predict`'s output."""
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
 
 
 @pytest.fixture(scope="module")
@@ -150,9 +158,21 @@ def test_predict_in_the_image_scores_like_the_host(image_run: subprocess.Complet
     predicted = run_in_image(image, projects, "cybulde", "predict", "-m", "model", "/texts/texts.txt")
     assert predicted.returncode == 0, predicted.stderr[-4000:]
     on_host = run(projects.host, "cybulde", "predict", "-m", "model", str(projects.texts / "texts.txt"))
-    rows = [json.loads(line) for line in predicted.stdout.splitlines() if line.startswith("{")]
+    rows = predicted_rows(predicted.stdout)
     assert len(rows) == len(TEXTS)
-    assert rows == [json.loads(line) for line in on_host.splitlines() if line.startswith("{")]
+    assert rows == predicted_rows(on_host)
+
+
+def test_the_image_user_reads_a_model_exported_by_root_on_the_host(host_run: str, image: str,
+                                                                    projects: Projects) -> None:
+    """A model one user exported (root here, as in CI) is ordinary data another user (the image's) reads."""
+    weights = projects.host / "model/model.safetensors"
+    assert weights.stat().st_uid == 0 != CONTAINER_UID
+    predicted = run_in_image(image, projects, "cybulde", "predict", "-m", "/host-model", "/texts/texts.txt",
+                             volumes=[f"{projects.host / 'model'}:/host-model:ro"])
+    assert predicted.returncode == 0, predicted.stderr[-4000:]
+    on_host = run(projects.host, "cybulde", "predict", "-m", "model", str(projects.texts / "texts.txt"))
+    assert predicted_rows(predicted.stdout) == predicted_rows(on_host) and len(predicted_rows(on_host)) == len(TEXTS)
 
 
 def test_image_leaves_no_root_owned_file_in_the_checkout(image_run: subprocess.CompletedProcess[str],
