@@ -65,6 +65,23 @@ def test_a_writer_killed_outright_leaves_the_old_file_and_a_temporary_that_is_cl
     assert sorted(path.name for path in tmp_path.iterdir()) == ["file"]
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_a_file_written_private_through_a_temporary_gets_the_umasks_mode(tmp_path, umask):
+    """A writer that creates its file 0600 (as safetensors and mkstemp do) still leaves an ordinary file."""
+
+    def private(temporary):
+        os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+    previous = os.umask(umask)
+    try:
+        write_file_atomically(tmp_path / "written", private)
+        (tmp_path / "plain").write_bytes(b"")  # what an ordinary writer gets under this umask
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "written").stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777 \
+        == 0o666 & ~umask
+
+
 def test_a_folder_is_replaced_whole_and_put_back_when_the_swap_fails(tmp_path, monkeypatch):
     destination, staging = tmp_path / "out", tmp_path / "staging"
     destination.mkdir()

@@ -79,3 +79,62 @@ def test_install_script_builds_a_working_environment(tmp_path: Path) -> None:
                              capture_output=True, text=True).stdout.strip()
     assert version.startswith("2.13.0")
     subprocess.run([str(venv / "bin/cybulde"), "--help"], check=True, capture_output=True)
+
+
+# -- `make image`: the engine and the build options it hands to it ------------------------------------
+def fake_engines(folder: Path, docker_engine_answers: bool) -> dict[str, str]:
+    """Fake `podman` and `docker` on PATH that record their build command; `docker info` succeeds only
+    where its engine answers (a docker client alone is common). Returns the environment for `make image`."""
+    folder.mkdir()
+    record = ('{ printf "%s\\n" "$(basename "$0")" "$@"; echo "DOCKER_BUILDKIT=${DOCKER_BUILDKIT:-}"; '
+              'echo "CONTAINERS_CONF=${CONTAINERS_CONF:-}"; } > "$ENGINE_LOG"\n')
+    for name, info_status in {"podman": 0, "docker": int(not docker_engine_answers)}.items():
+        (folder / name).write_text(f'#!/bin/sh\n[ "$1" = info ] && exit {info_status}\n{record}')
+        (folder / name).chmod(0o755)
+    env = {key: value for key, value in os.environ.items() if key != "CONTAINERS_CONF"}
+    return {**env, "PATH": f"{folder}:{env['PATH']}", "ENGINE_LOG": str(folder / "build.log")}
+
+
+def make_image(env: dict[str, str], *variables: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """`make image VARIABLES` and the command line the engine got (its name first)."""
+    result = subprocess.run(["make", "-s", "-C", str(ROOT), "image", *variables], env=env, capture_output=True,
+                            text=True, timeout=60)
+    log = Path(env["ENGINE_LOG"])
+    return result, log.read_text().splitlines() if log.exists() else []
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_image_builds_with_docker_where_its_engine_answers(tmp_path: Path) -> None:
+    result, command = make_image(fake_engines(tmp_path / "bin", docker_engine_answers=True),
+                                 "PYTHON_IMAGE=registry.example/python:3.11")
+    assert result.returncode == 0, result.stderr
+    assert command[:4] == ["docker", "build", "--tag", "cybulde:latest"]
+    assert "--build-arg\nPYTHON_IMAGE=registry.example/python:3.11" in "\n".join(command)
+    assert command[-3:] == [str(ROOT), "DOCKER_BUILDKIT=1", "CONTAINERS_CONF="]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_image_builds_with_podman_and_runc_where_no_docker_engine_answers(tmp_path: Path) -> None:
+    result, command = make_image(fake_engines(tmp_path / "bin", docker_engine_answers=False))
+    assert result.returncode == 0, result.stderr
+    assert command[:6] == ["podman", "build", "--tag", "cybulde:latest", "--format", "docker"]
+    assert command[-2:] == ["DOCKER_BUILDKIT=", f"CONTAINERS_CONF={ROOT / 'infra/image/containers.conf'}"]
+    assert 'runtime = "runc"' in (ROOT / "infra/image/containers.conf").read_text()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_image_passes_the_build_options_as_build_time_inputs_only(tmp_path: Path) -> None:
+    bundle, wheels = tmp_path / "ca.pem", tmp_path / "wheels"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    wheels.mkdir()
+    options = f"IMAGE_OPTIONS=--torch-index '' --ca-bundle {bundle} --wheels {wheels}"
+    result, command = make_image(fake_engines(tmp_path / "bin", docker_engine_answers=False), options)
+    assert result.returncode == 0, result.stderr
+    pairs = list(zip(command, command[1:], strict=False))
+    assert ("--build-arg", "TORCH_INDEX_URL=") in pairs
+    assert ("--secret", f"id=pip-ca-bundle,src={bundle}") in pairs
+    assert ("--volume", f"{wheels}:/run/build/wheels:ro") in pairs
+    # docker build mounts no volumes: a wheel folder is refused, not silently dropped.
+    refused, command = make_image(fake_engines(tmp_path / "docker-bin", docker_engine_answers=True), options)
+    assert refused.returncode != 0 and command == []
+    assert "--wheels needs podman" in refused.stderr

@@ -1,7 +1,8 @@
 """The training image, built and run with podman: the tiny pipeline inside it as uid 10001 against a
 mounted clone gives the host's weights and metrics, `cybulde predict` in it scores like the host, the
 image holds nothing of the build's pip settings nor any credential, and the tracking-server compose
-stack (emulator profile) runs from the same image with the host's pipeline logging into it.
+stack (emulator profile: PostgreSQL, the GCS emulator and mlflow from the same image, nginx's TLS proxy)
+runs with the host's pipeline logging into it through the proxy.
 
 Needs root and podman with runc (Debian: apt-get install podman runc debootstrap); the image is built
 on the Debian base of infra/image/python-base.sh with this shell's pip settings (build.sh --host-pip).
@@ -14,11 +15,12 @@ import os
 import re
 import secrets
 import shutil
+import ssl
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from mlflow import MlflowClient
 
 from cybulde.reproducibility.check import fingerprint, tool_env
 from tests.helpers.ports import free_port
+from tests.helpers.services import self_signed_certificate
 from tests.helpers.tiny_project import REPO_ROOT, git, make_tiny_project, run
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
@@ -36,6 +39,7 @@ pytestmark = [pytest.mark.container, pytest.mark.slow]
 IMAGE = "localhost/cybulde:test"
 CONTAINER_UID = 10001  # the image's user (Dockerfile: USER 10001)
 POSTGRES_IMAGE = "localhost/cybulde-postgres:15-bookworm"
+NGINX_IMAGE = "localhost/cybulde-nginx:bookworm"
 COMPOSE_FILE = REPO_ROOT / "infra/tracking-server/docker-compose.yml"
 PODMAN_ENV = {**os.environ, "CONTAINERS_CONF": str(REPO_ROOT / "infra/image/containers.conf")}
 BUILD_TIMEOUT_S = 2400
@@ -101,14 +105,22 @@ def projects(tmp_path_factory: pytest.TempPathFactory) -> Projects:
     return Projects(host=host, clone=clone, registry=base / "registry", texts=texts)
 
 
-def run_in_image(image: str, projects: Projects, *command: str) -> subprocess.CompletedProcess[str]:
+def run_in_image(image: str, projects: Projects, *command: str, volumes: Sequence[str] = ()
+                 ) -> subprocess.CompletedProcess[str]:
     """`command` through the image's entry point, as its user, with the clone at /workspace and no
-    network: the registry (an absolute path in params.yaml) and the texts are mounted read-only."""
+    network: the registry (an absolute path in params.yaml) and the texts are mounted read-only, and
+    any further `volumes` (podman's SOURCE:TARGET[:OPTIONS])."""
+    extra = [arg for volume in volumes for arg in ("--volume", volume)]
     return podman("run", "--rm", "--network", "none", "--shm-size", "1g",
                   "--volume", f"{projects.clone}:/workspace",
                   "--volume", f"{projects.registry}:{projects.registry}:ro",
-                  "--volume", f"{projects.texts}:/texts:ro",
+                  "--volume", f"{projects.texts}:/texts:ro", *extra,
                   image, *command, check=False, timeout=RUN_TIMEOUT_S)
+
+
+def predicted_rows(output: str) -> list[dict[str, Any]]:
+    """The JSON lines of `cybulde predict`'s output."""
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
 
 
 @pytest.fixture(scope="module")
@@ -120,10 +132,9 @@ def image_run(image: str, projects: Projects) -> subprocess.CompletedProcess[str
 
 
 @pytest.fixture(scope="module")
-def host_run(projects: Projects, tracking_stack: str) -> str:
-    """The same tiny pipeline on the host, logging into the tracking stack."""
-    return run(projects.host, "dvc", "repro", env={**tool_env(), "MLFLOW_TRACKING_URI": tracking_stack,
-                                                   **STACK_ADMIN_CREDENTIAL})
+def host_run(projects: Projects, tracking_stack: Mapping[str, str]) -> str:
+    """The same tiny pipeline on the host, logging into the tracking stack (through its TLS proxy)."""
+    return run(projects.host, "dvc", "repro", env={**tool_env(), **tracking_stack})
 
 
 def test_pipeline_in_the_image_gives_the_hosts_weights_and_metrics(
@@ -147,9 +158,21 @@ def test_predict_in_the_image_scores_like_the_host(image_run: subprocess.Complet
     predicted = run_in_image(image, projects, "cybulde", "predict", "-m", "model", "/texts/texts.txt")
     assert predicted.returncode == 0, predicted.stderr[-4000:]
     on_host = run(projects.host, "cybulde", "predict", "-m", "model", str(projects.texts / "texts.txt"))
-    rows = [json.loads(line) for line in predicted.stdout.splitlines() if line.startswith("{")]
+    rows = predicted_rows(predicted.stdout)
     assert len(rows) == len(TEXTS)
-    assert rows == [json.loads(line) for line in on_host.splitlines() if line.startswith("{")]
+    assert rows == predicted_rows(on_host)
+
+
+def test_the_image_user_reads_a_model_exported_by_root_on_the_host(host_run: str, image: str,
+                                                                    projects: Projects) -> None:
+    """A model one user exported (root here, as in CI) is ordinary data another user (the image's) reads."""
+    weights = projects.host / "model/model.safetensors"
+    assert weights.stat().st_uid == 0 != CONTAINER_UID
+    predicted = run_in_image(image, projects, "cybulde", "predict", "-m", "/host-model", "/texts/texts.txt",
+                             volumes=[f"{projects.host / 'model'}:/host-model:ro"])
+    assert predicted.returncode == 0, predicted.stderr[-4000:]
+    on_host = run(projects.host, "cybulde", "predict", "-m", "model", str(projects.texts / "texts.txt"))
+    assert predicted_rows(predicted.stdout) == predicted_rows(on_host) and len(predicted_rows(on_host)) == len(TEXTS)
 
 
 def test_image_leaves_no_root_owned_file_in_the_checkout(image_run: subprocess.CompletedProcess[str],
@@ -331,40 +354,61 @@ class ComposeStack:
             podman("volume", "rm", "--force", volume, check=False)
 
 
+def wait_for_https(url: str, certificate: Path, timeout_s: float = 60) -> None:
+    context = ssl.create_default_context(cafile=str(certificate))
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=10, context=context).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
 @pytest.fixture(scope="module")
-def tracking_stack(image: str) -> Iterator[str]:
-    """`docker compose --profile emulator up` of infra/tracking-server, as podman commands; yields its URL."""
-    subprocess.run([str(REPO_ROOT / "infra/image/postgres-image.sh"), "--tag", POSTGRES_IMAGE], check=True,
-                   env=PODMAN_ENV, capture_output=True, timeout=BUILD_TIMEOUT_S)
-    port = free_port()
+def tracking_stack(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """`docker compose --profile emulator up` of infra/tracking-server, as podman commands; yields the
+    environment that logs into it through its nginx proxy (URL, the proxy's certificate, the admin)."""
+    for script, tag in (("postgres-image.sh", POSTGRES_IMAGE), ("nginx-image.sh", NGINX_IMAGE)):
+        subprocess.run([str(REPO_ROOT / "infra/image" / script), "--tag", tag], check=True, env=PODMAN_ENV,
+                       capture_output=True, timeout=BUILD_TIMEOUT_S)
+    certificate, _ = self_signed_certificate(tmp_path_factory.mktemp("stack") / "tls")  # the compose file's tls/
+    port, https_port = free_port(), free_port()
+    # nginx forwards the Host without its port: the name the server's --allowed-hosts must list.
     dot_env = {"POSTGRES_PASSWORD": secrets.token_hex(16), "POSTGRES_IMAGE": POSTGRES_IMAGE,
-               "MLFLOW_PUBLIC_HOST": f"127.0.0.1:{port}", "MLFLOW_AUTH_ADMIN_PASSWORD": STACK_ADMIN_PASSWORD}
+               "NGINX_IMAGE": NGINX_IMAGE, "TLS_DIR": str(certificate.parent), "MLFLOW_PUBLIC_HOST": "127.0.0.1",
+               "MLFLOW_AUTH_ADMIN_PASSWORD": STACK_ADMIN_PASSWORD}
     services = compose_services(dot_env, profile="emulator")
     assert set(services) == {"postgres", "gcs", "mlflow", "proxy"}
-    # nginx's image comes from Docker Hub; tests/integration runs the same template with Debian's nginx.
-    del services["proxy"]
-    stack = ComposeStack(services, dot_env, images={"cybulde:latest": image}, published={5000: port})
+    stack = ComposeStack(services, dot_env, images={"cybulde:latest": image},
+                         published={5000: port, 8443: https_port})
     try:
         for name in start_order(services):
             stack.start(name)
             if "healthcheck" in services[name]:
                 stack.wait_healthy(name)
-        url = f"http://127.0.0.1:{port}"
-        urllib.request.urlopen(f"{url}/health", timeout=10).close()
-        yield url
+        url = f"https://127.0.0.1:{https_port}"
+        try:
+            wait_for_https(f"{url}/health", certificate)
+        except OSError as error:
+            raise AssertionError(f"the proxy does not answer on {url}: {error}\n{stack.logs()}") from error
+        yield {"MLFLOW_TRACKING_URI": url, "MLFLOW_TRACKING_SERVER_CERT_PATH": str(certificate),
+               **STACK_ADMIN_CREDENTIAL}
     finally:
         stack.remove()
 
 
-def test_host_pipeline_logs_into_the_compose_stack(host_run: str, tracking_stack: str,
+def test_host_pipeline_logs_into_the_compose_stack(host_run: str, tracking_stack: Mapping[str, str],
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in STACK_ADMIN_CREDENTIAL.items():
+    for name, value in tracking_stack.items():
         monkeypatch.setenv(name, value)
-    client = MlflowClient(tracking_stack)
+    client = MlflowClient(tracking_stack["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("cybulde")
     assert experiment is not None
     runs = client.search_runs([experiment.experiment_id])
     assert [run_.info.status for run_ in runs] == ["FINISHED"]
     assert {"validation/macro_f1", "test/macro_f1"} <= runs[0].data.metrics.keys()
-    # Artifacts go through the server into the emulated bucket of the `gcs` service.
+    # Artifacts go through the proxy and the server into the emulated bucket of the `gcs` service.
     assert {"metrics", "plots", "predictions"} <= {a.path for a in client.list_artifacts(runs[0].info.run_id)}

@@ -39,6 +39,22 @@ def test_fetch_twice_gives_identical_bytes(published_registry: Path, tmp_path: P
     assert sorted(os.listdir(destination.parent)) == ["fetched"]  # no temporary folders left
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_the_fetched_copy_gets_the_umasks_modes(published_registry: Path, tmp_path: Path, make_fetch_config,
+                                                umask: int) -> None:
+    """The staging folder is made private (mkdtemp); the fetched copy is ordinary data other users may read."""
+    destination = tmp_path / "data" / "fetched"
+    previous = os.umask(umask)
+    try:
+        fetch(make_fetch_config(published_registry, destination))
+    finally:
+        os.umask(previous)
+    modes = {path.stat().st_mode & 0o777 for path in [destination, *destination.rglob("*")] if path.is_dir()}
+    assert modes == {0o777 & ~umask}
+    modes = {path.stat().st_mode & 0o777 for path in destination.rglob("*") if path.is_file()}
+    assert modes == {0o666 & ~umask}
+
+
 def test_tampered_registry_file_is_named_and_nothing_is_left(registry_copy: Path, tmp_path: Path,
                                                             make_fetch_config) -> None:
     with open(files_dir(registry_copy / "tweeteval_offensive" / "v1") / "train-00000-of-00001.parquet", "r+b") as stream:
