@@ -184,10 +184,14 @@ class ClassifierModule(pl.LightningModule):
         if self.grad_clip > 0:
             clip_grad_norm(self.parameters(), self.grad_clip)
 
-    def configure_optimizers(self):
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        """AdamW over `optimizer_groups` (fused where available); lazy for the embedding table if asked."""
         groups = optimizer_groups(self.model, self.weight_decay, self.lr, self.layer_lr_decay)
         adamw = LazyEmbeddingAdamW if self.embedding_updates == LAZY else torch.optim.AdamW
-        optimizer = adamw(groups, lr=self.lr, **fused_if_supported())
+        return adamw(groups, lr=self.lr, **fused_if_supported())
+
+    def configure_optimizers(self):
+        optimizer = self.build_optimizer()
         total_steps = max(1, int(self.trainer.estimated_stepping_batches))
         scheduler = warmup_then_decay(optimizer, self.lr_schedule, int(round(self.warmup_ratio * total_steps)),
                                       total_steps)
