@@ -15,33 +15,10 @@ usage() {
   exit "${1:-2}"
 }
 
-here="$(cd "$(dirname "$0")" && pwd)"
 tag=localhost/cybulde-postgres:15-bookworm
-base=""
-rebuild=false
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --tag) tag="$2"; shift 2 ;;
-    --base) base="$2"; shift 2 ;;
-    --rebuild) rebuild=true; shift ;;
-    -h | --help) usage 0 ;;
-    *) echo "error: unknown option '$1'" >&2; usage ;;
-  esac
-done
-command -v podman >/dev/null || { echo "error: podman is missing (apt-get install podman runc)" >&2; exit 2; }
-export CONTAINERS_CONF="${CONTAINERS_CONF:-$here/containers.conf}"
-
-if [[ "$rebuild" == false ]] && podman image exists "$tag"; then
-  echo "$tag exists (--rebuild to build it again)"
-  exit 0
-fi
-if [[ -z "$base" ]]; then
-  base=localhost/cybulde-python:3.11-bookworm
-  "$here/python-base.sh" --tag "$base"
-fi
-
-context="$(mktemp -d)"
-trap 'rm -rf "$context"' EXIT
+# shellcheck source=infra/image/service-image.sh
+source "$(dirname "$0")/service-image.sh"
+prepare_service_image "$@"
 # The official image's start-up contract: a first start creates the cluster, the user (with a
 # password, scram-sha-256 from any host) and the database; later starts reuse the volume.
 cat > "$context/entrypoint.sh" <<'ENTRYPOINT'
