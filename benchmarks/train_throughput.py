@@ -33,6 +33,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling gpu_report.py: one MFU formula
+from gpu_report import matmul_params, mfu  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -300,13 +303,6 @@ def run_matmul_peak(args: argparse.Namespace, repeats: int = 10) -> None:
                                       "dtype": str(dtype).removeprefix("torch."), "rank": 0}), flush=True)
 
 
-def matmul_params(args: argparse.Namespace) -> int:
-    from torch import nn
-
-    return sum(parameter.numel() for module in classifier(args).modules() if isinstance(module, nn.Linear)
-               for parameter in module.parameters(recurse=False))
-
-
 # -- driver ---------------------------------------------------------------------------------------------
 def run_worker(args: argparse.Namespace) -> None:
     runners = {"ceiling-fp32": lambda: run_ceiling(args, False), "ceiling-bf16": lambda: run_ceiling(args, True),
@@ -354,8 +350,8 @@ def merge_ranks(results: list[dict]) -> dict:
 
 def with_mfu(rows: dict[str, dict], params: int, peak_tflops: float) -> dict[str, dict]:
     """Each row with `tflops` (6 x matmul parameters x tokens/s) and `mfu` (that over the peak)."""
-    return {mode: {**row, "tflops": 6.0 * params * row["tokens_per_s"] / 1e12,
-                   "mfu": 6.0 * params * row["tokens_per_s"] / (peak_tflops * 1e12)} for mode, row in rows.items()}
+    shares = {mode: mfu(row["tokens_per_s"], params, peak_tflops) for mode, row in rows.items()}
+    return {mode: {**row, "tflops": shares[mode] * peak_tflops, "mfu": shares[mode]} for mode, row in rows.items()}
 
 
 def mfu_share(row: dict) -> str:
@@ -401,9 +397,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{mode}: {rows[mode.strip()]['samples_per_s']:.1f} samples/s", flush=True)
     peak = measured_peak(args)
     if peak is not None:
-        rows = with_mfu(rows, matmul_params(args), peak["tflops"])
+        params = matmul_params(classifier(args))
+        rows = with_mfu(rows, params, peak["tflops"])
         print(f"peak: {peak['tflops']:.2f} TFLOP/s ({peak.get('dtype', 'given')} matmul {peak.get('size', '')}, "
-              f"{args.threads} threads); {matmul_params(args) / 1e6:.1f}M matmul parameters")
+              f"{args.threads} threads); {params / 1e6:.1f}M matmul parameters")
     print_table(rows, args)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
