@@ -100,7 +100,7 @@ EOF
 (cd "$project" && python stages/fetch.py)
 
 python benchmarks/train_throughput.py --data-dir "$project/data/fetched" --accelerator gpu --precision bf16-mixed \
-    --modes ceiling-bf16,hf-grouped,ours-1proc --freeze-embeddings --batch-size 32 --steps 300 --warmup-steps 30 \
+    --modes ceiling-bf16,hf-grouped,ours-1proc,ours-dense-torch --batch-size 32 --steps 300 --warmup-steps 30 \
     --threads "$(nproc)" --json "$out/throughput.json"
 
 step "3/3 the default pipeline on $gpus GPU(s) (launch.accelerator=gpu)"

@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     systems = [system for system in SYSTEMS if system in args.systems.split(",")]
     data_dir = resolve_data_dir(args.data_dir)
-    header = {**machine(), "budget_s": args.budget_s, "seeds": list(range(args.seeds))}
+    header = {**machine(), "budget_s": args.budget_s, "seeds": list(range(args.seeds)), "overrides": args.overrides}
     results = []
     with tempfile.TemporaryDirectory(prefix="cybulde-time-to-quality-") as scratch_dir:
         scratch = Path(scratch_dir)

@@ -1,8 +1,14 @@
 """Training throughput, side by side on the same data, backbone and batch size.
 
 Modes (each runs in its own process so peak RSS is per mode; DDP reports it per rank):
-  ours-1proc   our LightningModule + TextDataModule (length-grouped, dynamic padding), 1 process
+  ours-1proc   our LightningModule + TextDataModule (length-grouped, dynamic padding), 1 process, the
+               defaults of the train config
   ours-lazy    the same with train.embedding_updates=lazy (only the embedding rows a batch uses are updated)
+  ours-dense   the same with train.embedding_updates=dense
+  ours-packed  the same with train.dropout_masks=packed (four dropout-mask elements per random draw)
+  ours-torch-masks  the same with train.dropout_masks=torch
+  ours-lazy-packed  both lazy embedding updates and packed dropout masks
+  ours-dense-torch  neither (the train config's defaults before both options)
   ours-ddp2    the same as ours-1proc under torchrun, 2 ranks (gloo), threads split between them
   hf-default   transformers.Trainer, dynamic padding, random order
   hf-grouped   transformers.Trainer with train_sampling_strategy="group_by_length"
@@ -39,7 +45,17 @@ from gpu_report import matmul_params, mfu  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-MODES = ("ceiling-fp32", "ceiling-bf16", "hf-default", "hf-grouped", "ours-1proc", "ours-lazy", "ours-ddp2")
+# Our single-process modes: the train config's defaults, and each with some options set explicitly.
+OURS_OPTIONS = {
+    "ours-1proc": {},
+    "ours-lazy": {"embedding_updates": "lazy"},
+    "ours-dense": {"embedding_updates": "dense"},
+    "ours-packed": {"dropout_masks": "packed"},
+    "ours-torch-masks": {"dropout_masks": "torch"},
+    "ours-lazy-packed": {"embedding_updates": "lazy", "dropout_masks": "packed"},
+    "ours-dense-torch": {"embedding_updates": "dense", "dropout_masks": "torch"},
+}
+MODES = ("ceiling-fp32", "ceiling-bf16", "hf-default", "hf-grouped", *OURS_OPTIONS, "ours-ddp2")
 PEAK = "matmul-peak"
 RESULT_PREFIX = "BENCH_RESULT "
 
@@ -236,7 +252,7 @@ class _StepTimer:
 def run_ours(args: argparse.Namespace) -> None:
     import lightning.pytorch as pl
 
-    from cybulde.config.schema import Config, EmbeddingUpdates
+    from cybulde.config.schema import Config, DropoutMasks, EmbeddingUpdates
     from cybulde.config.topology import resolve_topology
     from cybulde.registry.manifest import Manifest
     from cybulde.training.determinism import seed_everything
@@ -251,9 +267,11 @@ def run_ours(args: argparse.Namespace) -> None:
     cfg.train.global_batch_size, cfg.train.batch_size = args.batch_size, 0  # the global batch split over ranks
     cfg.train.precision = args.precision
     cfg.train.freeze_embeddings = args.freeze_embeddings
-    lazy = args.worker == "ours-lazy"
-    if lazy:
-        cfg.train.embedding_updates = EmbeddingUpdates.lazy
+    options = OURS_OPTIONS.get(args.worker, {})
+    if "embedding_updates" in options:
+        cfg.train.embedding_updates = EmbeddingUpdates(options["embedding_updates"])
+    if "dropout_masks" in options:
+        cfg.train.dropout_masks = DropoutMasks(options["dropout_masks"])
     seed_everything(cfg.train.seed)  # and deterministic kernels, as the train stage
     if args.nan_fill:
         import torch
@@ -307,7 +325,7 @@ def run_matmul_peak(args: argparse.Namespace, repeats: int = 10) -> None:
 def run_worker(args: argparse.Namespace) -> None:
     runners = {"ceiling-fp32": lambda: run_ceiling(args, False), "ceiling-bf16": lambda: run_ceiling(args, True),
                "hf-default": lambda: run_hf(args, False), "hf-grouped": lambda: run_hf(args, True),
-               "ours-1proc": lambda: run_ours(args), "ours-lazy": lambda: run_ours(args),
+               **{mode: lambda: run_ours(args) for mode in OURS_OPTIONS},
                "ours-ddp2": lambda: run_ours(args), PEAK: lambda: run_matmul_peak(args)}
     runners[args.worker]()
 
@@ -365,7 +383,7 @@ def print_table(rows: dict[str, dict], args: argparse.Namespace) -> None:
     print(f"\nbackbone={args.backbone} batch={args.batch_size} precision={args.precision} accelerator={args.accelerator} "
           f"threads={args.threads} "
           f"steps={args.steps} freeze_embeddings={args.freeze_embeddings} nan_fill={args.nan_fill} data={args.data_dir}")
-    header = (f"{'mode':<14}{'samples/s':>10}{'tokens/s':>10}{'peak RSS MB':>16}{'x HF def':>10}{'x HF grp':>10}"
+    header = (f"{'mode':<18}{'samples/s':>10}{'tokens/s':>10}{'peak RSS MB':>16}{'x HF def':>10}{'x HF grp':>10}"
               f"{'of ceil':>9}{'MFU':>7}")
     print(header + "\n" + "-" * len(header))
     for mode in MODES:
@@ -377,7 +395,7 @@ def print_table(rows: dict[str, dict], args: argparse.Namespace) -> None:
         def ratio(base, rate=rate):
             return f"{rate / base:.2f}" if base else "n/a"
 
-        print(f"{mode:<14}{rate:>10.1f}{row['tokens_per_s']:>10.0f}{str(row['peak_rss_mb']):>16}"
+        print(f"{mode:<18}{rate:>10.1f}{row['tokens_per_s']:>10.0f}{str(row['peak_rss_mb']):>16}"
               f"{ratio(hf_default):>10}{ratio(hf_grouped):>10}{ratio(ceiling):>9}{mfu_share(row):>7}")
     print("ceiling = bare forward+backward+AdamW on one fixed batch at the mean row length "
           f"({'bf16 autocast' if args.precision == 'bf16-mixed' else 'fp32'}); HF tokens/s estimated from mean length")

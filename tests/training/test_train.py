@@ -363,6 +363,9 @@ RESUME_CASES = {
     # lazy embedding updates: the table's sparse AdamW state resumes too
     "mid-epoch, lazy embedding updates": ({"train.checkpoint_every_n_steps": 2, "train.epochs": 3,
                                            "train.embedding_updates": "lazy"}, 11, 10),
+    # packed dropout masks come from the generator state the checkpoint restores
+    "mid-epoch, packed dropout masks": ({"train.checkpoint_every_n_steps": 2, "train.epochs": 3,
+                                         "train.dropout_masks": "packed"}, 11, 10),
     # a loader worker fetches the resumed epoch's first batches before Lightning sets the sampler's epoch
     "mid-epoch, loader worker": ({"train.checkpoint_every_n_steps": 2, "train.epochs": 3, "train.num_workers": 1},
                                  11, 10),

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from cybulde.config.access import record_reads_if_asked
-from cybulde.config.schema import PRECISIONS, Backbone, Config, EmbeddingUpdates, Head
+from cybulde.config.schema import PRECISIONS, Backbone, Config, Head
 from cybulde.errors import CybuldeError, first_line
 from cybulde.hardware import is_worker_count
 
@@ -116,9 +116,6 @@ def validate_config(config: Config) -> None:
     _require(config.evaluation.batch_size >= 1, "evaluation.batch_size", "must be >= 1")
     _require(config.mlflow.http_timeout_s >= 1, "mlflow.http_timeout_s", "must be >= 1")
     _require(config.mlflow.http_max_retries >= 0, "mlflow.http_max_retries", "must be >= 0")
-    _require(not (train.freeze_embeddings and train.embedding_updates == EmbeddingUpdates.lazy.value),
-             "train.embedding_updates", "lazy updates a table that train.freeze_embeddings=true keeps fixed; "
-             "choose one: train.embedding_updates=dense or train.freeze_embeddings=false")
     threshold = config.evaluation.threshold
     _require(threshold == "tune" or _is_probability(threshold), "evaluation.threshold",
              f"must be 'tune' or a number in (0, 1), got {threshold!r}")
@@ -143,9 +140,6 @@ def check_combinations(config: Config) -> None:
     _require(not (model.backbone == Backbone.scratch.value and train.freeze_embeddings), "train.freeze_embeddings",
              "true would freeze the randomly initialised embeddings of model.backbone=scratch, which then "
              "never learn; set train.freeze_embeddings=false")
-    _require(not (train.freeze_embeddings and train.embedding_updates == EmbeddingUpdates.lazy.value),
-             "train.embedding_updates", "lazy updates a table that train.freeze_embeddings=true keeps fixed; "
-             "choose one: train.embedding_updates=dense or train.freeze_embeddings=false")
     threshold = config.evaluation.threshold
     _require(threshold == "tune" or Head(model.head).may_decide_by_threshold, "evaluation.threshold",
              f"a fixed threshold ({threshold}) applies only to a binary sigmoid head, but model.head="

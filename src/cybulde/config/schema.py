@@ -64,6 +64,11 @@ class EmbeddingUpdates(str, Enum):
     lazy = "lazy"  # only the rows a batch uses (cybulde.training.optim)
 
 
+class DropoutMasks(str, Enum):
+    torch = "torch"  # torch's dropout: one generator call per element
+    packed = "packed"  # four mask elements per 64-bit draw (cybulde.training.dropout)
+
+
 class SelectOn(str, Enum):
     macro_f1 = "macro_f1"  # the checkpoint with the highest val/macro_f1
     loss = "loss"  # the checkpoint with the lowest val/loss
@@ -147,8 +152,13 @@ class TrainConfig:
     freeze_embeddings: bool = False
     # How the token-embedding table is trained: "dense" (AdamW over all of it every step) or "lazy"
     # (a sparse gradient; only the rows a batch uses are updated, with their moments and weight
-    # decay: less work per step, a different optimizer for unused rows; docs/speed.md).
-    embedding_updates: EmbeddingUpdates = EmbeddingUpdates.dense
+    # decay: less work per step, a different optimizer for unused rows; docs/speed.md). A table that
+    # freeze_embeddings keeps fixed gets no updates either way.
+    embedding_updates: EmbeddingUpdates = EmbeddingUpdates.lazy
+    # How dropout draws its masks: "torch" (torch's dropout) or "packed" (four elements per 64-bit
+    # random number, p rounded to 1/65536: a quarter of the generator calls; other draws than torch's,
+    # so other weights; docs/speed.md).
+    dropout_masks: DropoutMasks = DropoutMasks.packed
     early_stopping_patience: int = 2
     # Stop training after this many seconds (validation at the stop, the best checkpoint exported);
     # 0: no limit. Where it stops depends on the machine's speed, so a limited run is not reproducible.

@@ -24,6 +24,7 @@ from torchmetrics.classification import MulticlassF1Score
 
 from cybulde.models.classifier import MULTILABEL, TextClassifier
 from cybulde.models.heads import MISSING
+from cybulde.training.dropout import DROPOUT_MASKS, PACKED, TORCH, use_packed_dropout
 from cybulde.training.metrics import SourceMacroF1
 from cybulde.training.optim import (
     DENSE,
@@ -114,13 +115,15 @@ class ClassifierModule(pl.LightningModule):
     def __init__(self, model: TextClassifier, lr: float, weight_decay: float, warmup_ratio: float,
                  class_weights: torch.Tensor | None = None, grad_clip: float = 0.0,
                  layer_lr_decay: float = 1.0, focal_gamma: float = 0.0, lr_schedule: str = "linear",
-                 embedding_updates: str = DENSE) -> None:
+                 embedding_updates: str = DENSE, dropout_masks: str = TORCH) -> None:
         super().__init__()
         if lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"unknown lr_schedule {lr_schedule!r}: expected one of {list(LR_SCHEDULES)}")
         if embedding_updates not in EMBEDDING_UPDATES:
             raise ValueError(f"unknown embedding_updates {embedding_updates!r}: expected one of "
                              f"{list(EMBEDDING_UPDATES)}")
+        if dropout_masks not in DROPOUT_MASKS:
+            raise ValueError(f"unknown dropout_masks {dropout_masks!r}: expected one of {list(DROPOUT_MASKS)}")
 
         # from_pretrained returns the backbone in eval mode and Lightning keeps each module's mode:
         # without this, dropout would silently stay off during fine-tuning.
@@ -135,6 +138,8 @@ class ClassifierModule(pl.LightningModule):
         self.embedding_updates = embedding_updates
         if embedding_updates == LAZY:
             use_sparse_embedding_gradients(self.model)
+        if dropout_masks == PACKED:
+            use_packed_dropout(self.model)
         self.register_buffer("class_weights", class_weights, persistent=False)
         self.is_multilabel = model.task == MULTILABEL
         if self.is_multilabel:
@@ -153,18 +158,19 @@ class ClassifierModule(pl.LightningModule):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids, attention_mask)
 
-    def _loss(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss_and_logits(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The head's loss on a batch (with the class weights and focal gamma) and the logits."""
         logits = self.model(batch["input_ids"], batch["attention_mask"])
         return self.head.loss(logits, batch["labels"], self.class_weights, self.focal_gamma), logits
 
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, _ = self._loss(batch)
+        loss, _ = self.loss_and_logits(batch)
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True,
                  batch_size=batch["labels"].shape[0])
         return loss
 
     def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
-        loss, logits = self._loss(batch)
+        loss, logits = self.loss_and_logits(batch)
         predictions = self.head.predict(self.head.probabilities(logits))
         size = batch["labels"].shape[0]
         if self.is_multilabel:

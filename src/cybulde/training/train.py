@@ -244,7 +244,8 @@ def build_module(cfg: Config, manifest: Manifest, data_dir: Path) -> pl.Lightnin
                             warmup_ratio=cfg.train.warmup_ratio, class_weights=class_weights,
                             grad_clip=cfg.train.grad_clip, layer_lr_decay=cfg.train.layer_lr_decay,
                             focal_gamma=focal_gamma(cfg), lr_schedule=cfg.train.lr_schedule.value,
-                            embedding_updates=cfg.train.embedding_updates.value)
+                            embedding_updates=cfg.train.embedding_updates.value,
+                            dropout_masks=cfg.train.dropout_masks.value)
 
 
 def training_class_weights(manifest: Manifest, label_names: list[str]) -> torch.Tensor:
