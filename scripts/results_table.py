@@ -442,7 +442,7 @@ def render_section(inputs: Inputs) -> str:
         "baseline `metrics/baseline/`); `scripts/sweep.sh offensive|seeds|davidson|hate|multisource` (queued DVC "
         "experiments) then `python scripts/collect_experiments.py sweep|seeds|ensemble NAME...` (`results/sweep`, "
         "`results/seeds`, `results/baselines`, `results/ensembles`); `python benchmarks/time_to_quality.py "
-        "--data-dir data/fetched --seeds 3 --budget-s 600 --json results/time_to_quality.json`; "
+        "--data-dir data/fetched --seeds 3 --budget-s 900 --json results/time_to_quality.json`; "
         "`cybulde evaluate-cross --model model --data "
         "<registry>/<dataset>/<version> --map DATA_LABEL=MODEL_LABEL ... --save results/cross/<name>.json` "
         "for a cross-dataset cell, then `python scripts/results_table.py`.",
