@@ -73,3 +73,14 @@ def test_the_installed_command_follows_the_contract(tmp_path):
     assert finished.stderr.startswith("cybulde evaluate-cross: error: ") and finished.stderr.count("\n") == 1
     finished = subprocess.run([str(cybulde), "predict"], capture_output=True, text=True, env=env, timeout=120)
     assert finished.returncode == 2 and "the following arguments are required: -m/--model" in finished.stderr
+
+
+def test_the_executable_exits_with_the_status_of_main_and_skips_the_shutdown_collection(monkeypatch):
+    """Whether the shutdown is then quick is checked on a real process in tests/serving/test_bounds.py."""
+    frozen = []
+    monkeypatch.setattr(cli.gc, "freeze", lambda: frozen.append(True))
+    monkeypatch.setattr(cli, "main", lambda: 3)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run()
+    assert exit_info.value.code == 3
+    assert frozen == [True]

@@ -17,10 +17,12 @@ else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NoReturn
 
 from cybulde.cloud.gcp import add_gcp_arguments, run_gcp
 from cybulde.errors import CybuldeError, UsageError
@@ -80,5 +82,16 @@ def one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
+def run() -> NoReturn:
+    """The `cybulde` executable: `main`, then exit.
+
+    Everything is frozen out of the garbage collector first: otherwise the interpreter's shutdown
+    spends most of a second collecting the objects torch, transformers and MLflow created at import,
+    memory the process hands back anyway (and a stop signal must be answered within a second)."""
+    status = main()
+    gc.freeze()
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
