@@ -26,6 +26,9 @@ import math
 
 import torch
 from torch import nn
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
 TORCH = "torch"
 PACKED = "packed"
@@ -97,8 +100,6 @@ def packed_sdpa_attention(module: nn.Module, query: torch.Tensor, key: torch.Ten
     + mask) with packed dropout, times v. `attention_mask` is what `sdpa` gets: None, a boolean mask
     (True: attend) or an additive float mask, broadcastable to [batch, heads, query, key]. Causal
     attention and position biases (decoders, T5-like models) are left to `sdpa` and torch's masks."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     if dropout == 0.0 or kwargs.get("is_causal") or getattr(module, "is_causal", False) \
             or kwargs.get("position_bias") is not None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
@@ -116,9 +117,6 @@ def packed_sdpa_attention(module: nn.Module, query: torch.Tensor, key: torch.Ten
 
 def register_packed_sdpa() -> None:
     """Make `packed_sdpa` an attention implementation Hugging Face models accept (masks built as sdpa's)."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
-
     AttentionInterface.register(PACKED_SDPA, packed_sdpa_attention)
     ALL_MASK_ATTENTION_FUNCTIONS.register(PACKED_SDPA, sdpa_mask)
 
