@@ -4,7 +4,7 @@ Runs our module's training step by hand (the same loss, autocast, gradient clipp
 the `train` stage, without Lightning's loop) on the length-grouped batches of the train split, and
 prints the wall time of each phase (forward, backward, clipping, optimizer step, zero_grad) over
 `--steps` steps after `--warmup-steps`, then the torch profiler's operators by self CPU time over
-`--profile-steps` more steps:
+`--profile-steps` more steps (and with `--by-shape N`, the top N operators split by input shape):
 
     python benchmarks/step_profile.py --data-dir data/fetched --steps 60
     python benchmarks/step_profile.py --data-dir data/fetched --steps 60 --embedding-updates dense --dropout-masks torch
@@ -35,6 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup-steps", type=int, default=5)
     parser.add_argument("--profile-steps", type=int, default=10, help="steps under the torch profiler (0: none)")
     parser.add_argument("--top", type=int, default=15, help="operators listed")
+    parser.add_argument("--by-shape", type=int, default=0, metavar="N",
+                        help="also list the top N operators by input shape (which casts are weights, which activations)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--precision", default="bf16-mixed", choices=["32-true", "bf16-mixed"])
@@ -121,10 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile_steps:
         from torch.profiler import ProfilerActivity, profile
 
-        with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=args.by_shape > 0) as profiler:
             for _ in range(args.profile_steps):
                 training_step(module, optimizer, next(batches), args.precision, lambda phase: None)
         print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top))
+        if args.by_shape:
+            print(profiler.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total",
+                                                                         row_limit=args.by_shape))
     return 0
 
 

@@ -16,7 +16,7 @@ def test_every_phase_of_the_step_is_timed_and_the_shares_add_up(published, updat
     completed = subprocess.run(
         [sys.executable, str(REPO / "benchmarks/step_profile.py"), "--data-dir", str(published), "--steps", "2",
          "--warmup-steps", "1", "--profile-steps", "1", "--batch-size", "8", "--embedding-updates", updates,
-         "--dropout-masks", masks],
+         "--dropout-masks", masks, "--by-shape", "5"],
         capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
     shares = dict(re.findall(r"^\s+(\w+)\s+[\d.]+ ms/step\s+([\d.]+)%$", completed.stdout, flags=re.M))
@@ -24,3 +24,4 @@ def test_every_phase_of_the_step_is_timed_and_the_shares_add_up(published, updat
     assert sum(map(float, shares.values())) == pytest.approx(100.0, abs=0.5)
     assert f"embedding_updates={updates} dropout_masks={masks}" in completed.stdout
     assert "Self CPU" in completed.stdout  # the profiler's operator table
+    assert "Input Shapes" in completed.stdout  # and the same split by input shape
