@@ -43,8 +43,9 @@ from gpu_report import matmul_params, mfu  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-# Our single-process modes: the train config's defaults, and each with some options set explicitly.
-OURS_OPTIONS = {  # each mode names both options, so that it measures the same thing whatever the defaults
+# Our single-process modes: the train config's defaults, and options set explicitly. Each option mode
+# names both options, so that it measures the same thing whatever the defaults are.
+OURS_OPTIONS = {
     "ours-1proc": {},
     "ours-packed": {"dropout_masks": "packed", "embedding_updates": "dense"},
     "ours-lazy": {"dropout_masks": "torch", "embedding_updates": "lazy"},

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,50 +24,52 @@ def run_in_process(project, monkeypatch, overrides=()):
     return train_module.train(tiny_train.load(project, overrides))
 
 
+def validation_rows(project: Path) -> dict[str, list]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(project / "data" / "fetched" / "validation.parquet").to_pydict()
+
+
+def mean_over_sources(rows: dict[str, list], score: Callable[[list[int], list[int], int], float]) -> float:
+    """The mean over sources of the mean over the questions each answers of `score(truth, row indices,
+    question)`, taken on the rows of that source whose label for that question is present."""
+    per_source = []
+    for source in ("alpha", "beta", "gamma"):
+        per_question = []
+        for question in range(2):
+            indices = [index for index, (labels, name) in enumerate(zip(rows["labels"], rows["source"], strict=True))
+                       if name == source and labels[question] != -1]
+            if indices:
+                per_question.append(score([rows["labels"][index][question] for index in indices], indices, question))
+        per_source.append(sum(per_question) / len(per_question))
+    return sum(per_source) / len(per_source)
+
+
+def binary_macro_f1(truth: list[int], predicted: list[int]) -> float:
+    return f1_score(truth, predicted, average="macro", labels=[0, 1], zero_division=0)
+
+
 def validation_scores(project: Path, pos_weight: list[float] | None = None) -> tuple[float, float]:
     """val/macro_f1 and val/loss of the exported model, recomputed with sklearn and `masked_bce` from its
     logits for the validation rows, each scored alone (no padding) in this process."""
-    import pyarrow.parquet as pq
-
     from cybulde.models.heads import masked_bce
 
-    rows = pq.read_table(project / "data" / "fetched" / "validation.parquet").to_pydict()
+    rows = validation_rows(project)
     model = load_model(project / "model").model
     with torch.no_grad():
         logits = torch.cat([model(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long))
                             for ids in rows["input_ids"]])
     decisions = (logits.sigmoid() >= 0.5).long().tolist()
-    per_source = []
-    for source in ("alpha", "beta", "gamma"):
-        per_question = []
-        for question in range(2):
-            cells = [(labels[question], decision[question])
-                     for labels, decision, name in zip(rows["labels"], decisions, rows["source"], strict=True)
-                     if name == source and labels[question] != -1]
-            if cells:
-                truth, predicted = zip(*cells, strict=True)
-                per_question.append(f1_score(truth, predicted, average="macro", labels=[0, 1], zero_division=0))
-        per_source.append(sum(per_question) / len(per_question))
+    score = mean_over_sources(rows, lambda truth, indices, question: binary_macro_f1(
+        truth, [decisions[index][question] for index in indices]))
     weight = None if pos_weight is None else torch.tensor(pos_weight)
-    return sum(per_source) / len(per_source), masked_bce(logits, torch.tensor(rows["labels"]), weight).item()
+    return score, masked_bce(logits, torch.tensor(rows["labels"]), weight).item()
 
 
 def best_constant_score(project: Path) -> float:
     """The per-source validation macro-F1 of the best constant answer for each source and question."""
-    import pyarrow.parquet as pq
-
-    rows = pq.read_table(project / "data" / "fetched" / "validation.parquet").to_pydict()
-    per_source = []
-    for source in ("alpha", "beta", "gamma"):
-        per_question = []
-        for question in range(2):
-            truth = [labels[question] for labels, name in zip(rows["labels"], rows["source"], strict=True)
-                     if name == source and labels[question] != -1]
-            if truth:
-                per_question.append(max(f1_score(truth, [answer] * len(truth), average="macro", labels=[0, 1],
-                                                 zero_division=0) for answer in (0, 1)))
-        per_source.append(sum(per_question) / len(per_question))
-    return sum(per_source) / len(per_source)
+    return mean_over_sources(validation_rows(project), lambda truth, indices, question: max(
+        binary_macro_f1(truth, [answer] * len(truth)) for answer in (0, 1)))
 
 
 def test_a_multilabel_version_trains_selects_on_per_source_macro_f1_and_exports(tmp_path, monkeypatch):
@@ -92,8 +95,9 @@ def test_a_multilabel_version_trains_selects_on_per_source_macro_f1_and_exports(
     # It learnt something: it beats every constant answer (the best one per source and question) on the
     # same rows. 12 validation rows per answered question, a third of one kind: the best constant scores
     # 0.4 each (F1 of the majority class 0.8, of the other 0).
-    assert best_constant_score(project) == pytest.approx(0.4)
-    assert metrics["best_val_macro_f1"] > best_constant_score(project)
+    best_constant = best_constant_score(project)
+    assert best_constant == pytest.approx(0.4)
+    assert metrics["best_val_macro_f1"] > best_constant
 
 
 @pytest.mark.slow
