@@ -7,7 +7,8 @@ prints the wall time of each phase (forward, backward, clipping, optimizer step,
 `--profile-steps` more steps (and with `--by-shape N`, the top N operators split by input shape):
 
     python benchmarks/step_profile.py --data-dir data/fetched --steps 60
-    python benchmarks/step_profile.py --data-dir data/fetched --steps 60 --embedding-updates dense --dropout-masks torch
+    python benchmarks/step_profile.py --data-dir data/fetched --steps 60 --embedding-updates dense --dropout-masks torch \
+        --hidden-states float32
 
 The difference between this loop's samples/s and `ours-1proc` in benchmarks/train_throughput.py is
 what Lightning's loop and the stage's callbacks add.
@@ -26,6 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 PHASES = ("forward", "backward", "clip", "optimizer", "zero_grad")
+OPTIONS = ("embedding_updates", "dropout_masks", "hidden_states")  # train config options, as the arguments
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,21 +44,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--precision", default="bf16-mixed", choices=["32-true", "bf16-mixed"])
     parser.add_argument("--embedding-updates", choices=["dense", "lazy"], help="default: the train config's")
     parser.add_argument("--dropout-masks", choices=["torch", "packed"], help="default: the train config's")
+    parser.add_argument("--hidden-states", choices=["float32", "bf16"], help="default: the train config's")
     return parser.parse_args(argv)
 
 
 def build(args: argparse.Namespace):
     """The default model as `train` builds it, its optimizer, and the train split's batches."""
-    from cybulde.config.schema import Config, DropoutMasks, EmbeddingUpdates
+    from cybulde.config.schema import Config
     from cybulde.loading.datamodule import TextDataModule
     from cybulde.registry.manifest import Manifest
     from cybulde.training.determinism import seed_everything
     from cybulde.training.train import build_module
 
     cfg = Config()
-    cfg.train.embedding_updates = EmbeddingUpdates(args.embedding_updates or cfg.train.embedding_updates)
-    cfg.train.dropout_masks = DropoutMasks(args.dropout_masks or cfg.train.dropout_masks)
-    args.embedding_updates, args.dropout_masks = cfg.train.embedding_updates.value, cfg.train.dropout_masks.value
+    for option in OPTIONS:
+        default = getattr(cfg.train, option)
+        setattr(cfg.train, option, type(default)(getattr(args, option) or default))  # the option's enum
+        setattr(args, option, getattr(cfg.train, option).value)
     seed_everything(cfg.train.seed)
     manifest = Manifest.load(args.data_dir)
     module = build_module(cfg, manifest, args.data_dir)
@@ -116,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         if step >= args.warmup_steps:
             samples += int(batch["labels"].shape[0])
     total = sum(clock.seconds.values())
-    print(f"embedding_updates={args.embedding_updates} dropout_masks={args.dropout_masks} precision={args.precision} threads={args.threads} "
+    options = " ".join(f"{option}={getattr(args, option)}" for option in OPTIONS)
+    print(f"{options} precision={args.precision} threads={args.threads} "
           f"steps={args.steps}: {samples / total:.1f} samples/s in the bare loop")
     for phase in PHASES:
         print(f"  {phase:<10}{1000 * clock.seconds[phase] / args.steps:8.1f} ms/step {100 * clock.seconds[phase] / total:6.1f}%")

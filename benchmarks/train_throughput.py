@@ -3,10 +3,12 @@
 Modes (each runs in its own process so peak RSS is per mode; DDP reports it per rank):
   ours-1proc   our LightningModule + TextDataModule (length-grouped, dynamic padding), 1 process, the
                defaults of the train config
-  ours-packed  packed dropout masks with dense embedding updates (train.dropout_masks=packed,
-               train.embedding_updates=dense): the first option alone
-  ours-lazy    lazy embedding updates with torch's dropout masks: the second option alone
-  ours-dense-torch  neither (the train config's defaults before both options)
+  ours-float32-states  the defaults but float32 hidden states (train.hidden_states=float32)
+  ours-packed  packed dropout masks alone (train.dropout_masks=packed, train.embedding_updates=dense,
+               train.hidden_states=float32)
+  ours-lazy    lazy embedding updates alone
+  ours-bf16-states  bf16 hidden states alone
+  ours-dense-torch  none of the three options (the train config's defaults before them)
   ours-ddp2    the same as ours-1proc under torchrun, 2 ranks (gloo), threads split between them
   hf-default   transformers.Trainer, dynamic padding, random order
   hf-grouped   transformers.Trainer with train_sampling_strategy="group_by_length"
@@ -44,12 +46,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 # Our single-process modes: the train config's defaults, and options set explicitly. Each option mode
-# names both options, so that it measures the same thing whatever the defaults are.
+# names every option, so that it measures the same thing whatever the defaults are.
 OURS_OPTIONS = {
     "ours-1proc": {},
-    "ours-packed": {"dropout_masks": "packed", "embedding_updates": "dense"},
-    "ours-lazy": {"dropout_masks": "torch", "embedding_updates": "lazy"},
-    "ours-dense-torch": {"dropout_masks": "torch", "embedding_updates": "dense"},
+    "ours-float32-states": {"dropout_masks": "packed", "embedding_updates": "lazy", "hidden_states": "float32"},
+    "ours-packed": {"dropout_masks": "packed", "embedding_updates": "dense", "hidden_states": "float32"},
+    "ours-lazy": {"dropout_masks": "torch", "embedding_updates": "lazy", "hidden_states": "float32"},
+    "ours-bf16-states": {"dropout_masks": "torch", "embedding_updates": "dense", "hidden_states": "bf16"},
+    "ours-dense-torch": {"dropout_masks": "torch", "embedding_updates": "dense", "hidden_states": "float32"},
 }
 MODES = ("ceiling-fp32", "ceiling-bf16", "hf-default", "hf-grouped", *OURS_OPTIONS, "ours-ddp2")
 PEAK = "matmul-peak"
@@ -248,7 +252,7 @@ class _StepTimer:
 def run_ours(args: argparse.Namespace) -> None:
     import lightning.pytorch as pl
 
-    from cybulde.config.schema import Config, DropoutMasks, EmbeddingUpdates
+    from cybulde.config.schema import Config
     from cybulde.config.topology import resolve_topology
     from cybulde.registry.manifest import Manifest
     from cybulde.training.determinism import seed_everything
@@ -263,11 +267,8 @@ def run_ours(args: argparse.Namespace) -> None:
     cfg.train.global_batch_size, cfg.train.batch_size = args.batch_size, 0  # the global batch split over ranks
     cfg.train.precision = args.precision
     cfg.train.freeze_embeddings = args.freeze_embeddings
-    options = OURS_OPTIONS.get(args.worker, {})
-    if "embedding_updates" in options:
-        cfg.train.embedding_updates = EmbeddingUpdates(options["embedding_updates"])
-    if "dropout_masks" in options:
-        cfg.train.dropout_masks = DropoutMasks(options["dropout_masks"])
+    for option, value in OURS_OPTIONS.get(args.worker, {}).items():
+        setattr(cfg.train, option, type(getattr(cfg.train, option))(value))  # the option's enum
     seed_everything(cfg.train.seed)  # and deterministic kernels, as the train stage
     if args.nan_fill:
         import torch

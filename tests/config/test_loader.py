@@ -34,6 +34,7 @@ def test_override_changes_value() -> None:
         ("train.select_on=accuracy", "'train.select_on'.*macro_f1, loss"),
         ("train.embedding_updates=sparse", "'train.embedding_updates'.*dense, lazy"),
         ("train.dropout_masks=philox", "'train.dropout_masks'.*torch, packed"),
+        ("train.hidden_states=fp16", "'train.hidden_states'.*float32, bf16"),
         ("train.max_time_s=-5", "'train.max_time_s': must be >= 0"),
         ("train.precision=16", "'train.precision'.*32-true"),
         ("evaluation.threshold=1.5", "'evaluation.threshold'"),
@@ -110,7 +111,7 @@ def test_recipe_defaults_keep_todays_behaviour_and_precision_is_auto() -> None:
     repo = OmegaConf.load(REPO_PARAMS)
     schema = Config()
     for key in ("precision", "loss", "focal_gamma", "ema_decay", "lr_schedule", "select_on", "max_time_s",
-                "embedding_updates", "dropout_masks"):
+                "embedding_updates", "dropout_masks", "hidden_states"):
         configured, default = repo.train[key], getattr(schema.train, key)
         assert configured == getattr(default, "value", default), key  # params.yaml equals the schema
     assert repo.train.precision == "auto"

@@ -15,12 +15,13 @@ from tests.helpers import tiny_data
 from tests.helpers.cpus import WITH_BF16, WITHOUT_BF16, fake_cpu
 
 
-def tiny_model(data_dir, head="softmax", adapter="mlp", pooling="cls"):
+def tiny_model(data_dir, head="softmax", adapter="mlp", pooling="cls", hidden_states="float32"):
     config = ModelConfig(backbone="scratch", head=Head(head), adapter=Adapter(adapter), pooling=Pooling(pooling),
                          adapter_hidden_size=8, scratch=ScratchBackboneConfig(
                              hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                              intermediate_size=32, max_position_embeddings=64))
-    return build_classifier(config, tiny_data.read_manifest(data_dir), data_dir / "tokenizer")
+    return build_classifier(config, tiny_data.read_manifest(data_dir), data_dir / "tokenizer",
+                            hidden_states=hidden_states)
 
 
 @pytest.mark.parametrize("head,adapter,pooling", [("softmax", "mlp", "cls"), ("sigmoid", "none", "mean"),
@@ -74,6 +75,27 @@ def test_a_multilabel_export_records_its_task_questions_and_sources(tmp_path, mo
     with torch.no_grad():
         assert torch.equal(model(encoded["input_ids"], encoded["attention_mask"]),
                            loaded.model(encoded["input_ids"], encoded["attention_mask"]))
+
+
+def test_a_bf16_hidden_states_export_records_it_and_is_scored_as_it_was_validated(tmp_path, monkeypatch):
+    data_dir = tiny_data.make_data_dir(tmp_path / "data")
+    torch.manual_seed(0)
+    model = tiny_model(data_dir, hidden_states="bf16").eval()
+    out = save_model(model, tmp_path / "model", {}, data_dir / "tokenizer")
+    config = json.loads((out / "config.json").read_text())
+    assert set(config) == SINGLE_LABEL_KEYS | {"hidden_states"} and config["hidden_states"] == "bf16"
+
+    monkeypatch.chdir(tmp_path)
+    loaded = load_model(out)
+    float32_states = tiny_model(data_dir).eval()  # the same weights, as a config without the key rebuilds them
+    float32_states.load_state_dict(loaded.model.state_dict())
+    encoded = loaded.tokenizer(["the cat idiot", "a day"], padding=True, return_tensors="pt")
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        validated = model(encoded["input_ids"], encoded["attention_mask"])
+        scored = loaded.model(encoded["input_ids"], encoded["attention_mask"])
+        without_the_key = float32_states(encoded["input_ids"], encoded["attention_mask"])
+    assert torch.equal(scored, validated)
+    assert not torch.equal(without_the_key, validated)  # so the key is what makes the scores equal
 
 
 @pytest.mark.parametrize("head,maker,message", [

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cybulde.models.export import load_model
+from cybulde.models.export import load_model, read_model_config
 from cybulde.training import train as train_module
 from tests.helpers import tiny_train
 from tests.helpers.cpus import WITH_BF16, WITHOUT_BF16, fake_cpu
@@ -119,6 +119,7 @@ def test_two_runs_give_bit_identical_weights(tmp_path, monkeypatch):
     run_in_process(second, monkeypatch)
     assert_same_weights(first / "model", second / "model")
     assert (first / "metrics/train.json").read_text() == (second / "metrics/train.json").read_text()
+    assert read_model_config(first / "model")["hidden_states"] == "bf16"  # the default, recorded for scoring
 
 
 def torchrun(project: Path, nnodes: int, nproc_per_node: int, port: int,
@@ -366,6 +367,9 @@ RESUME_CASES = {
     # packed dropout masks come from the generator state the checkpoint restores
     "mid-epoch, packed dropout masks": ({"train.checkpoint_every_n_steps": 2, "train.epochs": 3,
                                          "train.dropout_masks": "packed"}, 11, 10),
+    # bf16 autocast with the encoder's hidden states in bf16 (the defaults on a CPU with native bf16)
+    "mid-epoch, bf16 hidden states": ({"train.checkpoint_every_n_steps": 2, "train.epochs": 3,
+                                       "train.precision": "bf16-mixed", "train.hidden_states": "bf16"}, 11, 10),
     # a loader worker fetches the resumed epoch's first batches before Lightning sets the sampler's epoch
     "mid-epoch, loader worker": ({"train.checkpoint_every_n_steps": 2, "train.epochs": 3, "train.num_workers": 1},
                                  11, 10),

@@ -69,6 +69,11 @@ class DropoutMasks(str, Enum):
     packed = "packed"  # four mask elements per 64-bit draw (cybulde.training.dropout)
 
 
+class HiddenStates(str, Enum):
+    float32 = "float32"  # autocast's own: float32 between the encoder's layers
+    bf16 = "bf16"  # bf16 from the embeddings' output on (cybulde.models.classifier)
+
+
 class SelectOn(str, Enum):
     macro_f1 = "macro_f1"  # the checkpoint with the highest val/macro_f1
     loss = "loss"  # the checkpoint with the lowest val/loss
@@ -159,6 +164,12 @@ class TrainConfig:
     # random number, p rounded to 1/65536: a quarter of the generator calls; other draws than torch's,
     # so other weights; docs/speed.md).
     dropout_masks: DropoutMasks = DropoutMasks.packed
+    # Under bf16-mixed, the dtype of the encoder's hidden states between its layers: "float32" (what
+    # autocast gives on a CPU: every linear layer casts its input, every elementwise op runs in
+    # float32) or "bf16" (the embeddings' output cast once, then every layer in bf16: fewer casts and
+    # half the memory traffic; bf16 rounding in the residual sums and layer norms, so other weights;
+    # docs/speed.md). The exported model records it and is scored the same way. No effect in 32-true.
+    hidden_states: HiddenStates = HiddenStates.bf16
     early_stopping_patience: int = 2
     # Stop training after this many seconds (validation at the stop, the best checkpoint exported);
     # 0: no limit. Where it stops depends on the machine's speed, so a limited run is not reproducible.

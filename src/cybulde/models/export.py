@@ -131,7 +131,7 @@ def rebuild_classifier(config: dict[str, Any]) -> TextClassifier:
     set_offline()
     from transformers import AutoConfig, AutoModel
 
-    from cybulde.models.classifier import compose_classifier
+    from cybulde.models.classifier import FLOAT32_HIDDEN_STATES, compose_classifier
     from cybulde.models.heads import make_head
 
     backbone_config = dict(config["backbone_config"])
@@ -142,7 +142,8 @@ def rebuild_classifier(config: dict[str, Any]) -> TextClassifier:
         backbone, head, config["label_names"], config["pooling"], config["adapter"],
         config["adapter_hidden_size"] or 1, float(config["dropout"]),
         max_length=config.get("max_length"), backbone_name=config.get("backbone", ""),
-        source_names=config.get("source_names"))
+        source_names=config.get("source_names"),
+        hidden_states=config.get("hidden_states", FLOAT32_HIDDEN_STATES))
 
 
 def weights_header_shapes(weights: Path) -> dict[str, list[int]]:

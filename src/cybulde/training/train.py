@@ -234,7 +234,8 @@ def load_manifest(data_dir: Path) -> Manifest:
 
 def build_module(cfg: Config, manifest: Manifest, data_dir: Path) -> pl.LightningModule:
     # The models package reads the manifest's fields as plain data (it does not import the registry).
-    model = build_classifier(cfg.model, manifest.to_dict(), tokenizer_dir(data_dir, manifest))
+    model = build_classifier(cfg.model, manifest.to_dict(), tokenizer_dir(data_dir, manifest),
+                             hidden_states=cfg.train.hidden_states.value)
     if cfg.train.freeze_embeddings:
         freeze_input_embeddings(model)
     class_weights = None
