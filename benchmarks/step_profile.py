@@ -25,6 +25,9 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from train_throughput import set_train_options  # noqa: E402  (the modes' way of setting train options)
 
 PHASES = ("forward", "backward", "clip", "optimizer", "zero_grad")
 OPTIONS = ("embedding_updates", "dropout_masks", "hidden_states")  # train config options, as the arguments
@@ -57,10 +60,9 @@ def build(args: argparse.Namespace):
     from cybulde.training.train import build_module
 
     cfg = Config()
+    set_train_options(cfg.train, {option: getattr(args, option) for option in OPTIONS if getattr(args, option)})
     for option in OPTIONS:
-        default = getattr(cfg.train, option)
-        setattr(cfg.train, option, type(default)(getattr(args, option) or default))  # the option's enum
-        setattr(args, option, getattr(cfg.train, option).value)
+        setattr(args, option, getattr(cfg.train, option).value)  # what ran, defaults included
     seed_everything(cfg.train.seed)
     manifest = Manifest.load(args.data_dir)
     module = build_module(cfg, manifest, args.data_dir)

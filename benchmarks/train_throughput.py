@@ -38,6 +38,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling gpu_report.py: one MFU formula
 from gpu_report import matmul_params, mfu  # noqa: E402
@@ -55,6 +56,15 @@ OURS_OPTIONS = {
     "ours-bf16-states": {"dropout_masks": "torch", "embedding_updates": "dense", "hidden_states": "bf16"},
     "ours-dense-torch": {"dropout_masks": "torch", "embedding_updates": "dense", "hidden_states": "float32"},
 }
+
+
+def set_train_options(train_cfg: Any, options: dict[str, str]) -> None:
+    """Set train config options by name from their values (`{"dropout_masks": "torch"}`), each as its
+    schema enum."""
+    for option, value in options.items():
+        setattr(train_cfg, option, type(getattr(train_cfg, option))(value))
+
+
 MODES = ("ceiling-fp32", "ceiling-bf16", "hf-default", "hf-grouped", *OURS_OPTIONS, "ours-ddp2")
 PEAK = "matmul-peak"
 RESULT_PREFIX = "BENCH_RESULT "
@@ -267,8 +277,7 @@ def run_ours(args: argparse.Namespace) -> None:
     cfg.train.global_batch_size, cfg.train.batch_size = args.batch_size, 0  # the global batch split over ranks
     cfg.train.precision = args.precision
     cfg.train.freeze_embeddings = args.freeze_embeddings
-    for option, value in OURS_OPTIONS.get(args.worker, {}).items():
-        setattr(cfg.train, option, type(getattr(cfg.train, option))(value))  # the option's enum
+    set_train_options(cfg.train, OURS_OPTIONS.get(args.worker, {}))
     seed_everything(cfg.train.seed)  # and deterministic kernels, as the train stage
     if args.nan_fill:
         import torch

@@ -79,7 +79,7 @@ def test_install_script_builds_a_working_environment(tmp_path: Path) -> None:
                              capture_output=True, text=True).stdout.strip()
     assert version.startswith("2.13.0")
     subprocess.run([str(venv / "bin/cybulde"), "--help"], check=True, capture_output=True)
-    # byte-compiled at install (compileall, not pip): no process pays for it at import
+    # byte-compiled at install: no process pays for it at import
     assert list(venv.glob("lib/python3*/site-packages/torch/__pycache__/__init__.*.pyc"))
     assert list(venv.glob("lib/python3*/site-packages/transformers/models/bert/__pycache__/modeling_bert.*.pyc"))
 
