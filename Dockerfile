@@ -22,6 +22,7 @@ FROM ${PYTHON_IMAGE}
 ARG TORCH_VARIANT=cpu
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/${TORCH_VARIANT}
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    UV_LINK_MODE=copy \
     PYTHONUNBUFFERED=1 \
     HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1 \
@@ -37,11 +38,12 @@ RUN apt-get update \
 
 # The same install script `make` and CI use, in two layers: the locked dependencies (rebuilt only
 # when the lock changes), then the project. Each RUN turns the build options into pip settings for
-# itself only; pip's downloads stay in a build cache, outside the image.
+# itself only, which the script hands to uv; uv's downloads stay in a build cache, outside the image,
+# and are copied from there (a cache mount is another file system: no hard links).
 WORKDIR /opt/cybulde
 COPY requirements.lock ./
-COPY scripts/install.sh scripts/
-RUN --mount=type=secret,id=pip-ca-bundle --mount=type=cache,target=/root/.cache/pip \
+COPY scripts/install.sh scripts/pip-setting.sh scripts/
+RUN --mount=type=secret,id=pip-ca-bundle --mount=type=cache,target=/root/.cache/uv \
     if [[ -n "${TORCH_INDEX_URL}" ]]; then export PIP_EXTRA_INDEX_URL="${TORCH_INDEX_URL}"; fi \
     && if [[ -f /run/secrets/pip-ca-bundle ]]; then export PIP_CERT=/run/secrets/pip-ca-bundle; fi \
     && if [[ -d /run/build/wheels ]]; then export PIP_FIND_LINKS=/run/build/wheels; fi \
@@ -49,7 +51,7 @@ RUN --mount=type=secret,id=pip-ca-bundle --mount=type=cache,target=/root/.cache/
 COPY pyproject.toml README.md LICENSE ./
 COPY scripts/ scripts/
 COPY src/ src/
-RUN --mount=type=secret,id=pip-ca-bundle --mount=type=cache,target=/root/.cache/pip \
+RUN --mount=type=secret,id=pip-ca-bundle --mount=type=cache,target=/root/.cache/uv \
     if [[ -n "${TORCH_INDEX_URL}" ]]; then export PIP_EXTRA_INDEX_URL="${TORCH_INDEX_URL}"; fi \
     && if [[ -f /run/secrets/pip-ca-bundle ]]; then export PIP_CERT=/run/secrets/pip-ca-bundle; fi \
     && if [[ -d /run/build/wheels ]]; then export PIP_FIND_LINKS=/run/build/wheels; fi \

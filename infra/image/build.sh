@@ -24,15 +24,10 @@ usage() {
   exit "${1:-2}"
 }
 
-# A pip setting from its environment variable, else from pip's configuration files.
-pip_setting() {
-  local value="${!1:-}"
-  [[ -n "$value" ]] || value="$(python3 -m pip config list 2>/dev/null | sed -n "s/^global\.$2='\(.*\)'$/\1/p" | tail -1)"
-  echo "$value"
-}
-
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
+# shellcheck source=scripts/pip-setting.sh
+source "$root/scripts/pip-setting.sh"
 tag=cybulde:latest
 python_image=""
 offline_base=false
