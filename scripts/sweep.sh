@@ -26,11 +26,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Every result in results/ was measured with the training options of the time: torch's dropout masks,
+# dense embedding updates and float32 hidden states (docs/speed.md has today's faster defaults). The
+# sweeps keep them, so that a rerun or a further seed is the same recipe as the runs it joins.
+measured_options=(-S train.dropout_masks=torch -S train.embedding_updates=dense -S train.hidden_states=float32)
+
 queue() {
     local name=$1
     shift
     dvc exp remove "$name" >/dev/null 2>&1 || true
-    dvc exp run --queue --name "$name" "$@"
+    dvc exp run --queue --name "$name" "${measured_options[@]}" "$@"
 }
 
 case "${1:-}" in

@@ -37,7 +37,12 @@ def queued_arms(tmp_path, sweep: str) -> dict[str, list[str]]:
     return arms
 
 
-@pytest.mark.parametrize("sweep", ["offensive", "seeds", "davidson", "hate"])
+# The training options every result in results/ was measured with (docs/results.md).
+MEASURED_OPTIONS = {"train.dropout_masks": "torch", "train.embedding_updates": "dense",
+                    "train.hidden_states": "float32"}
+
+
+@pytest.mark.parametrize("sweep", ["offensive", "seeds", "davidson", "hate", "seeds-all"])
 def test_every_arm_is_a_valid_configuration(tmp_path, sweep):
     arms = queued_arms(tmp_path, sweep)
     assert arms
@@ -45,11 +50,19 @@ def test_every_arm_is_a_valid_configuration(tmp_path, sweep):
         load_config(REPO / "params.yaml", overrides)  # raises ConfigError on a misspelt key or a bad value
 
 
+@pytest.mark.parametrize("sweep", ["offensive", "seeds", "davidson", "hate", "seeds-all"])
+def test_every_arm_keeps_the_training_options_the_results_were_measured_with(tmp_path, sweep):
+    for name, overrides in queued_arms(tmp_path, sweep).items():
+        settings = dict(override.split("=", 1) for override in overrides)
+        assert settings.items() >= MEASURED_OPTIONS.items(), name
+
+
 def test_the_offensive_arms_vary_each_factor_of_the_recipe_around_the_default(tmp_path):
     """Each arm changes the default recipe (params.yaml) in the factors its name says, and together they
     cover the factors the recipe was chosen over."""
     defaults = load_config(REPO / "params.yaml")
-    settings = {name: dict(override.split("=", 1) for override in overrides)
+    settings = {name: {key: value for key, value in (override.split("=", 1) for override in overrides)
+                       if key not in MEASURED_OPTIONS}
                 for name, overrides in queued_arms(tmp_path, "offensive").items()}
     assert (defaults.train.epochs, defaults.train.lr, defaults.model.pooling.value,
             defaults.train.freeze_embeddings) == (2, 1e-4, "pooler", False)
