@@ -22,7 +22,7 @@ if [[ ! -x "$target/bin/python" ]]; then
 fi
 python="$target/bin/python"
 uv_pin="$(grep -E '^uv==' requirements.lock)"
-"$python" -m pip install --quiet --disable-pip-version-check "$uv_pin"
+"$python" -m pip install --quiet --disable-pip-version-check --no-cache-dir "$uv_pin"
 
 # As pip does: the best version across every index. uv's own default takes a package from the first
 # index that has it, so PyTorch's index (which also serves numpy, jinja2 and others) would decide
