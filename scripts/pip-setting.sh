@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the scripts that hand pip's settings to another tool (uv, an image build).
 # pip_setting VARIABLE KEY [PYTHON]: a pip setting from its environment variable (PIP_CERT), else
 # from pip's configuration files (global.cert), as PYTHON's pip reads them (default python3).
