@@ -34,10 +34,10 @@ for url in $(pip_setting PIP_EXTRA_INDEX_URL extra-index-url "$python"); do uv_a
 for place in $(pip_setting PIP_FIND_LINKS find-links "$python"); do uv_args+=(--find-links "$place"); done
 ca_bundle="$(pip_setting PIP_CERT cert "$python")"
 [[ -z "$ca_bundle" ]] || export SSL_CERT_FILE="$ca_bundle"
-uv() { "$python" -m uv pip install --quiet "${uv_args[@]}" "$@"; }
+uv_install() { "$python" -m uv pip install --quiet "${uv_args[@]}" "$@"; }
 
 # pip itself stays current for the users of the environment.
-uv --no-compile --requirement requirements.lock "pip==26.3"
+uv_install --requirement requirements.lock "pip==26.3"
 # uv leaves byte-compiling to the first import, which cannot write the cache where
 # PYTHONDONTWRITEBYTECODE is set, so every process would compile what it imports again. compileall
 # does it once, with a worker per core, and skips the packages' own test suites, which nothing
@@ -46,4 +46,4 @@ uv --no-compile --requirement requirements.lock "pip==26.3"
 mapfile -t site_dirs < <("$python" -c 'import sysconfig; print(*sorted({sysconfig.get_path(name) for name in ("purelib", "platlib")}), sep="\n")')
 "$python" -m compileall -q -j 0 -x '/tests?/' "${site_dirs[@]}" >/dev/null || true
 [[ "$dependencies_only" == --dependencies-only ]] && exit 0
-uv --no-deps --editable .
+uv_install --no-deps --editable .
