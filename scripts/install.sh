@@ -6,10 +6,10 @@
 #     --dependencies-only: the locked dependencies without the project (the image's cached layer)
 #
 # pip installs only uv, at the version the lock pins; uv installs the lock. uv downloads and unpacks
-# in parallel: on two cores the lock takes about 10 s where pip took about 50. uv does not read
-# pip's settings, so those that say where packages come from are handed to it, each from its PIP_*
-# variable or else pip's configuration: the index, the extra indexes, the wheel folders and the CA
-# bundle.
+# in parallel: on two cores the lock takes 8 to 20 s (a full or an empty download cache) where pip
+# took 46 to 54 s (docs/speed.md). uv does not read pip's settings, so those that say where
+# packages come from are handed to it, each from its PIP_* variable or else pip's configuration: the
+# index, the extra indexes, the wheel folders and the CA bundle.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${1:-.venv}"

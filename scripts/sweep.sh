@@ -26,9 +26,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Every result in results/ was measured with the training options of the time: torch's dropout masks,
-# dense embedding updates and float32 hidden states (docs/speed.md has today's faster defaults). The
-# sweeps keep them, so that a rerun or a further seed is the same recipe as the runs it joins.
+# The runs behind results/sweep, results/seeds and results/behaviour used the training options of
+# their time: torch's dropout masks, dense embedding updates and float32 hidden states (docs/speed.md
+# has today's faster defaults). The sweeps keep them, so that a rerun or a further seed is the same
+# recipe as the runs it joins.
 measured_options=(-S train.dropout_masks=torch -S train.embedding_updates=dense -S train.hidden_states=float32)
 
 queue() {

@@ -37,7 +37,7 @@ def queued_arms(tmp_path, sweep: str) -> dict[str, list[str]]:
     return arms
 
 
-# The training options every result in results/ was measured with (docs/results.md).
+# The training options of the runs behind results/sweep, results/seeds and results/behaviour.
 MEASURED_OPTIONS = {"train.dropout_masks": "torch", "train.embedding_updates": "dense",
                     "train.hidden_states": "float32"}
 
