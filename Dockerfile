@@ -42,12 +42,12 @@ RUN apt-get update \
 # and are copied from there (a cache mount is another file system: no hard links).
 WORKDIR /opt/cybulde
 COPY requirements.lock ./
-COPY scripts/install.sh scripts/pip-setting.sh scripts/
+COPY scripts/install.sh scripts/pip-setting.sh scripts/compile_bytecode.py scripts/
 RUN --mount=type=secret,id=pip-ca-bundle --mount=type=cache,target=/root/.cache/uv \
     if [[ -n "${TORCH_INDEX_URL}" ]]; then export PIP_EXTRA_INDEX_URL="${TORCH_INDEX_URL}"; fi \
     && if [[ -f /run/secrets/pip-ca-bundle ]]; then export PIP_CERT=/run/secrets/pip-ca-bundle; fi \
     && if [[ -d /run/build/wheels ]]; then export PIP_FIND_LINKS=/run/build/wheels; fi \
-    && scripts/install.sh /opt/venv --dependencies-only
+    && scripts/install.sh /opt/venv --dependencies-only --all-bytecode
 COPY pyproject.toml README.md LICENSE ./
 COPY scripts/ scripts/
 COPY src/ src/
@@ -55,7 +55,7 @@ RUN --mount=type=secret,id=pip-ca-bundle --mount=type=cache,target=/root/.cache/
     if [[ -n "${TORCH_INDEX_URL}" ]]; then export PIP_EXTRA_INDEX_URL="${TORCH_INDEX_URL}"; fi \
     && if [[ -f /run/secrets/pip-ca-bundle ]]; then export PIP_CERT=/run/secrets/pip-ca-bundle; fi \
     && if [[ -d /run/build/wheels ]]; then export PIP_FIND_LINKS=/run/build/wheels; fi \
-    && scripts/install.sh /opt/venv \
+    && scripts/install.sh /opt/venv --all-bytecode \
     && git config --system --add safe.directory /workspace
 
 USER 10001
