@@ -83,9 +83,14 @@ def test_datamodule_over_a_published_version(published_registry: Path) -> None:
         labels = module.split_labels("train")[batch["index"].numpy()]
         assert batch["labels"].tolist() == labels.tolist()
 
-    ordered = list(module.eval_dataloader("validation", batch_size=5))
-    assert torch.cat([b["index"] for b in ordered]).tolist() == list(range(11))
-    assert torch.cat([b["labels"] for b in ordered]).tolist() == module.split_labels("validation").tolist()
+    # the evaluation's batches: every row once, shortest first, each row with its own label
+    evaluated = list(module.eval_dataloader("validation", batch_size=5))
+    assert [len(b["index"]) for b in evaluated] == [5, 5, 1]
+    index = torch.cat([b["index"] for b in evaluated])
+    assert sorted(index.tolist()) == list(range(11))
+    row_lengths = torch.cat([b["attention_mask"].sum(dim=1) for b in evaluated]).tolist()
+    assert row_lengths == sorted(row_lengths)
+    assert torch.cat([b["labels"] for b in evaluated]).tolist() == module.split_labels("validation")[index.numpy()].tolist()
     assert len(module.split_ids("test")) == len(module.split_texts("test")) == 10
 
 
@@ -136,8 +141,8 @@ def test_val_dataloader_is_sharded_and_eval_dataloader_is_not(published_registry
         for batch in batches:
             labels = module.split_labels("validation")[batch["index"].numpy()]
             assert batch["labels"].tolist() == labels.tolist()
-        ordered = torch.cat([b["index"] for b in module.eval_dataloader("validation")]).tolist()
-        assert ordered == list(range(11))
+        evaluated = torch.cat([b["index"] for b in module.eval_dataloader("validation")]).tolist()
+        assert sorted(evaluated) == list(range(11))  # not sharded: every rank gets every row
     assert len(seen[0]) == 6 and len(seen[1]) == 5  # 11 validation rows: 6 + 5, nothing repeated
     assert sorted(seen[0] + seen[1]) == list(range(11))
 

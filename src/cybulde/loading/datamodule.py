@@ -40,7 +40,7 @@ Validation during training (`val_dataloader`) is sharded by `EvalShardSampler`: 
 r, r + world_size, r + 2 * world_size, ... (longest first, to pad little), so every row is scored
 exactly once, with no padding rows; ranks may get one row, and so one batch, more than others. The
 module's metrics sum their states over the ranks. `eval_dataloader(split)` (the validate and test
-stages) is ordered and unsharded.
+stages) is unsharded and batches the rows shortest first, as `predict` and the served model do.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ from cybulde.files import write_file_atomically
 from cybulde.registry.errors import DataError
 from cybulde.registry.manifest import SPLITS, Manifest
 from cybulde.registry.splits import read_split_columns, split_paths
-from cybulde.text.batching import PadCollator
+from cybulde.text.batching import PadCollator, length_sorted_batches
 
 MEGA_CHUNK_STEPS = 50
 TOKEN_CACHE_FORMAT = "input_ids+label/arrow-ipc/v2"
@@ -481,8 +481,10 @@ class TextDataModule(pl.LightningDataModule):
         return self.eval_dataloader("test")
 
     def eval_dataloader(self, split: str, batch_size: int | None = None):  # noqa: ANN201
-        """All rows of `split` in order, unsharded (every rank sees all of them)."""
-        return DataLoader(self.split(split), batch_size=batch_size or self.eval_batch_size, shuffle=False,
+        """All rows of `split`, unsharded (every rank sees all of them), shortest first in batches as
+        `predict` makes them (`length_sorted_batches`); each batch's `index` says where its rows go."""
+        rows = self.split(split)
+        return DataLoader(rows, batch_sampler=length_sorted_batches(rows.lengths, batch_size or self.eval_batch_size),
                           collate_fn=PadCollator(self.pad_token_id), num_workers=self.num_workers)
 
 

@@ -9,7 +9,7 @@ model the token ids it was trained and tested on. A model that records a cleanin
 not know (or none) is refused.
 
 Speed: texts are sorted by token count and cut into batches of `batch_size`, each padded to its own
-longest row (`PadCollator`, as evaluation pads); the model runs under `torch.inference_mode`, in the
+longest row (`cybulde.text.batching`, as the evaluation stages batch and pad); the model runs under `torch.inference_mode`, in the
 precision its training's `train.precision` resolves to on this machine (bf16 autocast where the
 hardware runs bf16 natively: `cybulde.models.export.inference_precision`, the rule of the
 validate and test stages too) unless a precision is asked for; the outputs are put back in input order.
@@ -208,11 +208,12 @@ class TextScorer:
         """`[N, outputs]` float32 logits in input order, computed in batches of similar length."""
         import torch
 
+        from cybulde.text.batching import length_sorted_batches
+
         ids = self.token_ids(texts)
-        order = sorted(range(len(ids)), key=lambda row: len(ids[row]))
+        batches = length_sorted_batches([len(row_ids) for row_ids in ids], self.batch_size)
         chunks = []
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start:start + self.batch_size]
+        for rows in batches:
             batch = self.collate([{"input_ids": ids[row], "label": 0, "index": row} for row in rows])
             with self._forward_lock:
                 chunks.append(model_logits(self.model, batch["input_ids"], batch["attention_mask"],
@@ -222,7 +223,7 @@ class TextScorer:
         if not chunks:
             return torch.zeros((0, self.model.head.num_outputs))
         in_input_order = torch.empty_like(torch.cat(chunks))
-        in_input_order[torch.tensor(order)] = torch.cat(chunks)
+        in_input_order[torch.tensor([row for rows in batches for row in rows])] = torch.cat(chunks)
         return in_input_order
 
     def probabilities(self, texts: Sequence[str], on_batch: ProgressCallback | None = None) -> torch.Tensor:

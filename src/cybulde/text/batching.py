@@ -1,11 +1,26 @@
-"""Padding token-id rows into batches; kept free of Lightning so scoring raw text imports it cheaply."""
+"""Cutting token-id rows into batches and padding them; kept free of Lightning so scoring raw text
+imports it cheaply."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
+
+
+def length_sorted_batches(lengths: Sequence[int] | np.ndarray, batch_size: int) -> list[list[int]]:
+    """Row positions shortest first (equal lengths in row order), cut into batches of `batch_size`.
+
+    Every batch is padded to its own longest row, so rows of similar length together pad little: the
+    one batching of inference (the evaluation stages, `predict`, the served model), so a row is
+    scored in the same batch, with the same padding, whichever of them scores it.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable").tolist()
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
 
 
 class PadCollator:
