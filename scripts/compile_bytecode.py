@@ -70,9 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dirs", type=Path, help="compile only the modules directly in these folders")
     args = parser.parse_args(argv)
     wanted = listed_dirs(args.dirs) if args.dirs else None
-    modules = [module for site in site_dirs()
-               for module in (every_module(site) if wanted is None else modules_in(site, wanted))]
-    failed = compile_all(list(dict.fromkeys(modules)))
+    modules = list(dict.fromkeys(module for site in site_dirs()
+                                 for module in (every_module(site) if wanted is None else modules_in(site, wanted))))
+    failed = compile_all(modules)
     print(f"byte-compiled {len(modules) - failed} of {len(modules)} modules"
           + (f" in {len(wanted)} listed folders" if wanted is not None else ""))
     return 0
