@@ -9,10 +9,11 @@ model the token ids it was trained and tested on. A model that records a cleanin
 not know (or none) is refused.
 
 Speed: texts are sorted by token count and cut into batches of `batch_size`, each padded to its own
-longest row (`cybulde.text.batching`, as the evaluation stages batch and pad); the model runs under `torch.inference_mode`, in the
-precision its training's `train.precision` resolves to on this machine (bf16 autocast where the
-hardware runs bf16 natively: `cybulde.models.export.inference_precision`, the rule of the
-validate and test stages too) unless a precision is asked for; the outputs are put back in input order.
+longest row, as the evaluation stages batch a split (`cybulde.text.batching`); the model runs under
+`torch.inference_mode`, in the precision its training's `train.precision` resolves to on this
+machine (bf16 autocast where the hardware runs bf16 natively:
+`cybulde.models.export.inference_precision`, the rule of the validate and test stages too) unless a
+precision is asked for; the outputs are put back in input order.
 
 A multi-label model (`head: multilabel`, one sigmoid per question) is scored per question: a
 `<question>_probability` and a 0/1 `<question>_prediction`, the decision of that question's

@@ -13,9 +13,9 @@ import torch
 def length_sorted_batches(lengths: Sequence[int] | np.ndarray, batch_size: int) -> list[list[int]]:
     """Row positions shortest first (equal lengths in row order), cut into batches of `batch_size`.
 
-    Every batch is padded to its own longest row, so rows of similar length together pad little: the
-    one batching of inference (the evaluation stages, `predict`, the served model), so a row is
-    scored in the same batch, with the same padding, whichever of them scores it.
+    Every batch is padded to its own longest row, so rows of similar length together pad little. It
+    is the one batching of inference (the evaluation stages, `predict`, the served model): the same
+    rows at the same batch size meet the same batches and padding whichever of them scores them.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
