@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.script_module import REPO
+from tests.helpers.script_module import REPO, load_script
 
 SCRIPT = REPO / "scripts" / "compile_bytecode.py"
 LISTING = REPO / "scripts" / "bytecode-dirs.txt"
+listed_dirs = load_script("scripts/compile_bytecode.py").listed_dirs
 
 
 def fake_environment(tmp_path: Path) -> tuple[Path, Path]:
@@ -72,8 +73,7 @@ def test_a_full_pass_compiles_the_rest_but_not_test_suites(tmp_path: Path) -> No
 def test_every_listed_folder_is_installed() -> None:
     """A folder the lock no longer installs means the listing is stale: rerun the recorder."""
     site = Path(sysconfig.get_path("purelib"))
-    lines = (line.split("#", 1)[0].strip() for line in LISTING.read_text().splitlines())
-    missing = [folder for folder in lines if folder and not (site / folder).is_dir()]
+    missing = [folder for folder in listed_dirs(LISTING) if not (site / folder).is_dir()]
     assert not missing, f"not installed (rerun scripts/record_bytecode_dirs.sh): {missing[:10]}"
 
 
@@ -89,6 +89,5 @@ def test_the_stages_imports_are_listed() -> None:
              " if f.startswith(site + os.sep) and f.endswith('.py')}), sep='\\n')\n")
     imported = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True,
                               text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}).stdout.split()
-    listed = {line.split("#", 1)[0].strip() for line in LISTING.read_text().splitlines()}
-    unlisted = sorted(set(imported) - listed)
+    unlisted = sorted(set(imported) - set(listed_dirs(LISTING)))
     assert imported and not unlisted, f"imported but not listed: {unlisted[:20]}"
